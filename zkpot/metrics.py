@@ -1,0 +1,67 @@
+"""Prometheus metrics: every series is named zkpot_* and carries `service` and `node` labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_identity: dict[str, str] = {"service": "unknown", "node": "unknown"}
+
+# Durations from a millisecond RPC to a minutes-long proof.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def init(service: str, node: str, port: int | None) -> None:
+    """Name this process and serve /metrics on `port` (None or 0: don't serve)."""
+    _identity.update(service=service, node=node)
+    if port:
+        start_http_server(port, addr="127.0.0.1" if _loopback_only else "0.0.0.0")
+
+
+_loopback_only = False
+
+
+def bind_loopback(flag: bool) -> None:
+    global _loopback_only
+    _loopback_only = flag
+
+
+class _Bound:
+    """A metric with the process identity already applied."""
+
+    def __init__(self, metric: Counter | Gauge | Histogram, labels: Sequence[str]) -> None:
+        self._metric = metric
+        self._labels = tuple(labels)
+
+    def labels(self, **extra: str):  # noqa: ANN201 - prometheus child types
+        return self._metric.labels(**_identity, **extra)
+
+    def _child(self):  # noqa: ANN202
+        if self._labels:
+            raise TypeError(f"{self._metric} needs labels {self._labels}")
+        return self._metric.labels(**_identity)
+
+    def inc(self, amount: float = 1) -> None:
+        self._child().inc(amount)
+
+    def set(self, value: float) -> None:
+        self._child().set(value)
+
+    def observe(self, value: float) -> None:
+        self._child().observe(value)
+
+    def time(self):  # noqa: ANN201
+        return self._child().time()
+
+
+def counter(name: str, doc: str, labels: Sequence[str] = ()) -> _Bound:
+    return _Bound(Counter(name, doc, ["service", "node", *labels]), labels)
+
+
+def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> _Bound:
+    return _Bound(Gauge(name, doc, ["service", "node", *labels]), labels)
+
+
+def histogram(name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] = DURATION_BUCKETS) -> _Bound:
+    return _Bound(Histogram(name, doc, ["service", "node", *labels], buckets=buckets), labels)
