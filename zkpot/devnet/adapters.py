@@ -1,0 +1,115 @@
+"""The devnet's glue to the task publisher, the data shards and the observers' queries."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from zkpot import grpcutil, model_codec
+from zkpot.crypto import KeyPair
+from zkpot.devnet.plan import DevnetPlan
+from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2
+
+if TYPE_CHECKING:
+    from zkpot.devnet.progress import Progress
+    from zkpot.devnet.run import DevnetConfig
+
+
+def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> dict[str, float]:
+    """Create the task (or reuse the one in the data dir); returns its timings."""
+    from zkpot.zkp.task import TaskConfig, create_task, load_task
+
+    publisher_key = plan.data_dir / "keys" / "publisher.json"
+    if (plan.task_dir / "task.json").exists():
+        try:
+            load_task(plan.task_dir)
+            progress.say(f"reusing the task in {plan.task_dir}")
+            return {}
+        except Exception as exc:  # a stale or damaged task: make a new one
+            progress.say(f"cannot reuse {plan.task_dir} ({exc}); creating a new task")
+    if not publisher_key.exists():
+        publisher_key.parent.mkdir(parents=True, exist_ok=True)
+        KeyPair.generate().save(publisher_key)
+    kwargs: dict[str, Any] = {"test_set_size": config.test_set_size, "rounds": config.rounds,
+                              "round_deadline_blocks": config.round_deadline_blocks, "seed": config.seed}
+    if config.min_correct:
+        kwargs["min_correct"] = config.min_correct
+    task = create_task(plan.task_dir, KeyPair.load(publisher_key), TaskConfig(**kwargs))
+    return dict(getattr(task, "timings", {}) or {})
+
+
+def load_publish_tx(task_dir: Path) -> types_pb2.Transaction:
+    from zkpot.zkp.task import load_task
+
+    return load_task(task_dir).publish_tx
+
+
+def make_shards(plan: DevnetPlan, config: DevnetConfig) -> None:
+    from zkpot.zkp import data
+
+    if all(p.shard_path.exists() for p in plan.participants):
+        return
+    data.write_shards([p.shard_path for p in plan.participants], alpha=config.alpha, seed=config.seed,
+                      test_set_size=config.test_set_size)
+
+
+def global_accuracy(task_dir: Path, model: bytes) -> float:
+    from zkpot.zkp.task import load_task
+
+    return load_task(task_dir).float_accuracy(model_codec.decode(model))
+
+
+async def compare_ledgers(plan: DevnetPlan, settle_s: float = 10.0) -> dict[str, Any]:
+    """Every validator's chain, block by block: hashes and state roots must be identical."""
+    channels = [grpcutil.channel(v.ledger) for v in plan.validators]
+    stubs = [ledger_pb2_grpc.LedgerStub(c) for c in channels]
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settle_s
+        while True:
+            heads = [await s.Head(ledger_pb2.HeadRequest(), timeout=5) for s in stubs]
+            if len({h.height for h in heads}) == 1 or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        upto = min(h.height for h in heads)
+        mismatches = []
+        h = 0
+        while h <= upto:
+            pages = [await s.GetBlocks(ledger_pb2.GetBlocksRequest(from_height=h, limit=200), timeout=30)
+                     for s in stubs]
+            n = min(len(p.blocks) for p in pages)
+            if n == 0:
+                break
+            for i in range(n):
+                ids = {(p.blocks[i].block_hash, p.blocks[i].state_root) for p in pages}
+                if len(ids) != 1 and h + i <= upto:
+                    mismatches.append(h + i)
+            h += n
+        return {"agree": not mismatches, "heights": [hd.height for hd in heads], "compared_up_to": upto,
+                "mismatched_heights": mismatches[:20],
+                "state_roots": sorted({hd.state_root.hex() for hd in heads if hd.height == upto})}
+    finally:
+        for c in channels:
+            await c.close()
+
+
+def scrape_verify_seconds(plan: DevnetPlan) -> dict[str, float]:
+    """Sum of the verifiers' own proof-verification histograms (their /metrics)."""
+    total, count = 0.0, 0.0
+    for v in plan.validators:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{v.verifier_metrics}/metrics", timeout=5).read()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text.decode()):
+            if "verify" in family.name and family.name.endswith("_seconds") and family.type == "histogram":
+                for sample in family.samples:
+                    if sample.name.endswith("_sum"):
+                        total += sample.value
+                    elif sample.name.endswith("_count"):
+                        count += sample.value
+    return {"sum": total, "count": count}

@@ -1,0 +1,52 @@
+"""`zkpot devnet`: a whole ZKPoT network on this machine, real proofs on the digits data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Publish a task, start validators (consensus + verifier + ledger each) and provers as local "
+        "processes on loopback, and run federated-learning rounds with real ezkl proofs."
+    )
+    parser.add_argument("--validators", type=int, default=4, help="validator nodes, n = 3f+1 (default 4)")
+    parser.add_argument("--participants", type=int, default=4, help="participants (default 4, one per validator)")
+    parser.add_argument("--rounds", type=int, default=3, help="FL rounds (default 3)")
+    parser.add_argument("--data-dir", type=Path, default=Path("devnet-data"), help="default ./devnet-data")
+    parser.add_argument("--base-port", type=int, default=26000, help="first port of the port plan (default 26000)")
+    parser.add_argument("--existing", choices=["replace", "reuse-task", "fail"], default="replace",
+                        help="what to do with an earlier devnet in --data-dir: replace it (default), keep its "
+                             "task, keys and shards and start a fresh chain (skips the slow setup), or stop")
+    parser.add_argument("--test-set-size", type=int, default=32, help="public test set samples (default 32)")
+    parser.add_argument("--local-epochs", type=int, default=0, help="local epochs per round (0: prover default)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the non-IID shards")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--parallel-proofs", type=int, default=2, help="proofs in flight at once (default 2)")
+    parser.add_argument("--round-deadline-blocks", type=int, default=900,
+                        help="a round closes after this many blocks even if not everyone submitted")
+    parser.add_argument("--min-correct", type=int, default=0,
+                        help="proven count needed to be aggregated (0: task default)")
+    parser.add_argument("--report", type=Path, default=None, help="report path (default DATA_DIR/report.json)")
+    parser.add_argument("--idle-block-ms", type=int, default=1000, help="empty block interval when idle")
+    parser.add_argument("--no-attack-checks", dest="attack_checks", action="store_false",
+                        help="skip submitting forged copies of a real proof (tampered, inflated, copied, replayed)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from zkpot import log
+    from zkpot.devnet.run import DevnetConfig, main
+
+    log.setup("devnet", "orchestrator", "WARNING")
+    if args.validators < 1 or args.participants < 1 or args.rounds < 1:
+        raise SystemExit("--validators, --participants and --rounds must be at least 1")
+    config = DevnetConfig(
+        data_dir=args.data_dir.resolve(), validators=args.validators, participants=args.participants,
+        rounds=args.rounds, base_port=args.base_port, existing=args.existing, test_set_size=args.test_set_size,
+        local_epochs=args.local_epochs, alpha=args.alpha, seed=args.seed, parallel_proofs=args.parallel_proofs,
+        round_deadline_blocks=args.round_deadline_blocks, min_correct=args.min_correct,
+        report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,
+    )
+    return main(config)

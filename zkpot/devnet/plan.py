@@ -1,0 +1,135 @@
+"""Who runs where in a devnet: keys, ports, paths and the genesis file."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from zkpot.crypto import KeyPair
+from zkpot.genesis import Genesis, Member
+from zkpot.v1 import types_pb2
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ValidatorPlan:
+    index: int
+    name: str
+    key_path: Path
+    public_key: bytes
+    consensus_port: int
+    verifier_port: int
+    ledger_port: int
+    consensus_metrics: int
+    verifier_metrics: int
+    ledger_metrics: int
+    data_dir: Path
+
+    @property
+    def consensus(self) -> str:
+        return f"{HOST}:{self.consensus_port}"
+
+    @property
+    def verifier(self) -> str:
+        return f"{HOST}:{self.verifier_port}"
+
+    @property
+    def ledger(self) -> str:
+        return f"{HOST}:{self.ledger_port}"
+
+
+@dataclass(frozen=True)
+class ParticipantPlan:
+    index: int
+    name: str
+    key_path: Path
+    public_key: bytes
+    validator: ValidatorPlan          # the validator it submits to (and operates, if `leads`)
+    leads: bool                       # operates that validator: its proven score ranks it as leader
+    prover_port: int
+    prover_metrics: int
+    shard_path: Path
+
+    @property
+    def prover(self) -> str:
+        return f"{HOST}:{self.prover_port}"
+
+
+@dataclass(frozen=True)
+class DevnetPlan:
+    data_dir: Path
+    validators: tuple[ValidatorPlan, ...]
+    participants: tuple[ParticipantPlan, ...]
+
+    @property
+    def task_dir(self) -> Path:
+        return self.data_dir / "task"
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.data_dir / "genesis.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def metrics_targets(self) -> dict[str, str]:
+        out = {}
+        for v in self.validators:
+            out[f"{v.name}/consensus"] = f"{HOST}:{v.consensus_metrics}"
+            out[f"{v.name}/verifier"] = f"{HOST}:{v.verifier_metrics}"
+            out[f"{v.name}/ledger"] = f"{HOST}:{v.ledger_metrics}"
+        for p in self.participants:
+            out[f"{p.name}/prover"] = f"{HOST}:{p.prover_metrics}"
+        return out
+
+
+def _key(path: Path) -> KeyPair:
+    if path.exists():
+        return KeyPair.load(path)
+    key = KeyPair.generate()
+    key.save(path)
+    return key
+
+
+def make_plan(data_dir: Path, n_validators: int, n_participants: int, base_port: int) -> DevnetPlan:
+    """Ports: validator i uses base+10i .. +7; prover j uses base+500+10j, +5 (metrics)."""
+    keys = data_dir / "keys"
+    validators = []
+    for i in range(n_validators):
+        name = f"v{i}"
+        key = _key(keys / f"{name}.json")
+        p = base_port + 10 * i
+        validators.append(
+            ValidatorPlan(i, name, keys / f"{name}.json", key.public, p, p + 1, p + 2, p + 5, p + 6, p + 7,
+                          data_dir / "nodes" / name)
+        )
+    participants = []
+    for j in range(n_participants):
+        name = f"p{j}"
+        key = _key(keys / f"{name}.json")
+        p = base_port + 500 + 10 * j
+        participants.append(
+            ParticipantPlan(j, name, keys / f"{name}.json", key.public, validators[j % n_validators],
+                            leads=j < n_validators, prover_port=p, prover_metrics=p + 5,
+                            shard_path=data_dir / "shards" / f"{name}.npz")
+        )
+    return DevnetPlan(data_dir, tuple(validators), tuple(participants))
+
+
+def make_genesis(plan: DevnetPlan, publish_tx: types_pb2.Transaction) -> Genesis:
+    task_id = publish_tx.publish_task.task_id
+    genesis = Genesis(
+        chain_id=f"zkpot-devnet-{task_id[:4].hex()}-{int(time.time())}",
+        genesis_time_ms=int(time.time() * 1000),
+        validators=tuple(Member(v.name, v.public_key) for v in plan.validators),
+        participants=tuple(
+            Member(p.name, p.public_key, p.validator.public_key if p.leads else b"") for p in plan.participants
+        ),
+        publish_task=publish_tx,
+    )
+    genesis.check()
+    genesis.save(plan.genesis_path)
+    return genesis

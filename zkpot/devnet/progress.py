@@ -1,0 +1,51 @@
+"""Live progress line for the devnet (redrawn in place on a terminal, a line per change otherwise)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Progress:
+    rounds: int
+    participants: int
+    started: float = field(default_factory=time.monotonic)
+    round: int = 0
+    submitted: int = 0
+    verified: int = 0
+    rejected: int = 0
+    leader: str = "-"
+    height: int = 0
+    view: int = 0
+    global_accuracy: float | None = None
+    stage: str = "starting"
+    _last: str = ""
+
+    def line(self) -> str:
+        elapsed = int(time.monotonic() - self.started)
+        acc = "-" if self.global_accuracy is None else f"{100 * self.global_accuracy:.1f}%"
+        return (
+            f"[{elapsed // 60:02d}:{elapsed % 60:02d}] round {self.round}/{self.rounds} | "
+            f"proofs submitted {self.submitted}/{self.participants} verified {self.verified} "
+            f"rejected {self.rejected} | leader {self.leader} | height {self.height} view {self.view} | "
+            f"global acc {acc} | {self.stage}"
+        )
+
+    def draw(self, force: bool = False) -> None:
+        text = self.line()
+        if sys.stdout.isatty():
+            sys.stdout.write("\r\x1b[2K" + text)
+            sys.stdout.flush()
+        elif force or text.split("] ", 1)[1] != self._last.split("] ", 1)[-1]:
+            print(text, flush=True)
+        self._last = text
+
+    def say(self, message: str) -> None:
+        """A permanent line above the progress line."""
+        if sys.stdout.isatty():
+            sys.stdout.write("\r\x1b[2K")
+        print(message, flush=True)
+        if sys.stdout.isatty():
+            self.draw()

@@ -1,0 +1,147 @@
+"""Per-round figures, the closing summary table and report.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zkpot.devnet.run import Devnet
+    from zkpot.v1 import ledger_pb2, prover_pb2
+
+
+@dataclass
+class SubmissionStats:
+    participant: str
+    round: int
+    tx_id: str = ""
+    claimed_correct: int = 0
+    test_set_size: int = 0
+    float_accuracy: float = 0.0
+    quantized_accuracy: float = 0.0
+    train_s: float = 0.0
+    compile_s: float = 0.0
+    witness_s: float = 0.0
+    prove_s: float = 0.0
+    prover_wall_s: float = 0.0
+    admission_s: float = 0.0          # SubmitTx round trip: signature + proof verification
+    commit_s: float = 0.0             # submission to committed in the ledger
+    admitted: bool = False
+    admission_reason: str = ""
+    height: int = 0
+    aggregated: bool = False
+
+    def fill_from_prover(self, r: prover_pb2.ProveRoundResult) -> None:
+        self.claimed_correct, self.test_set_size = r.claimed_correct, r.test_set_size
+        self.float_accuracy, self.quantized_accuracy = r.float_accuracy, r.quantized_accuracy
+        self.train_s, self.compile_s = r.train_seconds, r.compile_seconds
+        self.witness_s, self.prove_s = r.witness_seconds, r.prove_seconds
+
+
+@dataclass
+class RoundStats:
+    round: int
+    started: float = 0.0
+    closed: float = 0.0
+    global_accuracy: float = 0.0
+    next_leaders: list[str] = field(default_factory=list)
+    next_scores: list[int] = field(default_factory=list)
+    submissions: dict[str, SubmissionStats] = field(default_factory=dict)
+    summary: ledger_pb2.RoundSummary | None = None
+
+
+def _round_json(net: Devnet, rs: RoundStats) -> dict[str, Any]:
+    s = rs.summary
+    aggregated = {net.genesis.name_of(x.participant): x.aggregated for x in s.submissions} if s else {}
+    subs = []
+    for name, sub in sorted(rs.submissions.items()):
+        sub.aggregated = aggregated.get(name, False)
+        subs.append(asdict(sub))
+    return {
+        "round": rs.round,
+        "closed": bool(s and s.closed),
+        "wall_s": round(rs.closed - rs.started, 2) if rs.closed and rs.started else None,
+        "open_height": s.open_height if s else None,
+        "close_height": s.close_height if s else None,
+        "aggregation_rule": s.aggregation_rule if s else None,
+        "global_model_cid": s.global_model_cid if s else None,
+        "next_global_model_cid": s.next_global_model_cid if s else None,
+        "global_accuracy": rs.global_accuracy,
+        "accepted_submissions": sum(1 for x in (s.submissions if s else []) if x.aggregated),
+        "next_leaders": rs.next_leaders,
+        "next_leader_scores": rs.next_scores,
+        "submissions": subs,
+        "time": {
+            "training_s": round(sum(x.train_s for x in rs.submissions.values()), 2),
+            "proving_s": round(sum(x.prove_s + x.witness_s + x.compile_s for x in rs.submissions.values()), 2),
+            "admission_verify_s": round(sum(x.admission_s for x in rs.submissions.values()), 2),
+            "consensus_commit_s": round(sum(max(0.0, x.commit_s - x.admission_s)
+                                            for x in rs.submissions.values()), 2),
+        },
+    }
+
+
+def write_report(net: Devnet, ledgers: dict[str, Any], verify: dict[str, float]) -> dict[str, Any]:
+    rounds = [_round_json(net, rs) for _, rs in sorted(net.rounds.items())]
+    all_subs = [s for r in rounds for s in r["submissions"]]
+    ok = ledgers["agree"] and all(r["closed"] for r in rounds) and all(a["rejected"] for a in net.attacks)
+    report = {
+        "ok": ok,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "chain_id": net.genesis.chain_id,
+        "task_id": net.genesis.task_id.hex(),
+        "insecure_dev_srs": bool(net.genesis.manifest.insecure_dev_srs),
+        "test_set_size": net.genesis.manifest.test_set_size,
+        "config": {k: str(v) if hasattr(v, "__fspath__") else v for k, v in vars(net.config).items()},
+        "validators": [v.name for v in net.plan.validators],
+        "participants": [p.name for p in net.plan.participants],
+        "ledgers": ledgers,
+        "where_time_went": {
+            **{k: round(v, 2) for k, v in net.timings.items()},
+            "training_s": round(sum(s["train_s"] for s in all_subs), 2),
+            "proving_s": round(sum(s["prove_s"] + s["witness_s"] + s["compile_s"] for s in all_subs), 2),
+            "verifying_s_all_validators": round(verify.get("sum", 0.0), 2),
+            "verifications": int(verify.get("count", 0)),
+            "consensus_commit_s": round(sum(max(0.0, s["commit_s"] - s["admission_s"]) for s in all_subs), 2),
+        },
+        "rounds": rounds,
+        "attack_checks": net.attacks,
+    }
+    path = net.config.report_path or (net.config.data_dir / "report.json")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print_summary(report)
+    print(f"report: {path}")
+    return report
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    if report["insecure_dev_srs"]:
+        print("WARNING: this chain's task uses an INSECURE development SRS (ezkl.gen_srs); never use it in production")
+    header = f"{'round':>5} {'height':>7} {'accepted':>8} {'global acc':>10} {'wall s':>7} {'prove s':>8}  next leaders"
+    print(header)
+    print("-" * len(header))
+    for r in report["rounds"]:
+        acc = f"{100 * r['global_accuracy']:.1f}%"
+        wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
+        accepted = f"{r['accepted_submissions']}/{len(r['submissions'])}"
+        print(f"{r['round']:>5} {r['close_height'] or '-':>7} {accepted:>8} "
+              f"{acc:>10} {wall:>7} {r['time']['proving_s']:>8.0f}  {' > '.join(r['next_leaders'])}")
+    print()
+    print(f"{'participant':<12} " + " ".join(f"{'r' + str(r['round']) + ' correct':>12}" for r in report["rounds"]))
+    names = sorted({s["participant"] for r in report["rounds"] for s in r["submissions"]})
+    for name in names:
+        cells = []
+        for r in report["rounds"]:
+            sub = next((s for s in r["submissions"] if s["participant"] == name), None)
+            cell = "-" if sub is None else f"{sub['claimed_correct']}/{sub['test_set_size']}" + (
+                "" if sub["admitted"] else " REJ")
+            cells.append(f"{cell:>12}")
+        print(f"{name:<12} " + " ".join(cells))
+    t = report["where_time_went"]
+    print()
+    print("time: " + ", ".join(f"{k} {v}" for k, v in t.items()))
+    agree = report["ledgers"]["agree"]
+    print(f"ledgers: {'all validators hold identical chains' if agree else 'DISAGREE'} "
+          f"(heights {report['ledgers']['heights']})")

@@ -1,0 +1,384 @@
+"""The devnet orchestrator: publish a task, start every service as its own process, drive the
+participants through the FL rounds over gRPC, watch the chain, and write the report.
+
+Nothing here is on the consensus path: the orchestrator only plays the participants' client
+role (ask the prover, sign, submit) and the observer's (read ledgers, scrape metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from zkpot import chain, grpcutil
+from zkpot.crypto import KeyPair
+from zkpot.devnet import adapters
+from zkpot.devnet.plan import DevnetPlan, ParticipantPlan, ValidatorPlan, make_genesis, make_plan
+from zkpot.devnet.procs import ProcessGroup
+from zkpot.devnet.progress import Progress
+from zkpot.devnet.report import RoundStats, SubmissionStats, write_report
+from zkpot.genesis import Genesis
+from zkpot.v1 import (
+    consensus_pb2,
+    consensus_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+    prover_pb2,
+    prover_pb2_grpc,
+    types_pb2,
+)
+
+log = logging.getLogger("zkpot.devnet")
+MARKER = ".zkpot-devnet"
+
+
+@dataclass
+class DevnetConfig:
+    data_dir: Path
+    validators: int = 4
+    participants: int = 4
+    rounds: int = 3
+    base_port: int = 26000
+    existing: str = "replace"           # replace | reuse-task | fail
+    test_set_size: int = 32
+    local_epochs: int = 0               # 0: prover default
+    alpha: float = 0.5
+    seed: int = 7
+    parallel_proofs: int = 2
+    round_deadline_blocks: int = 900
+    min_correct: int = 0                # 0: task default
+    report_path: Path | None = None
+    idle_block_ms: int = 1000
+    attack_checks: bool = True          # submit forged copies of a real proof and expect rejection
+
+
+@dataclass
+class Devnet:
+    config: DevnetConfig
+    plan: DevnetPlan
+    genesis: Genesis
+    procs: ProcessGroup
+    progress: Progress
+    rounds: dict[int, RoundStats] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    attacks: list[dict] = field(default_factory=list)
+
+
+def prepare_data_dir(config: DevnetConfig) -> None:
+    d = config.data_dir
+    if d.exists() and any(d.iterdir()):
+        if not (d / MARKER).exists():
+            raise SystemExit(f"{d} exists and was not made by `zkpot devnet`; choose another --data-dir")
+        if config.existing == "fail":
+            raise SystemExit(f"{d} holds an earlier devnet (use --existing replace or reuse-task)")
+        keep = {"task", "keys", "shards", MARKER} if config.existing == "reuse-task" else {MARKER}
+        for child in d.iterdir():
+            if child.name not in keep:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / MARKER).write_text("made by zkpot devnet; safe to delete\n")
+
+
+def _service_args(plan: DevnetPlan, v: ValidatorPlan, config: DevnetConfig) -> dict[str, list[str]]:
+    peers = [f"--peer={o.name}@{o.consensus}" for o in plan.validators if o.name != v.name]
+    return {
+        "ledger": ["ledger", "serve", "--data-dir", str(v.data_dir / "ledger"), "--genesis", str(plan.genesis_path),
+                   "--listen", v.ledger, "--metrics-port", str(v.ledger_metrics), "--node", v.name],
+        "verifier": ["verifier", "serve", "--task-dir", str(plan.task_dir), "--genesis", str(plan.genesis_path),
+                     "--listen", v.verifier, "--metrics-port", str(v.verifier_metrics), "--node", v.name],
+        "consensus": ["consensus", "serve", "--genesis", str(plan.genesis_path), "--key", str(v.key_path),
+                      "--node", v.name, "--listen", v.consensus, "--ledger", v.ledger, "--verifier", v.verifier,
+                      "--data-dir", str(v.data_dir / "consensus"), "--metrics-port", str(v.consensus_metrics),
+                      "--idle-block-ms", str(config.idle_block_ms), *peers],
+    }
+
+
+async def start_services(net: Devnet) -> None:
+    plan, procs = net.plan, net.procs
+    t0 = time.monotonic()
+    # ledgers and verifiers first: a replica needs both before it can vote
+    for kind in ("ledger", "verifier"):
+        for v in plan.validators:
+            procs.start(f"{v.name}-{kind}", _service_args(plan, v, net.config)[kind])
+    for p in plan.participants:
+        procs.start(f"{p.name}-prover", ["prover", "serve", "--task-dir", str(plan.task_dir), "--shard",
+                                         str(p.shard_path), "--listen", p.prover, "--metrics-port",
+                                         str(p.prover_metrics), "--node", p.name])
+    await _wait_all(net, [v.ledger for v in plan.validators] + [v.verifier for v in plan.validators])
+    for v in plan.validators:
+        procs.start(f"{v.name}-consensus", _service_args(plan, v, net.config)["consensus"])
+    await _wait_all(net, [v.consensus for v in plan.validators] + [p.prover for p in plan.participants])
+    net.timings["start_services_s"] = time.monotonic() - t0
+
+
+async def _wait_all(net: Devnet, targets: list[str], timeout_s: float = 120.0) -> None:
+    waits = [asyncio.create_task(grpcutil.wait_healthy(t, timeout_s)) for t in targets]
+    try:
+        while not all(w.done() for w in waits):
+            dead = net.procs.dead()
+            if dead:
+                raise RuntimeError(f"{dead[0].name} exited during start-up:\n{dead[0].tail()}")
+            await asyncio.sleep(0.3)
+        for w in waits:
+            w.result()
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def _get_round(stub: ledger_pb2_grpc.LedgerStub, r: int) -> ledger_pb2.RoundSummary | None:
+    try:
+        return await stub.GetRound(ledger_pb2.GetRoundRequest(round=r), timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def _get_model(stub: ledger_pb2_grpc.LedgerStub, cid: str) -> bytes:
+    chunks = [c.data async for c in stub.GetModel(ledger_pb2.GetModelRequest(cid=cid), timeout=30)]
+    return b"".join(chunks)
+
+
+async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.Semaphore) -> None:
+    """One participant's client: for each round, train+prove at its prover, sign, submit, wait."""
+    key = KeyPair.load(p.key_path)
+    task_id = net.genesis.task_id
+    async with grpcutil.channel(p.validator.ledger) as lch, grpcutil.channel(p.prover) as pch, \
+            grpcutil.channel(p.validator.consensus) as cch:
+        ledger = ledger_pb2_grpc.LedgerStub(lch)
+        prover = prover_pb2_grpc.ProverStub(pch)
+        consensus = consensus_pb2_grpc.ConsensusStub(cch)
+        for r in range(1, net.config.rounds + 1):
+            summary = await _wait_round(ledger, r, lambda s: s is not None)
+            global_model = await _get_model(ledger, summary.global_model_cid)
+            stats = SubmissionStats(participant=p.name, round=r)
+            net.rounds[r].submissions[p.name] = stats
+            async with proof_slots:
+                result = None
+                request = prover_pb2.ProveRoundRequest(task_id=task_id, round=r, participant=key.public,
+                                                       global_model=global_model,
+                                                       local_epochs=net.config.local_epochs,
+                                                       seed=net.config.seed * 1000 + r * 10 + p.index)
+                t0 = time.monotonic()
+                async for event in prover.ProveRound(request, timeout=1800):
+                    if event.WhichOneof("event") == "result":
+                        result = event.result
+                stats.prover_wall_s = time.monotonic() - t0
+            if result is None:
+                raise RuntimeError(f"{p.name}: prover returned no result in round {r}")
+            stats.fill_from_prover(result)
+            tx = types_pb2.Transaction(submit_proof=types_pb2.SubmitProof(
+                task_id=task_id, round=r, participant=key.public, model_commitment=result.model_commitment,
+                claimed_correct=result.claimed_correct, proof=result.proof, model_params=result.model_params,
+                model_cid=result.model_cid))
+            chain.sign_tx(key, tx)
+            stats.tx_id = chain.tx_id(tx).hex()
+            t_submit = time.monotonic()
+            resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[tx]), timeout=300)
+            admission = resp.results[0]
+            stats.admission_s = time.monotonic() - t_submit
+            stats.admitted, stats.admission_reason = admission.admitted, admission.reason
+            net.progress.submitted += 1
+            if admission.admitted:
+                net.progress.verified += 1
+                height = await _wait_tx(ledger, bytes.fromhex(stats.tx_id))
+                stats.commit_s = time.monotonic() - t_submit
+                stats.height = height
+            else:
+                net.progress.rejected += 1
+                net.progress.say(f"{p.name}: round {r} submission rejected: {admission.reason}")
+            net.progress.draw()
+            if net.config.attack_checks and p.index == 0 and admission.admitted:
+                await run_attack_checks(net, consensus, tx, r)
+            await _wait_round(ledger, r, lambda s: s is not None and s.closed)
+
+
+def forged_variants(net: Devnet, tx: types_pb2.Transaction) -> list[tuple[str, types_pb2.Transaction]]:
+    """Cheats a participant could try with a real proof in hand; each must be refused."""
+    owner = KeyPair.load(net.plan.participants[0].key_path)
+    thief = KeyPair.load(net.plan.participants[-1].key_path) if len(net.plan.participants) > 1 else KeyPair.generate()
+    variants = []
+
+    def variant(name: str, key: KeyPair, edit) -> None:  # noqa: ANN001
+        forged = types_pb2.Transaction()
+        forged.CopyFrom(tx)
+        edit(forged.submit_proof)
+        forged.submit_proof.participant = key.public
+        forged.nonce = 1  # a new transaction, not a duplicate of the honest one
+        variants.append((name, chain.sign_tx(key, forged)))
+
+    def tamper(sp: types_pb2.SubmitProof) -> None:
+        proof = bytearray(sp.proof)
+        proof[len(proof) // 2] ^= 0x01
+        sp.proof = bytes(proof)
+
+    def inflate(sp: types_pb2.SubmitProof) -> None:
+        sp.claimed_correct = sp.claimed_correct + 1
+
+    def replay(sp: types_pb2.SubmitProof) -> None:
+        sp.round = sp.round + 1
+
+    variant("tampered_proof", owner, tamper)
+    variant("inflated_claim", owner, inflate)
+    variant("copied_to_other_submitter", thief, lambda sp: None)
+    variant("replayed_next_round", owner, replay)
+    return variants
+
+
+async def run_attack_checks(net: Devnet, consensus: consensus_pb2_grpc.ConsensusStub,
+                            tx: types_pb2.Transaction, r: int) -> None:
+    for name, forged in forged_variants(net, tx):
+        resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[forged]), timeout=120)
+        result = resp.results[0]
+        net.attacks.append({"round": r, "attack": name, "rejected": not result.admitted, "reason": result.reason})
+        verdict = "rejected" if not result.admitted else "ADMITTED (bug!)"
+        net.progress.say(f"attack check, round {r}: {name} {verdict}: {result.reason}")
+
+
+async def _wait_round(stub: ledger_pb2_grpc.LedgerStub, r: int, ok, timeout_s: float = 3600):  # noqa: ANN001,ANN202
+    deadline = time.monotonic() + timeout_s
+    while True:
+        summary = await _get_round(stub, r)
+        if ok(summary):
+            return summary
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"round {r} did not reach the expected state")
+        await asyncio.sleep(0.25)
+
+
+async def _wait_tx(stub: ledger_pb2_grpc.LedgerStub, tx_id: bytes, timeout_s: float = 600) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            resp = await stub.GetTx(ledger_pb2.GetTxRequest(tx_id=tx_id), timeout=5)
+            return resp.height
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"transaction {tx_id.hex()[:16]} not committed after {timeout_s}s")
+
+
+async def watch(net: Devnet) -> None:
+    """Observer: keeps the progress line and per-round figures current from validator 0."""
+    v0 = net.plan.validators[0]
+    async with grpcutil.channel(v0.consensus) as cch, grpcutil.channel(v0.ledger) as lch:
+        consensus = consensus_pb2_grpc.ConsensusStub(cch)
+        ledger = ledger_pb2_grpc.LedgerStub(lch)
+        while True:
+            dead = net.procs.dead()
+            if dead:
+                raise RuntimeError(f"{dead[0].name} died:\n{dead[0].tail()}")
+            try:
+                status = await consensus.Status(consensus_pb2.StatusRequest(), timeout=2)
+                net.progress.view = status.view
+                net.progress.leader = net.genesis.name_of(status.leader)
+                head = await ledger.Head(ledger_pb2.HeadRequest(), timeout=2)
+                net.progress.height = head.height
+                current = min(head.current_round, net.config.rounds)
+                if current != net.progress.round and current >= 1:
+                    net.progress.round = current
+                    net.progress.submitted = net.progress.verified = net.progress.rejected = 0
+                    net.rounds[current].started = net.rounds[current].started or time.monotonic()
+                await _record_closed_rounds(net, ledger)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("watch: %s", exc.details())
+            net.progress.draw()
+            await asyncio.sleep(0.5)
+
+
+async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub) -> None:
+    for r, stats in net.rounds.items():
+        if stats.closed:
+            continue
+        summary = await _get_round(ledger, r)
+        if summary is None or not summary.closed:
+            return
+        stats.closed = time.monotonic()
+        stats.summary = summary
+        model = await _get_model(ledger, summary.next_global_model_cid)
+        stats.global_accuracy = adapters.global_accuracy(net.plan.task_dir, model)
+        schedule = await ledger.LeaderSchedule(ledger_pb2.LeaderScheduleRequest(), timeout=5)
+        stats.next_leaders = [net.genesis.name_of(k) for k in schedule.leaders]
+        stats.next_scores = list(schedule.scores)
+        net.progress.global_accuracy = stats.global_accuracy
+        net.progress.say(
+            f"round {r} closed at height {summary.close_height}: "
+            f"{sum(s.aggregated for s in summary.submissions)}/{len(summary.submissions)} submissions aggregated, "
+            f"global accuracy {100 * stats.global_accuracy:.1f}%, next leaders {' > '.join(stats.next_leaders)}"
+        )
+
+
+async def run_devnet(config: DevnetConfig) -> dict:
+    t_start = time.monotonic()
+    prepare_data_dir(config)
+    plan = make_plan(config.data_dir, config.validators, config.participants, config.base_port)
+    progress = Progress(config.rounds, config.participants)
+    progress.stage = "publishing task"
+    progress.say(f"zkpot devnet: {config.validators} validators, {config.participants} participants, "
+                 f"{config.rounds} rounds, data in {config.data_dir}")
+    t0 = time.monotonic()
+    task_timings = adapters.publish_task(plan, config, progress)
+    adapters.make_shards(plan, config)
+    t_task = time.monotonic() - t0
+    publish_tx = adapters.load_publish_tx(plan.task_dir)
+    genesis = make_genesis(plan, publish_tx)
+    net = Devnet(config, plan, genesis, ProcessGroup(plan.log_dir), progress,
+                 rounds={r: RoundStats(round=r) for r in range(1, config.rounds + 1)})
+    net.timings.update(task_timings)
+    net.timings["task_setup_s"] = t_task
+    try:
+        progress.stage = "starting services"
+        progress.say(f"starting {len(plan.validators) * 3 + len(plan.participants)} service processes "
+                     f"(logs in {plan.log_dir})")
+        await start_services(net)
+        progress.stage = "training and proving"
+        slots = asyncio.Semaphore(max(1, config.parallel_proofs))
+        watcher = asyncio.create_task(watch(net))
+        t_rounds = time.monotonic()
+        participants = [asyncio.create_task(run_participant(net, p, slots)) for p in plan.participants]
+        done, _ = await asyncio.wait([watcher, *participants], return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        # let the observer record the last round
+        for _ in range(40):
+            if all(s.closed for s in net.rounds.values()):
+                break
+            await asyncio.sleep(0.25)
+        watcher.cancel()
+        net.timings["rounds_s"] = time.monotonic() - t_rounds
+        progress.stage = "done"
+        progress.draw(force=True)
+        print()
+        ledgers_agree = await adapters.compare_ledgers(plan)
+        verify_stats = adapters.scrape_verify_seconds(plan)
+        net.timings["total_s"] = time.monotonic() - t_start
+        return write_report(net, ledgers_agree, verify_stats)
+    finally:
+        net.procs.stop()
+
+
+def main(config: DevnetConfig) -> int:
+    async def runner() -> dict:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await run_devnet(config)
+
+    try:
+        report = asyncio.run(runner())
+    except asyncio.CancelledError:
+        print("\ninterrupted: every service process was stopped")
+        return 130
+    return 0 if report.get("ok") else 1
