@@ -44,6 +44,13 @@ def _scalar(field: FieldDescriptor, value: object) -> bytes:
     return bytes([_KIND_INT]) + int(value).to_bytes(9, "big", signed=True)  # type: ignore[call-overload]
 
 
+def _is_repeated(field: FieldDescriptor) -> bool:
+    # protobuf 7 dropped FieldDescriptor.label; older releases lack is_repeated
+    if hasattr(field, "is_repeated"):
+        return bool(field.is_repeated)
+    return field.label == FieldDescriptor.LABEL_REPEATED
+
+
 def canonical_bytes(msg: Message) -> bytes:
     """Deterministic encoding of a protobuf message, independent of wire serialization."""
     out = bytearray()
@@ -56,7 +63,7 @@ def canonical_bytes(msg: Message) -> bytes:
             val_f = field.message_type.fields_by_name["value"]
             body = b"".join(_scalar(key_f, k) + _scalar(val_f, mapping[k]) for k in sorted(mapping))
             out += _U32.pack(field.number) + bytes([_KIND_MAP]) + _U32.pack(len(body)) + body
-        elif field.label == FieldDescriptor.LABEL_REPEATED:
+        elif _is_repeated(field):
             values = getattr(msg, field.name)
             if not values:
                 continue

@@ -1,0 +1,216 @@
+"""`zkpot ledger`: run the ledger service, and query one.
+
+  zkpot ledger serve --data-dir DIR --genesis FILE --listen HOST:PORT [--metrics-port P] [--node NAME]
+  zkpot ledger head|block|tx|task|round|schedule|model --target HOST:PORT ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+
+from zkpot import crypto, grpcutil
+from zkpot import log as zlog
+from zkpot import metrics as zmetrics
+from zkpot.codec import content_id
+from zkpot.v1 import ledger_pb2, ledger_pb2_grpc
+
+CALL_TIMEOUT_S = 10.0
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="ledger_command", required=True)
+
+    serve = sub.add_parser("serve", help="run the ledger service")
+    serve.add_argument("--data-dir", type=Path, required=True, help="RocksDB directory (created on first start)")
+    serve.add_argument("--genesis", type=Path, required=True, help="genesis JSON file")
+    serve.add_argument("--listen", default="127.0.0.1:7300", help="gRPC address HOST:PORT")
+    serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: off)")
+    serve.add_argument("--node", default="ledger", help="node name in logs and metrics")
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(func=_serve)
+
+    def client(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--target", default="127.0.0.1:7300", help="ledger address HOST:PORT")
+        return p
+
+    client("head", "show the newest block and the open round").set_defaults(func=_run(_head))
+    blk = client("block", "show one block")
+    key = blk.add_mutually_exclusive_group(required=True)
+    key.add_argument("--height", type=int)
+    key.add_argument("--hash", type=bytes.fromhex, help="block hash (hex)")
+    blk.set_defaults(func=_run(_block))
+    tx = client("tx", "show one transaction and its result")
+    tx.add_argument("tx_id", type=bytes.fromhex, help="transaction id (hex)")
+    tx.set_defaults(func=_run(_tx))
+    client("task", "show the chain's task manifest").set_defaults(func=_run(_task))
+    rnd = client("round", "show an FL round's submissions and models")
+    rnd.add_argument("--round", type=int, default=0, help="round number (0: the open/last round)")
+    rnd.set_defaults(func=_run(_round))
+    client("schedule", "show the leader schedule").set_defaults(func=_run(_schedule))
+    mdl = client("model", "download a model by content id")
+    mdl.add_argument("cid")
+    mdl.add_argument("--out", type=Path, required=True, help="file to write")
+    mdl.set_defaults(func=_run(_model))
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from services.ledger.ledger import GenesisMismatch, Ledger
+    from services.ledger.server import LedgerServicer, registrar
+    from services.ledger.state import GenesisError
+    from zkpot.genesis import Genesis
+
+    zlog.setup("ledger", args.node, args.log_level)
+    log = logging.getLogger("zkpot.ledger")
+    genesis = Genesis.load(args.genesis)
+    try:
+        ledger = Ledger(args.data_dir, genesis)
+    except (GenesisMismatch, GenesisError) as exc:
+        log.error("%s", exc)
+        return 2
+    zmetrics.init("ledger", args.node, args.metrics_port)
+    log.info("ledger %s at height %d, chain %s", args.data_dir, ledger.head.height, genesis.chain_id)
+
+    async def main() -> None:
+        servicer = LedgerServicer(ledger)
+
+        await grpcutil.serve(args.listen, [registrar(servicer)], on_stop=servicer.close)
+
+    asyncio.run(main())
+    return 0
+
+
+# -- client commands -----------------------------------------------------------------------------
+
+Command = Callable[[ledger_pb2_grpc.LedgerStub, argparse.Namespace], Awaitable[int]]
+
+
+def _run(cmd: Command) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        async def go() -> int:
+            async with grpcutil.channel(args.target) as ch:
+                return await cmd(ledger_pb2_grpc.LedgerStub(ch), args)
+
+        try:
+            return asyncio.run(go())
+        except grpc.aio.AioRpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _hex(b: bytes, n: int = 16) -> str:
+    return b.hex()[:n] if b else "-"
+
+
+async def _head(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    h = await stub.Head(ledger_pb2.HeadRequest(), timeout=CALL_TIMEOUT_S)
+    print(f"chain         {h.chain_id}")
+    print(f"height        {h.height}")
+    print(f"block hash    {h.block_hash.hex()}")
+    print(f"view          {h.view}")
+    print(f"state root    {h.state_root.hex()}")
+    print(f"current round {h.current_round}")
+    return 0
+
+
+async def _block(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    req = (
+        ledger_pb2.GetBlockRequest(height=args.height)
+        if args.height is not None
+        else ledger_pb2.GetBlockRequest(block_hash=args.hash)
+    )
+    sb = await stub.GetBlock(req, timeout=CALL_TIMEOUT_S)
+    hdr = sb.block.header
+    when = datetime.fromtimestamp(hdr.timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    print(f"block {hdr.height}  hash {sb.block_hash.hex()}")
+    print(f"  view {hdr.view}  proposer {crypto.short(hdr.proposer)}  time {when}")
+    print(f"  parent {hdr.parent_hash.hex()}  state root {sb.state_root.hex()}")
+    print(f"  qc: {len(sb.qc.votes)} votes  parent qc: {len(hdr.parent_qc.votes)} votes")
+    print(f"  {len(sb.block.txs)} transactions")
+    for tx, res in zip(sb.block.txs, sb.results, strict=False):
+        kind = tx.WhichOneof("body") or "unknown"
+        extra = ""
+        if kind == "submit_proof":
+            sp = tx.submit_proof
+            extra = f" round {sp.round} participant {crypto.short(sp.participant)} correct {sp.claimed_correct}"
+        verdict = "accepted" if res.accepted else f"REJECTED: {res.reason}"
+        print(f"    {res.tx_id.hex()[:16]} {kind}{extra} -> {verdict}")
+    return 0
+
+
+async def _tx(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    r = await stub.GetTx(ledger_pb2.GetTxRequest(tx_id=args.tx_id), timeout=CALL_TIMEOUT_S)
+    kind = r.tx.WhichOneof("body") or "unknown"
+    print(f"tx {r.result.tx_id.hex()} ({kind}) in block {r.height}")
+    print(f"  sender {r.tx.sender.hex()}  nonce {r.tx.nonce}")
+    if kind == "submit_proof":
+        sp = r.tx.submit_proof
+        print(f"  round {sp.round}  claimed correct {sp.claimed_correct}  model {sp.model_cid}")
+        print(f"  proof {len(sp.proof)} bytes  model {len(sp.model_params)} bytes")
+    print(f"  {'accepted' if r.result.accepted else 'REJECTED: ' + r.result.reason}")
+    return 0
+
+
+async def _task(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    t = await stub.GetTask(ledger_pb2.GetTaskRequest(), timeout=CALL_TIMEOUT_S)
+    m = t.manifest
+    print(f"task {t.task_id.hex()}  {m.name} ({m.architecture})")
+    print(f"  rounds {m.rounds}  min correct {m.min_correct}/{m.test_set_size}", end="")
+    print(f"  deadline {m.round_deadline_blocks} blocks")
+    for name in sorted(m.artefacts):
+        print(f"  {name:14} {m.artefacts[name]}")
+    return 0
+
+
+async def _round(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    s = await stub.GetRound(ledger_pb2.GetRoundRequest(round=args.round), timeout=CALL_TIMEOUT_S)
+    state = f"closed at height {s.close_height}" if s.closed else "open"
+    print(f"round {s.round}: opened at height {s.open_height}, {state}")
+    print(f"  global model  {s.global_model_cid}")
+    if s.closed:
+        print(f"  next model    {s.next_global_model_cid}  ({s.aggregation_rule})")
+    print(f"  {len(s.submissions)} submissions")
+    for sub in s.submissions:
+        mark = "aggregated" if sub.aggregated else ""
+        print(
+            f"    {crypto.short(sub.participant)} correct {sub.claimed_correct}/{s.test_set_size} "
+            f"height {sub.height} model {sub.model_cid} {mark}"
+        )
+    return 0
+
+
+async def _schedule(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    s = await stub.LeaderSchedule(ledger_pb2.LeaderScheduleRequest(), timeout=CALL_TIMEOUT_S)
+    print(f"epoch {s.epoch}, from view {s.activation_view}:")
+    for i, (key, score) in enumerate(zip(s.leaders, s.scores, strict=False)):
+        print(f"  {i}. {key.hex()}  score {score}")
+    if s.previous_leaders:
+        print(f"before view {s.activation_view} (from view {s.previous_activation_view}):")
+        for i, key in enumerate(s.previous_leaders):
+            print(f"  {i}. {key.hex()}")
+    return 0
+
+
+async def _model(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    data = bytearray()
+    async for chunk in stub.GetModel(ledger_pb2.GetModelRequest(cid=args.cid), timeout=60.0):
+        data += chunk.data
+    if content_id(bytes(data)) != args.cid:
+        print(f"error: received bytes do not match {args.cid}", file=sys.stderr)
+        return 1
+    args.out.write_bytes(bytes(data))
+    print(f"wrote {len(data)} bytes to {args.out}")
+    return 0

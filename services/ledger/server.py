@@ -1,0 +1,243 @@
+"""LedgerService (grpc.aio): appends committed blocks and answers chain and state queries.
+
+Appends are serialized by one lock (one writer) and run in a worker thread: checking signatures,
+executing the state machine and the synced RocksDB write never block the event loop. Reads run
+against RocksDB directly (thread-safe). StreamBlocks followers wake on every append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from functools import cache
+
+import grpc
+
+from services.ledger.ledger import HASH_LEN, AppendRejected, Ledger, check_cid
+from zkpot import metrics
+from zkpot.grpcutil import Registrar
+from zkpot.v1 import ledger_pb2, ledger_pb2_grpc
+
+log = logging.getLogger("zkpot.ledger")
+
+DEFAULT_CHUNK = 1024 * 1024
+MAX_CHUNK = 4 * 1024 * 1024
+DEFAULT_BLOCKS = 64
+MAX_BLOCKS = 256
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # under grpcutil's 64 MiB message limit
+STREAM_BATCH = 32
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.height = metrics.gauge("zkpot_ledger_height", "height of the newest committed block")
+        self.current_round = metrics.gauge("zkpot_ledger_current_round", "open FL round (rounds+1: finished)")
+        self.append_seconds = metrics.histogram("zkpot_ledger_append_seconds", "check + execute + synced write")
+        self.appends = metrics.counter("zkpot_ledger_appends_total", "Append calls that succeeded", ["result"])
+        self.rejections = metrics.counter("zkpot_ledger_rejections_total", "refused appends", ["reason"])
+        self.txs = metrics.counter("zkpot_ledger_txs_total", "executed transactions", ["result"])
+
+
+@cache
+def _metrics() -> _Metrics:
+    return _Metrics()  # prometheus metrics are process-global: create them once
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.m = _metrics()
+        self._write_lock = asyncio.Lock()
+        self._appended = asyncio.Event()  # replaced after every append; followers wait on it
+        self._publish_gauges()
+
+    async def close(self) -> None:
+        """Close the store once no append is in flight (on shutdown)."""
+        async with self._write_lock:
+            self.ledger.close()
+
+    def _publish_gauges(self) -> None:
+        self.m.height.set(self.ledger.head.height)
+        self.m.current_round.set(self.ledger.head.current_round)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def Append(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.AppendRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.AppendResponse:
+        start = time.perf_counter()
+        async with self._write_lock:
+            try:
+                resp = await asyncio.to_thread(self.ledger.append, request)
+            except AppendRejected as exc:
+                self.m.rejections.labels(reason=exc.reason).inc()
+                log.warning("append refused (%s): %s", exc.reason, exc.message)
+                await context.abort(exc.code, exc.message)
+                raise  # unreachable: abort raises
+            except Exception as exc:  # a bug or an I/O error: nothing was committed
+                log.exception("append failed")
+                self.m.rejections.labels(reason="internal").inc()
+                await context.abort(grpc.StatusCode.INTERNAL, f"append failed: {exc}")
+                raise
+        if resp.already_present:
+            self.m.appends.labels(result="already_present").inc()
+            return resp
+        self.m.append_seconds.observe(time.perf_counter() - start)
+        self.m.appends.labels(result="appended").inc()
+        accepted = sum(1 for r in resp.results if r.accepted)
+        self.m.txs.labels(result="accepted").inc(accepted)
+        self.m.txs.labels(result="rejected").inc(len(resp.results) - accepted)
+        self._publish_gauges()
+        event, self._appended = self._appended, asyncio.Event()
+        event.set()
+        return resp
+
+    # -- chain reads ---------------------------------------------------------------------------
+
+    async def Head(  # noqa: N802
+        self, request: ledger_pb2.HeadRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.HeadResponse:
+        head = self.ledger.head
+        return ledger_pb2.HeadResponse(
+            height=head.height,
+            block_hash=head.block_hash,
+            view=head.view,
+            state_root=head.state_root,
+            chain_id=self.ledger.genesis.chain_id,
+            current_round=head.current_round,
+        )
+
+    async def GetBlock(  # noqa: N802
+        self, request: ledger_pb2.GetBlockRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.StoredBlock:
+        which = request.WhichOneof("key")
+        if which == "block_hash":
+            if len(request.block_hash) != HASH_LEN:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"block_hash must be {HASH_LEN} bytes")
+            height = self.ledger.store.height_of(request.block_hash)
+            if height is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no block {request.block_hash.hex()}")
+        elif which == "height":
+            height = request.height
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give a height or a block_hash")
+        sb = self.ledger.stored_block(height)
+        if sb is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no block at height {height} (head is {self.ledger.head.height})"
+            )
+        return sb
+
+    async def GetBlocks(  # noqa: N802
+        self, request: ledger_pb2.GetBlocksRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.GetBlocksResponse:
+        limit = min(request.limit or DEFAULT_BLOCKS, MAX_BLOCKS)
+        return await asyncio.to_thread(self._read_blocks, request.from_height, limit)
+
+    def _read_blocks(self, from_height: int, limit: int) -> ledger_pb2.GetBlocksResponse:
+        resp = ledger_pb2.GetBlocksResponse()
+        size = 0
+        for _, raw in self.ledger.store.blocks_from(from_height):
+            if len(resp.blocks) >= limit or (resp.blocks and size + len(raw) > MAX_RESPONSE_BYTES):
+                break
+            resp.blocks.append(ledger_pb2.StoredBlock.FromString(raw))
+            size += len(raw)
+        return resp
+
+    async def GetTx(  # noqa: N802
+        self, request: ledger_pb2.GetTxRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.GetTxResponse:
+        if len(request.tx_id) != HASH_LEN:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"tx_id must be {HASH_LEN} bytes")
+        loc = self.ledger.store.tx_location(request.tx_id)
+        if loc is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no transaction {request.tx_id.hex()}")
+        height, pos = loc
+        sb = self.ledger.stored_block(height)
+        assert sb is not None
+        return ledger_pb2.GetTxResponse(tx=sb.block.txs[pos], height=height, result=sb.results[pos])
+
+    # -- state reads ---------------------------------------------------------------------------
+
+    async def GetTask(  # noqa: N802
+        self, request: ledger_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.GetTaskResponse:
+        task = self.ledger.task()
+        assert task is not None  # written at genesis
+        if request.task_id and request.task_id != task.task_id:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id.hex()} on this chain")
+        return task
+
+    async def GetRound(  # noqa: N802
+        self, request: ledger_pb2.GetRoundRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.RoundSummary:
+        round_ = request.round
+        if round_ == 0:  # 0: the open round, or the last one once the task has finished
+            rounds = self.ledger.genesis.manifest.rounds
+            round_ = min(self.ledger.current_round(), max(rounds, 1))
+        summary = self.ledger.round_summary(round_)
+        if summary is None:
+            current = self.ledger.current_round()
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"round {round_} has not opened (current round {current})")
+        return summary
+
+    async def GetModel(  # noqa: N802
+        self, request: ledger_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ledger_pb2.ModelChunk]:
+        try:
+            check_cid(request.cid)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if request.chunk_size > MAX_CHUNK:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size exceeds {MAX_CHUNK}")
+        chunk = request.chunk_size or DEFAULT_CHUNK
+        data = self.ledger.store.blob(request.cid)
+        if data is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.cid}")
+        total = len(data)
+        if total == 0:
+            yield ledger_pb2.ModelChunk(data=b"", total_size=0)
+        for off in range(0, total, chunk):
+            yield ledger_pb2.ModelChunk(data=data[off : off + chunk], total_size=total)
+
+    async def LeaderSchedule(  # noqa: N802
+        self, request: ledger_pb2.LeaderScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.LeaderScheduleResponse:
+        sched = self.ledger.schedule()
+        assert sched is not None  # written at genesis
+        return sched
+
+    async def StreamBlocks(  # noqa: N802
+        self, request: ledger_pb2.StreamBlocksRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ledger_pb2.StoredBlock]:
+        """Blocks from from_height up to the head, then each new block, until the client cancels."""
+        next_height = request.from_height
+        while True:
+            appended = self._appended  # taken before reading the head: no lost wake-up
+            head = self.ledger.head.height
+            if next_height > head:
+                await appended.wait()
+                continue
+            upto = min(head, next_height + STREAM_BATCH - 1)
+            blocks = await asyncio.to_thread(self._read_range, next_height, upto)
+            for sb in blocks:
+                yield sb
+            next_height = upto + 1
+
+    def _read_range(self, lo: int, hi: int) -> list[ledger_pb2.StoredBlock]:
+        out = []
+        for h in range(lo, hi + 1):
+            sb = self.ledger.stored_block(h)
+            assert sb is not None
+            out.append(sb)
+        return out
+
+
+def registrar(servicer: LedgerServicer) -> Registrar:
+    def register(server: grpc.aio.Server) -> str:
+        ledger_pb2_grpc.add_LedgerServicer_to_server(servicer, server)
+        return ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name
+
+    return register

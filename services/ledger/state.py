@@ -1,0 +1,332 @@
+"""The ledger's deterministic state machine: a pure function of the ordered, committed transactions.
+
+It runs inside the ledger, in the same RocksDB batch as the block (as an application behind
+CometBFT's ABCI); consensus never computes state. Every replica that executes the same blocks
+writes the same state and the same state roots.
+
+Rules
+- Genesis (block 0 = zkpot.genesis.Genesis.block()): records the task (manifest, task id), stores
+  PublishTask.initial_model in blobs under manifest.artefacts["initial_model"] (its content id must
+  match and it must decode), opens round 1 at height 0 with global_model_cid = that cid. Initial
+  leader schedule: epoch 0, activation_view 0, leaders = genesis validators in genesis order.
+- SubmitProof is accepted iff: the task id is the chain's; the task is not finished; round == the
+  open round; sender == participant; participant is a genesis participant; the transaction's
+  signature is valid; no earlier accepted submission by that participant in that round;
+  model_cid == content_id(model_params); model_params decodes (zkpot.model_codec) with the layout
+  of the round's global model. Otherwise it is recorded as a TxResult with accepted=false and a
+  reason; the block stays valid. Proofs are NOT checked here: consensus only commits blocks whose
+  proofs its verifier accepted. Accepted: the submission (participant, tx id, claimed_correct,
+  model_cid, height) joins the round's summary, the model bytes go to blobs, and
+  score[r][participant] = claimed_correct.
+- A transaction whose id is already on chain (or earlier in the same block) is rejected as a
+  duplicate. PublishTask after genesis is rejected. Opaque `payload` transactions and unknown bodies
+  are accepted with no state change (consensus benchmarks).
+- Round close, evaluated once after each non-genesis block's transactions: the open round r closes
+  when every genesis participant (at least one) has an accepted submission in r, or when the block
+  height >= open_height + manifest.round_deadline_blocks (0 means: no deadline). On close the
+  aggregate is zkpot.model_codec.fedavg_fixed over the models of submissions with
+  claimed_correct >= manifest.min_correct, in participant-key order with equal weights; if none
+  qualifies the global model carries over unchanged. The aggregate goes to blobs; the summary gets
+  next_global_model_cid, close_height, aggregation_rule "fedavg-threshold(min_correct=K)" and each
+  submission's `aggregated`. Then the leader schedule: a validator's score is the claimed_correct
+  of the participant whose Member.validator it is (the best one if several), ranked by
+  zkpot.schedule.rank_leaders(r, validators in genesis order, scores, min_correct);
+  activation_view = closing block's view + zkpot.schedule.ACTIVATION_LAG; the previous leaders
+  and activation view are kept. Round r+1 then opens at the same height from the aggregate,
+  unless r == manifest.rounds: the task is finished (current round r+1, no round opens).
+- state_root(h) = sha256("zkpot/v1/state-root" || state_root(h-1) || D), D = sha256 over this
+  block's state writes in key order (each: len(key) || key || sha256(value)); state_root(-1) = 32
+  zero bytes. Blobs are content-addressed and referenced by content id from state, so they are
+  covered by the ids and not hashed again.
+
+State keys (column family `state`):
+  b"task"                  GetTaskResponse (task id + manifest)
+  b"round/current"         u64: the open round (rounds + 1 once the task is finished)
+  b"round/" + u64(r)       RoundSummary of round r (submissions in acceptance order)
+  b"schedule"              LeaderScheduleResponse
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from zkpot import chain, model_codec, schedule
+from zkpot.codec import content_id, u64_key
+from zkpot.genesis import Genesis
+from zkpot.v1 import ledger_pb2, types_pb2
+
+KEY_TASK = b"task"
+KEY_CURRENT_ROUND = b"round/current"
+KEY_SCHEDULE = b"schedule"
+ZERO_ROOT = b"\x00" * 32
+_U64 = struct.Struct(">Q")
+
+
+def round_key(round_: int) -> bytes:
+    return b"round/" + u64_key(round_)
+
+
+def aggregation_rule(min_correct: int) -> str:
+    return f"fedavg-threshold(min_correct={min_correct})"
+
+
+class Reader(Protocol):
+    """What execution reads from the committed store."""
+
+    def state_get(self, key: bytes) -> bytes | None: ...
+    def blob(self, cid: str) -> bytes | None: ...
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None: ...
+
+
+class GenesisError(ValueError):
+    """The genesis task publication is inconsistent (the ledger refuses to start)."""
+
+
+@dataclass
+class Execution:
+    results: list[types_pb2.TxResult]
+    state: dict[bytes, bytes]
+    blobs: dict[str, bytes]
+    state_root: bytes
+    duplicate_positions: set[int] = field(default_factory=set)
+
+
+class _Overlay:
+    """Writes of the block being executed, read through before the committed store."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.state: dict[bytes, bytes] = {}
+        self.blobs: dict[str, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.state[key] if key in self.state else self.reader.state_get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.state[key] = value
+
+    def blob(self, cid: str) -> bytes | None:
+        return self.blobs[cid] if cid in self.blobs else self.reader.blob(cid)
+
+
+def state_root(previous: bytes, writes: dict[bytes, bytes]) -> bytes:
+    d = hashlib.sha256()
+    for key in sorted(writes):
+        d.update(_U64.pack(len(key)) + key + hashlib.sha256(writes[key]).digest())
+    return hashlib.sha256(b"zkpot/v1/state-root\x00" + previous + d.digest()).digest()
+
+
+# -- typed reads of committed state ---------------------------------------------------------------
+
+
+def read_current_round(get: Callable[[bytes], bytes | None]) -> int:
+    raw = get(KEY_CURRENT_ROUND)
+    return 0 if raw is None else _U64.unpack(raw)[0]
+
+
+def read_round(get: Callable[[bytes], bytes | None], round_: int) -> ledger_pb2.RoundSummary | None:
+    raw = get(round_key(round_))
+    return None if raw is None else ledger_pb2.RoundSummary.FromString(raw)
+
+
+def read_task(get: Callable[[bytes], bytes | None]) -> ledger_pb2.GetTaskResponse | None:
+    raw = get(KEY_TASK)
+    return None if raw is None else ledger_pb2.GetTaskResponse.FromString(raw)
+
+
+def read_schedule(get: Callable[[bytes], bytes | None]) -> ledger_pb2.LeaderScheduleResponse | None:
+    raw = get(KEY_SCHEDULE)
+    return None if raw is None else ledger_pb2.LeaderScheduleResponse.FromString(raw)
+
+
+def to_schedule(resp: ledger_pb2.LeaderScheduleResponse) -> schedule.Schedule:
+    """The shared zkpot.schedule.Schedule a LeaderSchedule response describes."""
+    return schedule.Schedule(
+        epoch=resp.epoch,
+        activation_view=resp.activation_view,
+        leaders=tuple(resp.leaders),
+        scores=tuple(resp.scores),
+        previous_leaders=tuple(resp.previous_leaders),
+        previous_activation_view=resp.previous_activation_view,
+    )
+
+
+def _ser(msg: object) -> bytes:
+    return msg.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+
+
+class StateMachine:
+    def __init__(self, genesis: Genesis) -> None:
+        self.genesis = genesis
+        self.manifest = genesis.manifest
+        self.task_id = genesis.task_id
+        self.participants = genesis.participant_keys
+        self.validators = tuple(m.public_key for m in genesis.validators)
+
+    # -- genesis -------------------------------------------------------------------------------
+
+    def execute_genesis(self, reader: Reader, block: types_pb2.Block) -> Execution:
+        ov = _Overlay(reader)
+        publish = self.genesis.publish_task.publish_task
+        cid = self.manifest.artefacts.get("initial_model", "")
+        if not publish.initial_model:
+            raise GenesisError("genesis task carries no initial model")
+        if content_id(publish.initial_model) != cid:
+            raise GenesisError(f"initial model content id {content_id(publish.initial_model)} != manifest's {cid!r}")
+        try:
+            model_codec.decode_fixed(publish.initial_model)
+        except model_codec.ModelFormatError as exc:
+            raise GenesisError(f"initial model does not decode: {exc}") from exc
+        ov.put(KEY_TASK, _ser(ledger_pb2.GetTaskResponse(task_id=self.task_id, manifest=self.manifest)))
+        ov.blobs[cid] = publish.initial_model
+        self._open_round(ov, 1, 0, cid)
+        sched = ledger_pb2.LeaderScheduleResponse(
+            epoch=0, activation_view=0, leaders=self.validators, scores=[0] * len(self.validators)
+        )
+        ov.put(KEY_SCHEDULE, _ser(sched))
+        results = [types_pb2.TxResult(tx_id=chain.tx_id(tx), accepted=True) for tx in block.txs]
+        return Execution(results, ov.state, ov.blobs, state_root(ZERO_ROOT, ov.state))
+
+    def _open_round(self, ov: _Overlay, round_: int, height: int, global_cid: str) -> None:
+        summary = ledger_pb2.RoundSummary(
+            round=round_,
+            open_height=height,
+            global_model_cid=global_cid,
+            aggregation_rule=aggregation_rule(self.manifest.min_correct),
+            test_set_size=self.manifest.test_set_size,
+        )
+        ov.put(round_key(round_), _ser(summary))
+        ov.put(KEY_CURRENT_ROUND, _U64.pack(round_))
+
+    # -- blocks --------------------------------------------------------------------------------
+
+    def execute(
+        self, reader: Reader, block: types_pb2.Block, tx_ids: list[bytes], previous_root: bytes
+    ) -> Execution:
+        ov = _Overlay(reader)
+        height = block.header.height
+        results: list[types_pb2.TxResult] = []
+        seen: set[bytes] = set()
+        duplicates: set[int] = set()
+        for pos, (tx, tid) in enumerate(zip(block.txs, tx_ids, strict=True)):
+            if tid in seen or reader.tx_location(tid) is not None:
+                duplicates.add(pos)
+                reason = "duplicate transaction (already committed)"
+            else:
+                seen.add(tid)
+                reason = self._apply(ov, tx, tid, height)
+            results.append(types_pb2.TxResult(tx_id=tid, accepted=not reason, reason=reason))
+        self._maybe_close_round(ov, height, block.header.view)
+        return Execution(results, ov.state, ov.blobs, state_root(previous_root, ov.state), duplicates)
+
+    def _apply(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> str:
+        """Apply one transaction; return '' if accepted, else the reason it was not."""
+        kind = tx.WhichOneof("body")
+        if kind == "submit_proof":
+            return self._submit(ov, tx, tid, height)
+        if kind == "publish_task":
+            return "task already published at genesis"
+        return ""  # payload / unknown body: accepted, no state change
+
+    def _submit(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> str:
+        sp = tx.submit_proof
+        if sp.task_id != self.task_id:
+            return "unknown task id"
+        current = read_current_round(ov.get)
+        if current > self.manifest.rounds:
+            return "task finished"
+        if sp.round != current:
+            return f"round {sp.round} is not open (open round is {current})"
+        if tx.sender != sp.participant:
+            return "sender is not the participant"
+        if sp.participant not in self.participants:
+            return "unknown participant"
+        if not chain.tx_signature_ok(tx):
+            return "bad transaction signature"
+        summary = read_round(ov.get, current)
+        assert summary is not None  # the open round always has a summary
+        if any(s.participant == sp.participant for s in summary.submissions):
+            return f"duplicate submission for round {current}"
+        if sp.model_cid != content_id(sp.model_params):
+            return "model_cid does not match model_params"
+        try:
+            tensors = model_codec.decode_fixed(sp.model_params)
+        except (model_codec.ModelFormatError, ValueError) as exc:
+            return f"model does not decode: {exc}"
+        global_bytes = ov.blob(summary.global_model_cid)
+        assert global_bytes is not None
+        if not model_codec.same_layout(tensors, model_codec.decode_fixed(global_bytes)):
+            return "model layout differs from the round's global model"
+        summary.submissions.add(
+            participant=sp.participant,
+            tx_id=tid,
+            claimed_correct=sp.claimed_correct,
+            model_cid=sp.model_cid,
+            height=height,
+        )
+        ov.put(round_key(current), _ser(summary))
+        ov.blobs[sp.model_cid] = sp.model_params
+        return ""
+
+    # -- round close ---------------------------------------------------------------------------
+
+    def _maybe_close_round(self, ov: _Overlay, height: int, view: int) -> None:
+        current = read_current_round(ov.get)
+        if current < 1 or current > self.manifest.rounds:
+            return
+        summary = read_round(ov.get, current)
+        assert summary is not None
+        submitted = {s.participant for s in summary.submissions}
+        all_in = bool(self.participants) and self.participants <= submitted
+        deadline = self.manifest.round_deadline_blocks
+        timed_out = deadline > 0 and height >= summary.open_height + deadline
+        if not (all_in or timed_out):
+            return
+        self._close_round(ov, summary, height, view)
+
+    def _close_round(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, height: int, view: int) -> None:
+        r, k = summary.round, self.manifest.min_correct
+        passing = sorted((s for s in summary.submissions if s.claimed_correct >= k), key=lambda s: s.participant)
+        if passing:
+            models = [ov.blob(s.model_cid) for s in passing]
+            aggregate = model_codec.fedavg_fixed([m for m in models if m is not None])
+            next_cid = content_id(aggregate)
+            ov.blobs[next_cid] = aggregate
+        else:
+            next_cid = summary.global_model_cid  # nothing qualifies: the global model carries over
+        passed = {s.participant for s in passing}
+        for s in summary.submissions:
+            s.aggregated = s.participant in passed
+        summary.closed = True
+        summary.close_height = height
+        summary.next_global_model_cid = next_cid
+        ov.put(round_key(r), _ser(summary))
+        self._reschedule(ov, summary, view)
+        if r >= self.manifest.rounds:
+            ov.put(KEY_CURRENT_ROUND, _U64.pack(r + 1))  # finished: no round opens
+        else:
+            self._open_round(ov, r + 1, height, next_cid)
+
+    def _reschedule(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, view: int) -> None:
+        by_participant = {s.participant: s.claimed_correct for s in summary.submissions}
+        scores: dict[bytes, int] = {}
+        for member in self.genesis.participants:
+            if member.validator and member.public_key in by_participant:
+                scores[member.validator] = max(scores.get(member.validator, -1), by_participant[member.public_key])
+        k = self.manifest.min_correct
+        leaders, ranked_scores = schedule.rank_leaders(summary.round, self.validators, scores, k)
+        old = read_schedule(ov.get)
+        new = ledger_pb2.LeaderScheduleResponse(
+            epoch=summary.round,
+            activation_view=view + schedule.ACTIVATION_LAG,
+            leaders=leaders,
+            scores=ranked_scores,
+        )
+        if old is not None:
+            new.previous_leaders.extend(old.leaders)
+            new.previous_activation_view = old.activation_view
+        ov.put(KEY_SCHEDULE, _ser(new))

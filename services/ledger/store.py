@@ -1,0 +1,135 @@
+"""RocksDB layout of one validator's ledger (rocksdict, raw bytes keys, one column family per kind).
+
+Column families:
+  blocks  u64_key(height)            -> StoredBlock (deterministic protobuf bytes)
+  index   b"h" + block_hash          -> u64 height
+          b"t" + tx_id               -> u64 height || u32 position in the block
+  state   state-machine keys         -> values (see services/ledger/state.py)
+  blobs   content id (utf-8)         -> bytes (models)
+  meta    b"head"                    -> u64 height of the newest committed block
+          b"genesis"                 -> genesis fingerprint (see ledger.genesis_fingerprint)
+
+Every committed block is ONE WriteBatch written with sync=True holding the block, its indexes, its
+state writes, its blobs and the head pointer, so a crash (even kill -9) leaves either all of a
+block or none of it, and the head always points at a complete block.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from zkpot.codec import u64_key
+
+CF_BLOCKS, CF_INDEX, CF_STATE, CF_BLOBS, CF_META = "blocks", "index", "state", "blobs", "meta"
+COLUMN_FAMILIES = (CF_BLOCKS, CF_INDEX, CF_STATE, CF_BLOBS, CF_META)
+
+META_HEAD = b"head"
+META_GENESIS = b"genesis"
+
+_TX_LOC = struct.Struct(">QI")
+_U64 = struct.Struct(">Q")
+
+
+def block_index_key(block_hash: bytes) -> bytes:
+    return b"h" + block_hash
+
+
+def tx_index_key(tx_id: bytes) -> bytes:
+    return b"t" + tx_id
+
+
+@dataclass
+class Commit:
+    """Everything one block writes; applied atomically by Store.commit."""
+
+    height: int
+    stored_block: bytes
+    block_hash: bytes
+    tx_ids: list[bytes]
+    state: dict[bytes, bytes] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    skip_tx_index: set[int] = field(default_factory=set)  # positions whose id is indexed already
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    return opts
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
+        self._db = Rdict(str(self.path), _options(), column_families=cfs)
+        self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
+        self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        self._sync = WriteOptions()
+        self._sync.sync = True  # durability: a block acknowledged to consensus survives power loss
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+            # rocksdict keeps the DB (and its LOCK) alive while any handle object is referenced
+            self._cf.clear()
+            self._handles.clear()
+            del self._db
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def head_height(self) -> int | None:
+        raw = self._cf[CF_META].get(META_HEAD)
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    def meta(self, key: bytes) -> bytes | None:
+        return self._cf[CF_META].get(key)
+
+    def block_bytes(self, height: int) -> bytes | None:
+        return self._cf[CF_BLOCKS].get(u64_key(height))
+
+    def blocks_from(self, height: int) -> Iterator[tuple[int, bytes]]:
+        for key, value in self._cf[CF_BLOCKS].items(from_key=u64_key(height)):
+            yield _U64.unpack(key)[0], value
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        raw = self._cf[CF_INDEX].get(block_index_key(block_hash))
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        raw = self._cf[CF_INDEX].get(tx_index_key(tx_id))
+        return None if raw is None else _TX_LOC.unpack(raw)  # type: ignore[return-value]
+
+    def state_get(self, key: bytes) -> bytes | None:
+        return self._cf[CF_STATE].get(key)
+
+    def blob(self, cid: str) -> bytes | None:
+        return self._cf[CF_BLOBS].get(cid.encode())
+
+    # -- the one write path ----------------------------------------------------------------------
+
+    def commit(self, c: Commit, extra_meta: Mapping[bytes, bytes] | None = None) -> None:
+        """Write block + indexes + state + blobs + head as one synced batch."""
+        wb = WriteBatch(raw_mode=True)
+        h = self._handles
+        wb.put(u64_key(c.height), c.stored_block, h[CF_BLOCKS])
+        wb.put(block_index_key(c.block_hash), _U64.pack(c.height), h[CF_INDEX])
+        for pos, tid in enumerate(c.tx_ids):
+            if pos not in c.skip_tx_index:
+                wb.put(tx_index_key(tid), _TX_LOC.pack(c.height, pos), h[CF_INDEX])
+        for key, value in c.state.items():
+            wb.put(key, value, h[CF_STATE])
+        for cid, data in c.blobs.items():
+            wb.put(cid.encode(), data, h[CF_BLOBS])
+        for key, value in (extra_meta or {}).items():
+            wb.put(key, value, h[CF_META])
+        wb.put(META_HEAD, _U64.pack(c.height), h[CF_META])
+        self._db.write(wb, self._sync)
