@@ -1,0 +1,139 @@
+"""The shared package: canonical encoding, ids, signatures, model codec, leader schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zkpot import chain, codec, model_codec, schedule
+from zkpot.crypto import KeyPair, verify
+from zkpot.v1 import types_pb2
+
+
+def _manifest(**kw) -> types_pb2.TaskManifest:
+    m = types_pb2.TaskManifest(name="t", test_set_size=8, **kw)
+    m.artefacts["vk"] = "b1"
+    m.artefacts["settings"] = "b2"
+    return m
+
+
+def test_canonical_bytes_ignore_map_insertion_order_and_wire_details() -> None:
+    a = types_pb2.TaskManifest(name="t")
+    a.artefacts["x"] = "1"
+    a.artefacts["y"] = "2"
+    b = types_pb2.TaskManifest(name="t")
+    b.artefacts["y"] = "2"
+    b.artefacts["x"] = "1"
+    assert codec.canonical_bytes(a) == codec.canonical_bytes(b)
+    # proto3: an explicit default equals an absent field
+    assert codec.canonical_bytes(types_pb2.TaskManifest(name="t", rounds=0)) == codec.canonical_bytes(
+        types_pb2.TaskManifest(name="t"))
+
+
+def test_canonical_bytes_distinguish_every_field() -> None:
+    base = _manifest()
+    seen = {codec.canonical_bytes(base)}
+    for change in (dict(rounds=1), dict(logrows=1), dict(insecure_dev_srs=True), dict(min_correct=3)):
+        seen.add(codec.canonical_bytes(_manifest(**change)))
+    assert len(seen) == 5
+    # a field's bytes cannot be confused with a neighbour's (length-prefixed)
+    t1 = types_pb2.Transaction(payload=b"ab", nonce=1)
+    t2 = types_pb2.Transaction(payload=b"a", nonce=1)
+    assert codec.canonical_bytes(t1) != codec.canonical_bytes(t2)
+
+
+def test_oneof_default_value_is_still_encoded() -> None:
+    empty_payload = types_pb2.Transaction(payload=b"")
+    assert empty_payload.WhichOneof("body") == "payload"
+    assert codec.canonical_bytes(empty_payload) != codec.canonical_bytes(types_pb2.Transaction())
+
+
+def test_digest_is_domain_separated() -> None:
+    m = _manifest()
+    assert codec.digest("task", m) != codec.digest("tx", m)
+
+
+def test_merkle_root() -> None:
+    leaves = [bytes([i]) * 32 for i in range(5)]
+    assert codec.merkle_root(leaves) == codec.merkle_root(list(leaves))
+    assert codec.merkle_root(leaves) != codec.merkle_root(leaves[::-1])
+    assert codec.merkle_root(leaves[:4]) != codec.merkle_root(leaves)
+    assert codec.merkle_root([]) == codec.sha256(b"")
+
+
+def test_content_id_roundtrip_and_errors() -> None:
+    cid = codec.content_id(b"hello")
+    assert cid.startswith("bafkrei")  # CIDv1 raw sha2-256, as IPFS prints it
+    assert codec.cid_digest(cid) == codec.sha256(b"hello")
+    for bad in ("", "zabc", "b!!!", "b" + "a" * 10):
+        with pytest.raises(ValueError):
+            codec.cid_digest(bad)
+
+
+def test_signatures_bind_key_domain_and_message(tmp_path) -> None:
+    key, other = KeyPair.generate(), KeyPair.generate()
+    m = _manifest()
+    sig = key.sign("task", m)
+    assert verify(key.public, "task", m, sig)
+    assert not verify(other.public, "task", m, sig)
+    assert not verify(key.public, "tx", m, sig)
+    assert not verify(key.public, "task", _manifest(rounds=2), sig)
+    assert not verify(key.public[:31], "task", m, sig)
+    key.save(tmp_path / "k.json")
+    assert (tmp_path / "k.json").stat().st_mode & 0o777 == 0o600
+    assert KeyPair.load(tmp_path / "k.json").public == key.public
+
+
+def test_tx_id_ignores_signature_but_signature_covers_body() -> None:
+    key = KeyPair.generate()
+    tx = chain.sign_tx(key, types_pb2.Transaction(payload=b"x"))
+    assert chain.tx_signature_ok(tx)
+    tid = chain.tx_id(tx)
+    tx.signature = bytes(64)
+    assert chain.tx_id(tx) == tid and not chain.tx_signature_ok(tx)
+    tx2 = chain.sign_tx(key, types_pb2.Transaction(payload=b"y"))
+    assert chain.tx_id(tx2) != tid
+
+
+def test_quorum_sizes() -> None:
+    assert [chain.quorum_size(n) for n in (1, 4, 7, 10)] == [1, 3, 5, 7]
+    assert [chain.max_faulty(n) for n in (1, 4, 7, 10)] == [0, 1, 2, 3]
+
+
+def test_model_codec_roundtrip_and_limits() -> None:
+    rng = np.random.default_rng(0)
+    tensors = [("fc1.weight", rng.normal(size=(4, 3)).astype(np.float32)), ("fc1.bias", np.zeros(4, np.float32))]
+    data = model_codec.encode(tensors)
+    back = model_codec.decode(data)
+    assert [n for n, _ in back] == ["fc1.weight", "fc1.bias"]
+    assert np.max(np.abs(back[0][1] - tensors[0][1])) <= 2 ** -model_codec.FRAC_BITS
+    assert model_codec.encode(back) == data  # fixed point is a fixed point
+    for bad in (b"", b"nope", data[:-1], data + b"\x00"):
+        with pytest.raises(model_codec.ModelFormatError):
+            model_codec.decode(bad)
+
+
+def test_fedavg_is_integer_exact_and_order_sensitive_only_by_weights() -> None:
+    rng = np.random.default_rng(1)
+    models = [model_codec.encode([("w", rng.normal(size=(3, 3)).astype(np.float32))]) for _ in range(3)]
+    avg = model_codec.fedavg_fixed(models)
+    assert avg == model_codec.fedavg_fixed(models)
+    fixed = [model_codec.decode_fixed(m)[0][1].astype(np.int64) for m in models]
+    expected = np.floor_divide(sum(fixed), 3)
+    assert np.array_equal(model_codec.decode_fixed(avg)[0][1], expected)
+    with pytest.raises(model_codec.ModelFormatError):
+        model_codec.fedavg_fixed([models[0], model_codec.encode([("w", np.zeros((2, 2), np.float32))])])
+
+
+def test_leader_ranking_and_views() -> None:
+    vals = [bytes([i]) * 32 for i in range(4)]
+    scores = {vals[0]: 5, vals[1]: 9, vals[2]: 2}
+    leaders, ranked_scores = schedule.rank_leaders(3, vals, scores, min_correct=4)
+    assert leaders[:2] == (vals[1], vals[0])  # passing validators first, best first
+    assert set(leaders[2:]) == {vals[2], vals[3]}
+    assert ranked_scores[:2] == (9, 5)
+    s = schedule.Schedule(epoch=3, activation_view=100, leaders=leaders, scores=ranked_scores,
+                          previous_leaders=tuple(vals), previous_activation_view=0)
+    assert schedule.leader_for_view(s, 100) == vals[1]
+    assert schedule.leader_for_view(s, 101) == vals[0]
+    assert schedule.leader_for_view(s, 99) == vals[99 % 4]
