@@ -1,0 +1,172 @@
+"""gRPC Prover service: ProveRound streams stages, then the proof and its figures.
+
+The round's global model is decoded and checked here (INVALID_ARGUMENT / FAILED_PRECONDITION
+before any work starts); training, witness and proving run in one worker process, one proof at
+a time (later requests queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from zkpot import grpcutil, metrics
+from zkpot.crypto import PUBLIC_KEY_LEN
+from zkpot.model_codec import ModelFormatError
+from zkpot.v1 import prover_pb2, prover_pb2_grpc
+from zkpot.zkp import data, model, prove
+from zkpot.zkp.task import Task, load_task
+
+from . import worker
+
+log = logging.getLogger("zkpot.prover")
+MAX_EPOCHS = 100
+
+
+@dataclass(frozen=True)
+class ServeArgs:
+    task_dir: Path
+    shard: Path
+    listen: str
+    node: str
+    metrics_port: int | None = None
+    workdir: Path | None = None
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.proof_seconds = metrics.histogram("zkpot_prover_proof_seconds", "SNARK proving time per round")
+        self.train_seconds = metrics.histogram("zkpot_prover_train_seconds", "local training time per round")
+        self.witness_seconds = metrics.histogram("zkpot_prover_witness_seconds", "export+compile+witness time")
+        self.round_seconds = metrics.histogram("zkpot_prover_round_seconds", "whole ProveRound time")
+        self.proofs = metrics.counter("zkpot_prover_proofs_total", "ProveRound calls by outcome", ["outcome"])
+        self.busy = metrics.gauge("zkpot_prover_busy", "1 while a proof is being produced")
+
+
+class ProverServicer(prover_pb2_grpc.ProverServicer):
+    def __init__(self, task: Task, pool: ProcessPoolExecutor) -> None:
+        self.task = task
+        self.pool = pool
+        self.lock = asyncio.Lock()
+        self.m = _Metrics()
+
+    async def _run(self, fn, *args):  # noqa: ANN001, ANN202 - thin executor wrapper
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def _check(self, request: prover_pb2.ProveRoundRequest) -> tuple[grpc.StatusCode, str] | None:
+        if request.task_id != self.task.task_id:
+            return (grpc.StatusCode.INVALID_ARGUMENT,
+                    f"task_id {request.task_id.hex()[:16] or '(empty)'} is not this prover's task "
+                    f"{self.task.task_id.hex()[:16]}")
+        if len(request.participant) != PUBLIC_KEY_LEN:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"participant must be a {PUBLIC_KEY_LEN}-byte ed25519 public key"
+        if request.local_epochs > MAX_EPOCHS:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"local_epochs must be 0..{MAX_EPOCHS}"
+        try:
+            net = model.decode(request.global_model, self.task.hidden)
+        except ModelFormatError as exc:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"global_model is not a model of this task: {exc}"
+        try:
+            prove.check_range(self.task, net)
+        except prove.ProveRangeError as exc:
+            return grpc.StatusCode.FAILED_PRECONDITION, f"global_model: {exc}"
+        return None
+
+    async def ProveRound(  # noqa: N802 - gRPC method name
+        self, request: prover_pb2.ProveRoundRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[prover_pb2.ProveRoundProgress]:
+        bad = self._check(request)
+        if bad is not None:
+            self.m.proofs.labels(outcome="invalid_argument").inc()
+            await context.abort(*bad)
+        job = uuid.uuid4().hex
+        outcome = "error"
+        t0 = time.perf_counter()
+        async with self.lock:
+            self.m.busy.set(1)
+            try:
+                yield prover_pb2.ProveRoundProgress(stage="training")
+                trained = await self._run(worker.train, request.global_model, request.local_epochs, request.seed)
+                self.m.train_seconds.observe(trained.train_seconds)
+                yield prover_pb2.ProveRoundProgress(stage="compiling")
+                yield prover_pb2.ProveRoundProgress(stage="witness")
+                wit = await self._run(worker.witness, job, trained.model_params, request.round, request.participant)
+                self.m.witness_seconds.observe(wit.compile_seconds + wit.witness_seconds)
+                yield prover_pb2.ProveRoundProgress(stage="proving")
+                proven = await self._run(worker.prove_job, job)
+                self.m.proof_seconds.observe(proven.prove_seconds)
+                r = prove.assemble(self.task, request.round, request.participant, trained, wit, proven)
+                outcome = "ok"
+                log.info("round %d proven: %d/%d correct (float %.3f), prove %.1fs", request.round,
+                         r.claimed_correct, r.test_set_size, r.float_accuracy, r.prove_seconds)
+                yield prover_pb2.ProveRoundProgress(result=to_proto(r))
+            except prove.ProveRangeError as exc:
+                outcome = "out_of_range"
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except prove.ProveInputError as exc:
+                outcome = "invalid_argument"
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                log.exception("ProveRound failed")
+                await context.abort(grpc.StatusCode.INTERNAL, f"proving failed: {exc}")
+            finally:
+                self.m.busy.set(0)
+                self.m.proofs.labels(outcome=outcome).inc()
+                self.m.round_seconds.observe(time.perf_counter() - t0)
+                try:
+                    self.pool.submit(worker.cleanup, job)
+                except RuntimeError:  # pool already shut down (service stopping)
+                    pass
+
+
+def to_proto(r: prove.RoundProof) -> prover_pb2.ProveRoundResult:
+    return prover_pb2.ProveRoundResult(
+        proof=r.proof, model_commitment=r.model_commitment, claimed_correct=r.claimed_correct,
+        test_set_size=r.test_set_size, float_accuracy=r.float_accuracy, quantized_accuracy=r.quantized_accuracy,
+        model_params=r.model_params, model_cid=r.model_cid, train_seconds=r.train_seconds,
+        witness_seconds=r.witness_seconds, prove_seconds=r.prove_seconds, compile_seconds=r.compile_seconds,
+    )
+
+
+async def serve(args: ServeArgs) -> None:
+    task = load_task(args.task_dir)
+    data.load(args.shard)  # fail fast on a bad shard, before the worker starts
+    metrics.init("prover", args.node, args.metrics_port)
+    workbase = Path(tempfile.mkdtemp(prefix=f"zkpot-prover-{args.node}-", dir=args.workdir))
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process running gRPC threads
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=worker.init,
+                               initargs=(str(args.task_dir), str(args.shard), str(workbase)))
+    # warm the worker (imports torch/ezkl, loads the task) before reporting SERVING
+    await asyncio.get_running_loop().run_in_executor(pool, _ping)
+    servicer = ProverServicer(task, pool)
+    log.info("task %s, shard %s (%d samples)", task.task_id.hex()[:16], args.shard, len(data.load(args.shard)))
+
+    def register(server: grpc.aio.Server) -> str:
+        prover_pb2_grpc.add_ProverServicer_to_server(servicer, server)
+        return prover_pb2.DESCRIPTOR.services_by_name["Prover"].full_name
+
+    async def on_stop() -> None:
+        pool.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(workbase, ignore_errors=True)
+
+    await grpcutil.serve(args.listen, [register], on_stop=on_stop)
+
+
+def _ping() -> bool:
+    return True

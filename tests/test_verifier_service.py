@@ -1,0 +1,124 @@
+"""The verifier as a real process (`python -m zkpot.cli verifier serve`), called over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import pytest
+from zkp_env import free_port, other_test_set_proof, resign, shared_env, start_service, stop_service, wait_serving
+
+from zkpot import chain, grpcutil, model_codec
+from zkpot.crypto import KeyPair
+from zkpot.genesis import Genesis, Member
+from zkpot.v1 import types_pb2, verifier_pb2, verifier_pb2_grpc
+from zkpot.zkp import model
+
+R = verifier_pb2.RejectReason
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    env = shared_env()
+    port, mport = free_port(), free_port()
+    log_path = env.root / "verifier.log"
+    proc = start_service(["verifier", "serve", "--task-dir", str(env.task.dir), "--genesis", str(env.genesis_path),
+                          "--listen", f"127.0.0.1:{port}", "--metrics-port", str(mport), "--node", "v0"], log_path)
+    try:
+        wait_serving(proc, f"127.0.0.1:{port}", log_path)
+        yield f"127.0.0.1:{port}", mport
+    finally:
+        assert stop_service(proc) == 0, log_path.read_text()[-2000:]
+
+
+def _verify(target: str, txs: list[types_pb2.Transaction]) -> list[verifier_pb2.VerifyResult]:
+    async def go() -> list[verifier_pb2.VerifyResult]:
+        async with grpcutil.channel(target) as ch:
+            resp = await verifier_pb2_grpc.VerifierStub(ch).Verify(verifier_pb2.VerifyRequest(txs=txs), timeout=120)
+            return list(resp.results)
+
+    return asyncio.run(go())
+
+
+def _cases() -> dict[str, tuple[types_pb2.Transaction, int]]:
+    env = shared_env()
+    tx, alice, bob = env.honest_tx, env.alice, env.bob
+    sp = tx.submit_proof
+    tampered = bytearray(sp.proof)
+    tampered[len(tampered) // 2] ^= 0x01
+    other_model = model.encode(model.init_model(env.task.hidden, seed=99))
+    bad_sig = types_pb2.Transaction()
+    bad_sig.CopyFrom(tx)
+    bad_sig.nonce = 5  # signature no longer covers the transaction
+    claim = sp.claimed_correct + 1 if sp.claimed_correct < 8 else sp.claimed_correct - 1
+    return {
+        "honest": (tx, R.REJECT_REASON_UNSPECIFIED),
+        "tampered_proof": (resign(tx, alice, proof=bytes(tampered)), R.REJECT_REASON_INVALID_PROOF),
+        "higher_claim": (resign(tx, alice, claimed_correct=claim), R.REJECT_REASON_CLAIM_MISMATCH),
+        "other_test_set": (resign(tx, alice, proof=other_test_set_proof()), R.REJECT_REASON_INVALID_PROOF),
+        "copied_to_bob": (resign(tx, bob, participant=bob.public), R.REJECT_REASON_INVALID_PROOF),
+        "sent_by_bob": (resign(tx, bob), R.REJECT_REASON_SUBMITTER_MISMATCH),
+        "replayed_round_2": (resign(tx, alice, round=2), R.REJECT_REASON_INVALID_PROOF),
+        "other_task": (resign(tx, alice, task_id=b"\x07" * 32), R.REJECT_REASON_WRONG_TASK),
+        "other_model": (resign(tx, alice, model_params=other_model, model_cid=model_codec.model_cid(other_model)),
+                        R.REJECT_REASON_MODEL_MISMATCH),
+        "cid_mismatch": (resign(tx, alice, model_params=other_model), R.REJECT_REASON_MODEL_MISMATCH),
+        "commitment_field": (resign(tx, alice, model_commitment=bytes(len(sp.model_commitment))),
+                             R.REJECT_REASON_COMMITMENT_MISMATCH),
+        "bad_signature": (bad_sig, R.REJECT_REASON_BAD_SIGNATURE),
+        "trailing_bytes": (resign(tx, alice, proof=sp.proof + bytes(32)), R.REJECT_REASON_MALFORMED),
+        "not_a_proof": (chain.sign_tx(alice, types_pb2.Transaction(payload=b"x")), R.REJECT_REASON_MALFORMED),
+    }
+
+
+def test_each_forgery_has_its_own_reason_and_the_honest_proof_passes(verifier) -> None:
+    target, mport = verifier
+    cases = _cases()
+    results = _verify(target, [tx for tx, _ in cases.values()])
+    assert len(results) == len(cases)
+    for (name, (tx, want)), got in zip(cases.items(), results, strict=True):
+        assert got.tx_id == chain.tx_id(tx), name
+        assert got.reason == want, f"{name}: {R.Name(got.reason)} ({got.message})"
+        assert got.valid == (want == R.REJECT_REASON_UNSPECIFIED), name
+        assert not got.cached
+        if not got.valid:
+            assert got.message, name
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+    for label in ("invalid_proof", "claim_mismatch", "wrong_task", "submitter_mismatch", "model_mismatch",
+                  "commitment_mismatch", "bad_signature", "malformed"):
+        assert f'zkpot_verifier_rejections_total{{node="v0",reason="{label}",service="verifier"}}' in metrics, label
+    assert "zkpot_verifier_verify_seconds_bucket" in metrics
+
+
+def test_resubmitted_transaction_is_served_from_cache(verifier) -> None:
+    target, _ = verifier
+    env = shared_env()
+    again = resign(env.honest_tx, env.alice)  # re-signed identically (ed25519 is deterministic)
+    first = _verify(target, [env.honest_tx, again, env.honest_tx])
+    assert all(r.valid for r in first)
+    assert all(r.cached for r in first)  # identical tx verified by the previous test (or once in this batch)
+    forged = types_pb2.Transaction()
+    forged.CopyFrom(env.honest_tx)
+    forged.signature = bytes(64)  # same tx id, other signature: not a cache hit
+    (r,) = _verify(target, [forged])
+    assert not r.cached and r.reason == R.REJECT_REASON_BAD_SIGNATURE
+
+
+def test_verifier_refuses_a_genesis_of_another_task(tmp_path) -> None:
+    env = shared_env()
+    other_pub = KeyPair.from_seed(b"\x05" * 32)
+    tx = types_pb2.Transaction()
+    tx.CopyFrom(env.task.publish_tx)
+    tx.publish_task.manifest.name = "another task"
+    tx.publish_task.task_id = chain.task_id(tx.publish_task.manifest)
+    tx.publish_task.manifest.publisher = other_pub.public
+    tx.publish_task.task_id = chain.task_id(tx.publish_task.manifest)
+    chain.sign_tx(other_pub, tx)
+    g = Genesis("other", 0, (Member("v0", other_pub.public),), (), tx)
+    g.save(tmp_path / "genesis.json")
+    log_path = tmp_path / "v.log"
+    genesis = str(tmp_path / "genesis.json")
+    proc = start_service(["verifier", "serve", "--task-dir", str(env.task.dir), "--genesis", genesis,
+                          "--listen", f"127.0.0.1:{free_port()}", "--node", "vx"], log_path)
+    assert proc.wait(60) != 0
+    assert "is not the genesis task" in log_path.read_text()

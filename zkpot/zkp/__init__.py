@@ -1,0 +1,7 @@
+"""The zero-knowledge pipeline shared by the task publisher, the prover and the verifier.
+
+data     — digits data, the public test set, non-IID private shards
+model    — the MLP, its fixed-point encoding, local training
+circuit  — the accuracy circuit, ezkl settings / witness / prove / verify, instance rebuilding
+task     — task creation (publisher) and loading (prover, verifier)
+"""

@@ -1,0 +1,268 @@
+"""The accuracy circuit and everything ezkl: settings, witness, proof, verification.
+
+Circuit: Acc(model)(x, y, binding) -> (correct_count, binding * 1), exported to ONNX and compiled
+by ezkl (Halo2/KZG). x (test inputs), y (labels), binding and both outputs are public instances;
+the parameters are a private witness with visibility "polycommit": the proof carries a KZG
+commitment to them (the first G1 point(s) of the proof bytes), which binds the proof to one model.
+
+Soundness rules the verifier follows:
+- Only the proof bytes travel. Public instances are rebuilt from the task's own test set, the
+  claimed count and the expected binding (`public_instances`), never read from a submitted file.
+- The binding is sha256(task id, round, participant) split into 16 limbs of 16 bits (all 256 bits)
+  so a proof cannot be replayed under another round, task or submitter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ezkl
+import numpy as np
+import torch
+from torch import nn
+
+from zkpot.zkp.data import Dataset
+from zkpot.zkp.model import MLP
+
+N_LIMBS = 16
+LIMB_BITS = 16
+# BN254 scalar field (the field of ezkl's Halo2 circuits)
+FIELD_MODULUS = 21888242871839275222246405745257275088548364400416034343698204186575808495617
+G1_UNCOMPRESSED_BYTES = 64  # a commitment inside the proof bytes: x || y, 32 bytes each
+
+
+class CircuitError(RuntimeError):
+    """ezkl failed on something (message says what)."""
+
+
+class CircuitRangeError(CircuitError):
+    """A model's values leave the task's calibrated range: no witness can be generated."""
+
+
+def binding_limbs(task_id: bytes, round_: int, participant: bytes) -> list[int]:
+    """sha256("zkpot/v1/binding" | task id | round | participant) as 16 limbs of 16 bits."""
+    h = hashlib.sha256()
+    h.update(b"zkpot/v1/binding\x00")
+    for part in (task_id, struct.pack(">Q", round_), participant):
+        h.update(struct.pack(">I", len(part)) + part)
+    digest = h.digest()
+    return [int.from_bytes(digest[2 * i : 2 * i + 2], "big") for i in range(N_LIMBS)]
+
+
+class AccuracyCircuit(nn.Module):
+    """(x, y, binding) -> (number of samples the model classifies correctly, binding)."""
+
+    def __init__(self, model: MLP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = torch.argmax(self.model(x), dim=1)
+        # binding * 1 makes the binding an output, i.e. part of the relation the proof is about
+        return (pred == y).sum(), binding * 1
+
+
+# ---------------------------------------------------------------------------- files for ezkl
+
+
+def export_onnx(model: MLP, test: Dataset, path: Path) -> None:
+    """Export Acc(model) for this test set's shape (opset 17, legacy exporter: what ezkl reads)."""
+    import warnings
+
+    x = torch.from_numpy(test.x)
+    y = torch.from_numpy(test.y)
+    b = torch.zeros((1, N_LIMBS), dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(
+            AccuracyCircuit(model).eval(),
+            (x, y, b),
+            str(path),
+            input_names=["x", "y", "binding"],
+            output_names=["correct", "binding_out"],
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def write_input(test: Dataset, limbs: Sequence[int], path: Path) -> None:
+    data = {"input_data": [test.x.flatten().tolist(), test.y.tolist(), [float(v) for v in limbs]]}
+    Path(path).write_text(json.dumps(data))
+
+
+def run_args(scale: int, decomp_base: int, decomp_legs: int) -> ezkl.PyRunArgs:
+    args = ezkl.PyRunArgs()
+    args.input_visibility = "public"
+    args.output_visibility = "public"
+    args.param_visibility = "polycommit"
+    args.input_scale = scale
+    args.param_scale = scale
+    args.decomp_base = decomp_base
+    args.decomp_legs = decomp_legs
+    return args
+
+
+def make_settings(onnx_path: Path, input_path: Path, settings_path: Path, scale: int, decomp_base: int,
+                  decomp_legs: int, max_logrows: int | None = None) -> dict:
+    """gen_settings + calibrate_settings (skipping calibration costs ~4x, FIELD-NOTES)."""
+    ezkl.gen_settings(str(onnx_path), str(settings_path), py_run_args=run_args(scale, decomp_base, decomp_legs))
+    ok = ezkl.calibrate_settings(str(input_path), str(onnx_path), str(settings_path), "resources", scales=[scale],
+                                 max_logrows=max_logrows)
+    if not ok:
+        raise CircuitError("ezkl calibrate_settings failed")
+    return read_settings(settings_path)
+
+
+def read_settings(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def compile_model(onnx_path: Path, settings_path: Path, out_path: Path) -> None:
+    try:
+        ok = ezkl.compile_circuit(str(onnx_path), str(out_path), str(settings_path))
+    except Exception as exc:  # ezkl raises plain Exception/RuntimeError with a message
+        raise CircuitError(f"compile_circuit: {exc}") from exc
+    if not ok:
+        raise CircuitError("compile_circuit failed")
+
+
+def gen_witness(input_path: Path, compiled_path: Path, out_path: Path, vk_path: Path | None = None,
+                srs_path: Path | None = None) -> dict:
+    """Witness (and, given vk + srs, the polycommit of the parameters). CircuitRangeError if out of range."""
+    try:
+        ezkl.gen_witness(str(input_path), str(compiled_path), str(out_path),
+                         vk_path=str(vk_path) if vk_path else None, srs_path=str(srs_path) if srs_path else None)
+    except Exception as exc:
+        msg = str(exc)
+        if "decomposition" in msg or "too large" in msg or "range" in msg.lower():
+            raise CircuitRangeError(f"model leaves the task's calibrated range: {msg}") from exc
+        raise CircuitError(f"gen_witness: {msg}") from exc
+    return json.loads(Path(out_path).read_text())
+
+
+def witness_count(witness: dict) -> int:
+    return felt_to_int(witness["outputs"][0][0])
+
+
+def n_commitments(witness: dict) -> int:
+    commits = (witness.get("processed_params") or {}).get("polycommit") or []
+    return sum(len(group) for group in commits)
+
+
+def prove(witness_path: Path, compiled_path: Path, pk_path: Path, proof_path: Path, srs_path: Path) -> bytes:
+    """Prove; returns the proof bytes only (the instances are rebuilt by whoever verifies)."""
+    try:
+        ezkl.prove(str(witness_path), str(compiled_path), str(pk_path), str(proof_path), str(srs_path))
+    except Exception as exc:
+        raise CircuitError(f"prove: {exc}") from exc
+    return bytes(json.loads(Path(proof_path).read_text())["proof"])
+
+
+# ---------------------------------------------------------------------------- public instances
+
+
+def felt(value: int) -> str:
+    """A field element as ezkl writes it: 32 bytes little-endian, hex."""
+    return (int(value) % FIELD_MODULUS).to_bytes(32, "little").hex()
+
+
+def felt_to_int(hex_felt: str) -> int:
+    v = int.from_bytes(bytes.fromhex(hex_felt), "little")
+    return v - FIELD_MODULUS if v > FIELD_MODULUS // 2 else v
+
+
+def quantize(values: np.ndarray, scale: int) -> np.ndarray:
+    # round half away from zero, as ezkl's quantize_float does
+    scaled = np.asarray(values, dtype=np.float64) * (1 << scale)
+    return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
+
+
+def public_instances(test: Dataset, limbs: Sequence[int], claimed_correct: int, input_scale: int) -> list[str]:
+    """The instance column a valid proof must satisfy: x, y, binding, count, binding (circuit order)."""
+    if len(limbs) != N_LIMBS:
+        raise ValueError(f"binding must have {N_LIMBS} limbs")
+    values: list[int] = []
+    values += quantize(test.x.flatten(), input_scale).tolist()
+    values += [int(v) for v in test.y]  # integer input: scale 0
+    values += [int(v) << input_scale for v in limbs]
+    values += [int(claimed_correct)]  # integer output: scale 0
+    values += [int(v) << input_scale for v in limbs]
+    return [felt(v) for v in values]
+
+
+def witness_instances(witness: dict) -> list[str]:
+    return [v for t in witness["inputs"] for v in t] + [v for t in witness["outputs"] for v in t]
+
+
+# ---------------------------------------------------------------------------- proofs
+
+
+def proof_commitment(proof: bytes, count: int = 1) -> bytes:
+    """The parameter commitment(s) the proof carries: its first `count` uncompressed G1 points."""
+    size = G1_UNCOMPRESSED_BYTES * count
+    if len(proof) < size:
+        raise ValueError("proof too short to hold a commitment")
+    return proof[:size]
+
+
+def _write_proof(path: Path, proof: bytes, instances: list[str]) -> None:
+    Path(path).write_text(json.dumps({"instances": [instances], "proof": list(proof)}))
+
+
+def verify(proof: bytes, instances: list[str], settings_path: Path, vk_path: Path, srs_path: Path,
+           workdir: Path | None = None) -> bool:
+    """Verify proof bytes against instances WE built (the file holds nothing else of the prover's)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp) / "proof.json"
+        _write_proof(path, proof, instances)
+        try:
+            return bool(ezkl.verify(str(path), str(settings_path), str(vk_path), str(srs_path)))
+        except Exception:  # ezkl raises on an unsatisfied constraint system / malformed proof
+            return False
+
+
+def swap_commitment(proof: bytes, witness_path: Path, workdir: Path | None = None) -> bytes:
+    """The proof bytes with its parameter commitment replaced by the witness's polycommit."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp) / "proof.json"
+        _write_proof(path, proof, [])
+        try:
+            ezkl.swap_proof_commitments(str(path), str(witness_path))
+        except Exception as exc:
+            raise CircuitError(f"swap_proof_commitments: {exc}") from exc
+        return bytes(json.loads(path.read_text())["proof"])
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model run through the task's circuit (no proof): its count and its commitment."""
+
+    correct: int
+    witness: dict
+    witness_path: Path
+
+
+def evaluate(model: MLP, test: Dataset, limbs: Sequence[int], settings_path: Path, workdir: Path,
+             vk_path: Path | None = None, srs_path: Path | None = None) -> Evaluation:
+    """Export + compile with the task's settings + witness, in `workdir` (files kept for proving)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    names = ("model.onnx", "model.compiled", "input.json", "witness.json")
+    onnx_path, compiled, inp, wit = (workdir / n for n in names)
+    export_onnx(model, test, onnx_path)
+    compile_model(onnx_path, settings_path, compiled)
+    write_input(test, limbs, inp)
+    witness = gen_witness(inp, compiled, wit, vk_path, srs_path)
+    return Evaluation(witness_count(witness), witness, wit)
+
+
+def fresh_workdir(base: Path | None = None, prefix: str = "zkpot-") -> Path:
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base or os.environ.get("ZKPOT_TMP")))

@@ -1,0 +1,115 @@
+"""scikit-learn's bundled digits (offline): public test set and non-IID private shards.
+
+The held-out split is stratified and seeded; the task's public test set is a class-balanced prefix
+of it, so every task with the same seed and size fixes the same samples. Inputs are pixels / 16
+(exactly representable at any ezkl input scale >= 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+N_FEATURES = 64
+N_CLASSES = 10
+HELD_OUT_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x: np.ndarray  # float32 (n, 64) in [0, 1]
+    y: np.ndarray  # int64 (n,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def load_all() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return Dataset((digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64))
+
+
+def _split(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    data = load_all()
+    idx = np.arange(len(data))
+    train_idx, held_idx = train_test_split(
+        idx, test_size=HELD_OUT_FRACTION, stratify=data.y, random_state=seed, shuffle=True
+    )
+    return np.sort(train_idx), np.sort(held_idx)
+
+
+def _balanced_order(y: np.ndarray, seed: int) -> np.ndarray:
+    """Indices of y ordered round-robin over classes (shuffled within each class, seeded)."""
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(y == c)) for c in range(N_CLASSES)]
+    order: list[int] = []
+    for rank in range(max(len(p) for p in per_class)):
+        order.extend(int(p[rank]) for p in per_class if rank < len(p))
+    return np.array(order, dtype=np.int64)
+
+
+def public_test_set(size: int, seed: int) -> Dataset:
+    """The task's public test set: `size` class-balanced samples of the held-out split."""
+    data = load_all()
+    _, held = _split(seed)
+    if not 1 <= size <= len(held):
+        raise ValueError(f"test set size must be 1..{len(held)}, got {size}")
+    chosen = held[_balanced_order(data.y[held], seed)[:size]]
+    return Dataset(data.x[chosen], data.y[chosen])
+
+
+def training_pool(seed: int) -> Dataset:
+    """Everything not held out: the material participants' private shards are cut from."""
+    data = load_all()
+    train, _ = _split(seed)
+    return Dataset(data.x[train], data.y[train])
+
+
+def dirichlet_shards(n_participants: int, alpha: float, seed: int, min_size: int = 10) -> list[Dataset]:
+    """Non-IID shards: each class is divided among participants in Dirichlet(alpha) proportions.
+
+    Small alpha gives skewed label mixes. Redrawn (seeded) until every shard has min_size samples.
+    """
+    if n_participants < 1:
+        raise ValueError("need at least one participant")
+    if alpha <= 0:
+        raise ValueError("alpha must be positive")
+    pool = training_pool(seed)
+    rng = np.random.default_rng(seed + 1)
+    for _ in range(1000):
+        parts: list[list[int]] = [[] for _ in range(n_participants)]
+        for c in range(N_CLASSES):
+            idx = rng.permutation(np.flatnonzero(pool.y == c))
+            props = rng.dirichlet([alpha] * n_participants)
+            cuts = (np.cumsum(props)[:-1] * len(idx)).astype(int)
+            for p, chunk in enumerate(np.split(idx, cuts)):
+                parts[p].extend(int(i) for i in chunk)
+        if min(len(p) for p in parts) >= min_size:
+            break
+    else:
+        raise ValueError(f"cannot give {n_participants} shards {min_size} samples each at alpha={alpha}")
+    return [Dataset(pool.x[np.sort(p)], pool.y[np.sort(p)]) for p in parts]
+
+
+def save(path: Path, data: Dataset) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:  # file handle: np.savez would append .npz to a bare name
+        np.savez(fh, x=data.x.astype(np.float32), y=data.y.astype(np.int64))
+
+
+def load(path: Path) -> Dataset:
+    with np.load(Path(path), allow_pickle=False) as npz:
+        x = np.asarray(npz["x"], dtype=np.float32)
+        y = np.asarray(npz["y"], dtype=np.int64)
+    if x.ndim != 2 or x.shape[1] != N_FEATURES or y.shape != (x.shape[0],):
+        raise ValueError(f"{path}: expected x (n, {N_FEATURES}) and y (n,), got {x.shape} and {y.shape}")
+    if x.min(initial=0) < 0 or x.max(initial=0) > 1 or y.min(initial=0) < 0 or y.max(initial=0) >= N_CLASSES:
+        raise ValueError(f"{path}: values out of range (x in [0,1], y in 0..9)")
+    return Dataset(x, y)

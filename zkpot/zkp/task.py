@@ -1,0 +1,317 @@
+"""Learning tasks: created once by the (trusted) publisher, loaded by provers and verifiers.
+
+A task directory holds every artefact named in the manifest (each checked against its content id
+on load), the manifest itself and the signed PublishTask transaction that genesis carries.
+One setup (pk / vk) serves every participant and every round: the parameters are a private
+witness, so only the weights baked into each participant's compiled circuit change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ezkl
+import torch
+
+from zkpot import chain
+from zkpot.codec import content_id
+from zkpot.crypto import KeyPair
+from zkpot.v1 import types_pb2
+from zkpot.zkp import circuit, data, model
+from zkpot.zkp.data import Dataset
+
+log = logging.getLogger("zkpot.task")
+
+# artefact name -> file name in the task directory
+ARTEFACTS = {
+    "settings": "settings.json",
+    "vk": "vk.key",
+    "pk": "pk.key",
+    "srs": "kzg.srs",
+    "test_set": "test_set.npz",
+    "initial_model": "initial_model.zkpm",
+    "params": "params.json",
+}
+MANIFEST_FILE = "manifest.pb"
+PUBLISH_TX_FILE = "publish_task.tx"
+SUMMARY_FILE = "task.json"
+
+
+class TaskError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What the publisher chooses. Defaults are the devnet's (16 samples, logrows 14, ~5 s proofs)."""
+
+    name: str = "digits-mlp"
+    test_set_size: int = 16
+    hidden: int = 16
+    scale: int = 6                  # ezkl input and param scale (log2); pixels/16 are exact at >= 4
+    decomp_base: int = 1024         # range decomposition: base**legs; 1024**3 keeps logrows at 14
+    decomp_legs: int = 3
+    weight_bound: float = 1.0       # every weight/bias is clipped to ±bound; checked to fit the circuit
+    rounds: int = 3
+    min_correct: int = 4            # 25% of the default test set: above chance (10%), reachable in round 1
+    round_deadline_blocks: int = 50
+    seed: int = 7
+    reference_models: int = 3       # trained to calibrate the settings on realistic models
+    srs: Path | None = None         # a real ceremony's SRS; None: ezkl.gen_srs (INSECURE, dev only)
+
+    def check(self) -> None:
+        if not 1 <= self.test_set_size <= 359:
+            raise TaskError("test_set_size must be 1..359")
+        if not 1 <= self.hidden <= 256:
+            raise TaskError("hidden must be 1..256")
+        if not 4 <= self.scale <= 12:
+            raise TaskError("scale must be 4..12")
+        if self.weight_bound <= 0:
+            raise TaskError("weight_bound must be positive")
+        if self.min_correct > self.test_set_size:
+            raise TaskError("min_correct exceeds the test set size")
+        if self.rounds < 1 or self.round_deadline_blocks < 1:
+            raise TaskError("rounds and round_deadline_blocks must be >= 1")
+
+
+@dataclass(frozen=True)
+class Task:
+    dir: Path
+    manifest: types_pb2.TaskManifest
+    task_id: bytes
+    publish_tx: types_pb2.Transaction
+    initial_model: bytes
+    test_set: Dataset
+    params: dict
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def hidden(self) -> int:
+        return model.hidden_of(self.manifest.architecture)
+
+    @property
+    def weight_bound(self) -> float:
+        return float(self.params["weight_bound"])
+
+    @property
+    def input_scale(self) -> int:
+        return int(self.manifest.input_scale)
+
+    @property
+    def n_commitments(self) -> int:
+        return int(self.params["n_commitments"])
+
+    @property
+    def proof_size(self) -> int:
+        return int(self.params["proof_bytes"])
+
+    @property
+    def commitment_size(self) -> int:
+        return circuit.G1_UNCOMPRESSED_BYTES * self.n_commitments
+
+    def binding(self, round_: int, participant: bytes) -> list[int]:
+        return circuit.binding_limbs(self.task_id, round_, participant)
+
+    def instances(self, round_: int, participant: bytes, claimed_correct: int) -> list[str]:
+        """The public instances of a proof for (this task, round, participant, claim)."""
+        return circuit.public_instances(self.test_set, self.binding(round_, participant), claimed_correct,
+                                        self.input_scale)
+
+
+def _worst_case_models(hidden: int, bound: float) -> list[model.MLP]:
+    """Largest activations and logit gaps a model inside ±bound can produce on [0,1] inputs."""
+    out = []
+    for first in (1.0, -1.0):
+        m = model.MLP(hidden)
+        signs = torch.tensor([first * (-1.0) ** i for i in range(data.N_CLASSES)])
+        with torch.no_grad():
+            m.fc1.weight.fill_(bound)
+            m.fc1.bias.fill_(bound)
+            m.fc2.weight.copy_(signs[:, None] * bound * torch.ones(data.N_CLASSES, hidden))
+            m.fc2.bias.copy_(signs * bound)
+        out.append(m.eval())
+    return out
+
+
+def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConfig()) -> Task:
+    """Publish a task: data, calibrated settings, SRS, keys, manifest and the signed PublishTask."""
+    config.check()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / fname for name, fname in ARTEFACTS.items()}
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+
+    test = data.public_test_set(config.test_set_size, config.seed)
+    data.save(paths["test_set"], test)
+    pool = data.training_pool(config.seed)
+
+    # initial global model: deterministic from the seed, inside the bound, in fixed point
+    initial = model.init_model(config.hidden, config.seed)
+    model.clip_(initial, config.weight_bound)
+    initial_bytes = model.encode(initial)
+    paths["initial_model"].write_bytes(initial_bytes)
+
+    # calibrate on a trained reference model (realistic activations), then check the rest fit
+    refs = [
+        model.train(model.decode(initial_bytes, config.hidden), pool, epochs=3, seed=config.seed + i,
+                    weight_bound=config.weight_bound)
+        for i in range(max(config.reference_models, 1))
+    ]
+    limbs_max = [(1 << circuit.LIMB_BITS) - 1] * circuit.N_LIMBS
+    circuit.export_onnx(refs[0], test, work / "ref.onnx")
+    circuit.write_input(test, limbs_max, work / "input.json")
+    settings = circuit.make_settings(work / "ref.onnx", work / "input.json", paths["settings"], config.scale,
+                                     config.decomp_base, config.decomp_legs)
+    logrows = int(settings["run_args"]["logrows"])
+    log.info("calibrated: %s rows, logrows %d", settings.get("num_rows"), logrows)
+    for i, m in enumerate([*refs[1:], *_worst_case_models(config.hidden, config.weight_bound)]):
+        try:
+            ev = circuit.evaluate(m, test, limbs_max, paths["settings"], work / f"check{i}")
+            fits = bool(ezkl.mock(str(ev.witness_path), str(work / f"check{i}" / "model.compiled")))
+        except Exception as exc:  # CircuitError, or ezkl's own on an unsatisfied mock
+            log.warning("range check model %d: %s", i, exc)
+            fits = False
+        if not fits:
+            raise TaskError(f"a model inside ±{config.weight_bound} does not satisfy the circuit; "
+                            "lower weight_bound or raise decomp_legs")
+
+    insecure = config.srs is None
+    if insecure:
+        print(f"WARNING: INSECURE DEV SRS — generating a local KZG SRS (logrows {logrows}) with ezkl.gen_srs; "
+              "its toxic waste is known to this machine. Pass --srs FILE from a real ceremony for production.",
+              flush=True)
+        log.warning("INSECURE DEV SRS (ezkl.gen_srs, logrows %d)", logrows)
+        ezkl.gen_srs(str(paths["srs"]), logrows)
+    else:
+        shutil.copyfile(config.srs, paths["srs"])
+
+    circuit.compile_model(work / "ref.onnx", paths["settings"], work / "ref.compiled")
+    t_setup = time.perf_counter()
+    if not ezkl.setup(str(work / "ref.compiled"), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])):
+        raise TaskError("ezkl setup failed")
+    setup_s = time.perf_counter() - t_setup
+
+    # self-check: the instances we rebuild equal the ones ezkl lays out, and learn the commitment count
+    ev = circuit.evaluate(refs[0], test, limbs_max, paths["settings"], work / "self", paths["vk"], paths["srs"])
+    if circuit.witness_instances(ev.witness) != circuit.public_instances(test, limbs_max, ev.correct, config.scale):
+        raise TaskError("rebuilt public instances differ from ezkl's layout (circuit changed?)")
+    n_commit = circuit.n_commitments(ev.witness)
+    if n_commit < 1:
+        raise TaskError("the witness carries no parameter commitment (param_visibility must be polycommit)")
+    # end-to-end self-test: one real proof, verified on rebuilt instances; fixes the proof length
+    # (Halo2 proofs of one circuit have one length; verifiers refuse any other, e.g. trailing bytes)
+    t_prove = time.perf_counter()
+    self_dir = work / "self"
+    ref_proof = circuit.prove(ev.witness_path, self_dir / "model.compiled", paths["pk"], self_dir / "proof.json",
+                              paths["srs"])
+    prove_s = time.perf_counter() - t_prove
+    ref_instances = circuit.public_instances(test, limbs_max, ev.correct, config.scale)
+    if not circuit.verify(ref_proof, ref_instances, paths["settings"], paths["vk"], paths["srs"], work):
+        raise TaskError("self-test proof does not verify")
+
+    params = {
+        "weight_bound": config.weight_bound,
+        "seed": config.seed,
+        "n_commitments": n_commit,
+        "proof_bytes": len(ref_proof),
+        "binding": f"sha256 -> {circuit.N_LIMBS} limbs x {circuit.LIMB_BITS} bits",
+        "decomp_base": config.decomp_base,
+        "decomp_legs": config.decomp_legs,
+        "num_rows": settings.get("num_rows"),
+    }
+    paths["params"].write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
+
+    manifest = types_pb2.TaskManifest(
+        name=config.name,
+        architecture=model.architecture(config.hidden),
+        test_set_size=config.test_set_size,
+        input_scale=int(settings["run_args"]["input_scale"]),
+        param_scale=int(settings["run_args"]["param_scale"]),
+        logrows=logrows,
+        insecure_dev_srs=insecure,
+        rounds=config.rounds,
+        min_correct=config.min_correct,
+        round_deadline_blocks=config.round_deadline_blocks,
+        publisher=publisher.public,
+    )
+    for name, path in paths.items():
+        manifest.artefacts[name] = content_id(path.read_bytes())
+    task_id = chain.task_id(manifest)
+    tx = types_pb2.Transaction(
+        publish_task=types_pb2.PublishTask(manifest=manifest, task_id=task_id, initial_model=initial_bytes)
+    )
+    chain.sign_tx(publisher, tx)
+    (out / MANIFEST_FILE).write_bytes(manifest.SerializeToString())
+    (out / PUBLISH_TX_FILE).write_bytes(tx.SerializeToString())
+    summary = {
+        "task_id": task_id.hex(),
+        "setup_seconds": round(setup_s, 2),
+        "self_test_prove_seconds": round(prove_s, 2),
+        "total_seconds": round(time.perf_counter() - t0, 2),
+        "reference_correct": [model.correct_count(m, test) for m in refs],
+        **summarize(manifest),
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return load_task(out)
+
+
+def summarize(manifest: types_pb2.TaskManifest) -> dict:
+    return {
+        "name": manifest.name,
+        "architecture": manifest.architecture,
+        "test_set_size": manifest.test_set_size,
+        "input_scale": manifest.input_scale,
+        "param_scale": manifest.param_scale,
+        "logrows": manifest.logrows,
+        "rounds": manifest.rounds,
+        "min_correct": manifest.min_correct,
+        "round_deadline_blocks": manifest.round_deadline_blocks,
+        "insecure_dev_srs": manifest.insecure_dev_srs,
+        "publisher": manifest.publisher.hex(),
+        "artefacts": dict(sorted(manifest.artefacts.items())),
+    }
+
+
+def load_task(task_dir: Path) -> Task:
+    """Load a task directory, re-checking every artefact against its content id (TaskError)."""
+    d = Path(task_dir)
+    try:
+        manifest = types_pb2.TaskManifest.FromString((d / MANIFEST_FILE).read_bytes())
+        tx = types_pb2.Transaction.FromString((d / PUBLISH_TX_FILE).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"{d}: not a task directory ({exc})") from exc
+    if tx.WhichOneof("body") != "publish_task" or tx.publish_task.manifest != manifest:
+        raise TaskError(f"{d}: the PublishTask transaction does not carry this manifest")
+    task_id = chain.task_id(manifest)
+    if tx.publish_task.task_id != task_id:
+        raise TaskError(f"{d}: task id in the transaction does not match the manifest")
+    if not chain.tx_signature_ok(tx) or tx.sender != manifest.publisher:
+        raise TaskError(f"{d}: PublishTask is not validly signed by the manifest's publisher")
+    paths: dict[str, Path] = {}
+    for name, fname in ARTEFACTS.items():
+        cid = manifest.artefacts.get(name)
+        if cid is None:
+            raise TaskError(f"{d}: manifest names no artefact {name!r}")
+        path = d / fname
+        if not path.is_file():
+            raise TaskError(f"{d}: artefact {fname} is missing")
+        if content_id(path.read_bytes()) != cid:
+            raise TaskError(f"{d}: artefact {fname} does not match its content id {cid}")
+        paths[name] = path
+    initial = paths["initial_model"].read_bytes()
+    if tx.publish_task.initial_model != initial:
+        raise TaskError(f"{d}: initial model differs from the one in the PublishTask")
+    test = data.load(paths["test_set"])
+    if len(test) != manifest.test_set_size:
+        raise TaskError(f"{d}: test set has {len(test)} samples, manifest says {manifest.test_set_size}")
+    params = json.loads(paths["params"].read_text())
+    model.decode(initial, model.hidden_of(manifest.architecture))  # layout check
+    return Task(d, manifest, task_id, tx, initial, test, params, paths)
