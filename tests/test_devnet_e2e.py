@@ -160,3 +160,48 @@ async def _check_chain(genesis: Genesis, ledgers: list[str], verifier: str) -> N
         bad = (await stub.Verify(verifier_pb2.VerifyRequest(txs=[tampered]), timeout=120)).results[0]
         assert not bad.valid and bad.message
     assert genesis.task_id == proofs[0].submit_proof.task_id
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and int(entry.name) != os.getpid():
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_second_run_reuses_task_and_ctrl_c_stops_every_child(devnet: tuple[Path, dict, int]) -> None:
+    """A second run keeps the task (no slow setup); SIGINT mid-run leaves no process behind."""
+    data_dir, report, _ = devnet
+    base = _free_base_port()
+    cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--validators", str(VALIDATORS), "--participants",
+           str(PARTICIPANTS), "--rounds", str(ROUNDS), "--test-set-size", "8", "--data-dir", str(data_dir),
+           "--base-port", str(base), "--existing", "reuse-task"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        # wait until the replicas are up and the chain grows
+        while time.monotonic() < deadline:
+            logs = list((data_dir / "logs").glob("v*-consensus.log"))
+            if len(logs) == VALIDATORS and all(p.stat().st_size > 0 for p in logs):
+                break
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(1)
+        time.sleep(5)
+        assert proc.poll() is None
+        assert len(_processes_mentioning(str(data_dir / "genesis.json"))) >= VALIDATORS * 3
+        proc.send_signal(__import__("signal").SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out
+        assert "interrupted" in out
+        assert "reusing the task" in out
+        assert _processes_mentioning(str(data_dir / "genesis.json")) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

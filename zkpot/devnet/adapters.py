@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from zkpot import grpcutil, model_codec
+from zkpot import grpcutil
 from zkpot.crypto import KeyPair
 from zkpot.devnet.plan import DevnetPlan
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2
@@ -24,18 +25,24 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
     from zkpot.zkp.task import TaskConfig, create_task, load_task
 
     publisher_key = plan.data_dir / "keys" / "publisher.json"
-    if (plan.task_dir / "task.json").exists():
+    if plan.task_dir.exists() and any(plan.task_dir.iterdir()):
         try:
-            load_task(plan.task_dir)
-            progress.say(f"reusing the task in {plan.task_dir}")
-            return {}
+            task = load_task(plan.task_dir)
+            m = task.manifest
+            if m.rounds == config.rounds and config.test_set_size in (0, m.test_set_size):
+                progress.say(f"reusing the task in {plan.task_dir}")
+                return {}
+            progress.say("the earlier task has other rounds or test-set size; creating a new task")
         except Exception as exc:  # a stale or damaged task: make a new one
             progress.say(f"cannot reuse {plan.task_dir} ({exc}); creating a new task")
+        shutil.rmtree(plan.task_dir)
     if not publisher_key.exists():
         publisher_key.parent.mkdir(parents=True, exist_ok=True)
         KeyPair.generate().save(publisher_key)
-    kwargs: dict[str, Any] = {"test_set_size": config.test_set_size, "rounds": config.rounds,
-                              "round_deadline_blocks": config.round_deadline_blocks, "seed": config.seed}
+    kwargs: dict[str, Any] = {"rounds": config.rounds, "round_deadline_blocks": config.round_deadline_blocks,
+                              "seed": config.seed}
+    if config.test_set_size:
+        kwargs["test_set_size"] = config.test_set_size
     if config.min_correct:
         kwargs["min_correct"] = config.min_correct
     task = create_task(plan.task_dir, KeyPair.load(publisher_key), TaskConfig(**kwargs))
@@ -49,18 +56,27 @@ def load_publish_tx(task_dir: Path) -> types_pb2.Transaction:
 
 
 def make_shards(plan: DevnetPlan, config: DevnetConfig) -> None:
+    """Non-IID private shards (Dirichlet alpha), one file per participant."""
     from zkpot.zkp import data
 
     if all(p.shard_path.exists() for p in plan.participants):
         return
-    data.write_shards([p.shard_path for p in plan.participants], alpha=config.alpha, seed=config.seed,
-                      test_set_size=config.test_set_size)
+    shards = data.dirichlet_shards(len(plan.participants), config.alpha, config.seed)
+    for p, shard in zip(plan.participants, shards, strict=True):
+        p.shard_path.parent.mkdir(parents=True, exist_ok=True)
+        data.save(p.shard_path, shard)
 
 
-def global_accuracy(task_dir: Path, model: bytes) -> float:
+_tasks: dict[Path, Any] = {}
+
+
+def global_accuracy(task_dir: Path, global_model: bytes) -> float:
+    """Float accuracy of an aggregated model on the task's public test set (observer's view)."""
+    from zkpot.zkp import model
     from zkpot.zkp.task import load_task
 
-    return load_task(task_dir).float_accuracy(model_codec.decode(model))
+    task = _tasks.get(task_dir) or _tasks.setdefault(task_dir, load_task(task_dir))
+    return model.float_accuracy(model.decode(global_model, task.hidden), task.test_set)
 
 
 async def compare_ledgers(plan: DevnetPlan, settle_s: float = 10.0) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 
@@ -19,12 +20,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--existing", choices=["replace", "reuse-task", "fail"], default="replace",
                         help="what to do with an earlier devnet in --data-dir: replace it (default), keep its "
                              "task, keys and shards and start a fresh chain (skips the slow setup), or stop")
-    parser.add_argument("--test-set-size", type=int, default=32, help="public test set samples (default 32)")
+    parser.add_argument("--test-set-size", type=int, default=0,
+                        help="public test set samples (0: the task default, 16)")
     parser.add_argument("--local-epochs", type=int, default=0, help="local epochs per round (0: prover default)")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the non-IID shards")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--parallel-proofs", type=int, default=2, help="proofs in flight at once (default 2)")
-    parser.add_argument("--round-deadline-blocks", type=int, default=900,
+    parser.add_argument("--round-deadline-blocks", type=int, default=300,
                         help="a round closes after this many blocks even if not everyone submitted")
     parser.add_argument("--min-correct", type=int, default=0,
                         help="proven count needed to be aggregated (0: task default)")
@@ -40,6 +42,9 @@ def _run(args: argparse.Namespace) -> int:
     from zkpot.devnet.run import DevnetConfig, main
 
     log.setup("devnet", "orchestrator", "WARNING")
+    # ezkl logs its numerical-fidelity tables and scale hints at WARNING; the task publisher
+    # prints what matters (the insecure-SRS warning) itself
+    logging.getLogger("ezkl").setLevel(logging.ERROR)
     if args.validators < 1 or args.participants < 1 or args.rounds < 1:
         raise SystemExit("--validators, --participants and --rounds must be at least 1")
     config = DevnetConfig(

@@ -22,6 +22,8 @@ class Progress:
     global_accuracy: float | None = None
     stage: str = "starting"
     _last: str = ""
+    _last_key: tuple = ()
+    _last_print: float = 0.0
 
     def line(self) -> str:
         elapsed = int(time.monotonic() - self.started)
@@ -38,8 +40,14 @@ class Progress:
         if sys.stdout.isatty():
             sys.stdout.write("\r\x1b[2K" + text)
             sys.stdout.flush()
-        elif force or text.split("] ", 1)[1] != self._last.split("] ", 1)[-1]:
-            print(text, flush=True)
+        else:
+            # not a terminal (CI, a log file): a line when something a reader cares about changes,
+            # or every 15 s, not at every block
+            key = (self.round, self.submitted, self.verified, self.rejected, self.stage, self.global_accuracy)
+            now = time.monotonic()
+            if force or key != self._last_key or now - self._last_print >= 15:
+                print(text, flush=True)
+                self._last_key, self._last_print = key, now
         self._last = text
 
     def say(self, message: str) -> None:

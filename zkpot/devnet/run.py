@@ -47,12 +47,12 @@ class DevnetConfig:
     rounds: int = 3
     base_port: int = 26000
     existing: str = "replace"           # replace | reuse-task | fail
-    test_set_size: int = 32
+    test_set_size: int = 0               # 0: task default
     local_epochs: int = 0               # 0: prover default
     alpha: float = 0.5
     seed: int = 7
     parallel_proofs: int = 2
-    round_deadline_blocks: int = 900
+    round_deadline_blocks: int = 300
     min_correct: int = 0                # 0: task default
     report_path: Path | None = None
     idle_block_ms: int = 1000
@@ -345,10 +345,15 @@ async def run_devnet(config: DevnetConfig) -> dict:
         watcher = asyncio.create_task(watch(net))
         t_rounds = time.monotonic()
         participants = [asyncio.create_task(run_participant(net, p, slots)) for p in plan.participants]
-        done, _ = await asyncio.wait([watcher, *participants], return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        pending = {watcher, *participants}
+        # the watcher runs until cancelled: finish when every participant has, fail on any error
+        while any(not t.done() for t in participants):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise task.exception()  # type: ignore[misc]
         # let the observer record the last round
         for _ in range(40):
             if all(s.closed for s in net.rounds.values()):

@@ -1,0 +1,123 @@
+"""Blocks above the committed tip, the QC certifying each, and the 2-chain commit rule."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from zkpot import chain
+from zkpot.v1 import types_pb2
+
+# committed blocks kept in memory for peers' FetchBlocks (older ones are read from the ledger)
+KEEP_COMMITTED = 256
+
+
+@dataclass
+class Entry:
+    block: types_pb2.Block
+    seen_at: float  # monotonic time this replica first saw it (commit latency)
+    tx_ids: list[bytes]
+
+
+class BlockStore:
+    def __init__(self, root: types_pb2.Block, root_hash: bytes, root_qc: types_pb2.QuorumCert | None) -> None:
+        """`root`: the committed tip (the ledger's head; genesis on a fresh chain)."""
+        self._entries: dict[bytes, Entry] = {root_hash: Entry(root, time.monotonic(), [])}
+        self.certs: dict[bytes, types_pb2.QuorumCert] = {}
+        if root_qc is not None:
+            self.certs[root_hash] = root_qc
+        self.committed_hash = root_hash
+        self.committed_height = root.header.height
+        self.committed_view = root.header.view
+
+    def get(self, block_hash: bytes) -> types_pb2.Block | None:
+        entry = self._entries.get(block_hash)
+        return entry.block if entry else None
+
+    def seen_at(self, block_hash: bytes) -> float | None:
+        entry = self._entries.get(block_hash)
+        return entry.seen_at if entry else None
+
+    def __contains__(self, block_hash: bytes) -> bool:
+        return block_hash in self._entries
+
+    def add(
+        self, block: types_pb2.Block, block_hash: bytes | None = None, tx_ids: list[bytes] | None = None
+    ) -> bytes:
+        """Insert a validated block; its parent_qc becomes the parent's certificate."""
+        h = block_hash or chain.block_hash(block.header)
+        if h not in self._entries:
+            ids = tx_ids if tx_ids is not None else [chain.tx_id(tx) for tx in block.txs]
+            self._entries[h] = Entry(block, time.monotonic(), ids)
+        qc = block.header.parent_qc
+        if block.header.HasField("parent_qc") and qc.votes and qc.block_hash not in self.certs:
+            self.certs[qc.block_hash] = qc
+        return h
+
+    def add_cert(self, qc: types_pb2.QuorumCert) -> None:
+        if qc.votes and qc.block_hash not in self.certs:
+            self.certs[qc.block_hash] = qc
+
+    def commit_target(self, qc: types_pb2.QuorumCert) -> bytes | None:
+        """2-chain rule: a QC for B1 whose parent B0 has B1.view == B0.view + 1 commits B0.
+
+        Returns B0's hash when that commits something new, else None (also when blocks are unknown).
+        """
+        b1 = self.get(qc.block_hash)
+        if b1 is None:
+            return None
+        b0 = self.get(b1.header.parent_hash)
+        if b0 is None:
+            return None
+        if b1.header.view != b0.header.view + 1 or b0.header.height <= self.committed_height:
+            return None
+        return b1.header.parent_hash
+
+    def tx_ids(self, block_hash: bytes) -> list[bytes]:
+        entry = self._entries.get(block_hash)
+        return entry.tx_ids if entry else []
+
+    def chain_to_committed(self, tip: bytes) -> list[tuple[bytes, types_pb2.Block]] | None:
+        """Blocks from just above the committed tip up to `tip`, oldest first (None: a gap or a fork)."""
+        out: list[tuple[bytes, types_pb2.Block]] = []
+        h = tip
+        while h != self.committed_hash:
+            block = self.get(h)
+            if block is None or block.header.height <= self.committed_height:
+                return None
+            out.append((h, block))
+            h = block.header.parent_hash
+        out.reverse()
+        return out
+
+    def mark_committed(self, block_hash: bytes) -> None:
+        block = self._entries[block_hash].block
+        self.committed_hash = block_hash
+        self.committed_height = block.header.height
+        self.committed_view = block.header.view
+
+    def prune(self) -> None:
+        """Drop blocks that can no longer matter: old committed ones and forks below the tip."""
+        floor = self.committed_height - KEEP_COMMITTED
+        committed: set[bytes] = set()
+        h = self.committed_hash
+        while h in self._entries:
+            committed.add(h)
+            h = self._entries[h].block.header.parent_hash
+        stale = [
+            h
+            for h, e in self._entries.items()
+            if e.block.header.height < floor or (e.block.header.height <= self.committed_height and h not in committed)
+        ]
+        for h in stale:
+            del self._entries[h]
+            self.certs.pop(h, None)
+
+    def uncommitted_tx_ids(self, tip: bytes) -> set[bytes]:
+        ids: set[bytes] = set()
+        for h, _ in self.chain_to_committed(tip) or []:
+            ids.update(self._entries[h].tx_ids)
+        return ids
+
+    def __len__(self) -> int:
+        return len(self._entries)

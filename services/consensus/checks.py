@@ -1,0 +1,137 @@
+"""Stateless validation of consensus messages (no replica state; safe to run in a thread)."""
+
+from __future__ import annotations
+
+from zkpot import chain, crypto
+from zkpot.codec import merkle_root
+from zkpot.v1 import consensus_pb2, types_pb2
+
+
+class Rejected(Exception):
+    """A message that must be dropped. `reason` is a short label for the rejection counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def qc_is_genesis(qc: types_pb2.QuorumCert) -> bool:
+    return not qc.votes
+
+
+def check_qc(qc: types_pb2.QuorumCert, validators: frozenset[bytes], quorum: int, genesis_hash: bytes) -> None:
+    """A QC with no votes is only acceptable as the implicit certificate of genesis."""
+    if qc_is_genesis(qc):
+        if qc.block_hash not in (b"", genesis_hash) or qc.view or qc.height:
+            raise Rejected("bad_qc", "QC without votes that does not name genesis")
+        return
+    try:
+        chain.check_qc(qc, validators, quorum)
+    except chain.InvalidCertificate as exc:
+        raise Rejected("bad_qc", str(exc)) from exc
+
+
+def check_tc(tc: consensus_pb2.TimeoutCert, validators: frozenset[bytes], quorum: int) -> None:
+    """2f+1 timeouts for tc.view by distinct validators with valid signatures."""
+    seen: set[bytes] = set()
+    for t in tc.timeouts:
+        signer = t.signature.signer
+        if t.view != tc.view:
+            raise Rejected("bad_tc", f"timeout for view {t.view} inside a TC for view {tc.view}")
+        if signer not in validators:
+            raise Rejected("bad_tc", f"timeout by unknown signer {crypto.short(signer)}")
+        if signer in seen:
+            raise Rejected("bad_tc", f"duplicate timeout by {crypto.short(signer)}")
+        if not chain.timeout_signature_ok(t):
+            raise Rejected("bad_tc", f"bad timeout signature by {crypto.short(signer)}")
+        seen.add(signer)
+    if len(seen) < quorum:
+        raise Rejected("bad_tc", f"{len(seen)} timeouts, quorum is {quorum}")
+
+
+def check_block(
+    block: types_pb2.Block, chain_id: str, validators: frozenset[bytes], quorum: int, genesis_hash: bytes
+) -> tuple[bytes, list[bytes]]:
+    """Signature, header consistency and parent QC of a block; returns (block hash, tx ids)."""
+    header = block.header
+    if not block.HasField("header"):
+        raise Rejected("malformed", "block without header")
+    if header.chain_id != chain_id:
+        raise Rejected("wrong_chain", f"chain id {header.chain_id!r}")
+    if header.proposer not in validators:
+        raise Rejected("unknown_signer", "proposer is not a validator")
+    if header.height < 1 or header.view < 1:
+        raise Rejected("malformed", "height and view of a proposed block start at 1")
+    if len(header.parent_hash) != 32:
+        raise Rejected("malformed", "parent_hash must be 32 bytes")
+    if not chain.block_signature_ok(block):
+        raise Rejected("bad_signature", "proposer signature does not verify")
+    qc = header.parent_qc
+    if qc_is_genesis(qc):
+        if header.parent_hash != genesis_hash or header.height != 1:
+            raise Rejected("bad_qc", "only a child of genesis may carry an empty parent QC")
+    else:
+        if qc.block_hash != header.parent_hash:
+            raise Rejected("bad_qc", "parent QC does not certify parent_hash")
+        if qc.height + 1 != header.height:
+            raise Rejected("malformed", "height is not parent QC height + 1")
+        if qc.view >= header.view:
+            raise Rejected("malformed", "parent QC view is not below the block's view")
+        check_qc(qc, validators, quorum, genesis_hash)
+    ids = [chain.tx_id(tx) for tx in block.txs]
+    if merkle_root(ids) != header.txs_root:
+        raise Rejected("malformed", "txs_root does not match the transactions")
+    if len(set(ids)) != len(ids):
+        raise Rejected("malformed", "a transaction appears twice in the block")
+    return chain.block_hash(header), ids
+
+
+def check_proposal(
+    proposal: consensus_pb2.Proposal, chain_id: str, validators: frozenset[bytes], quorum: int, genesis_hash: bytes
+) -> tuple[bytes, list[bytes]]:
+    if proposal.HasField("tc"):
+        check_tc(proposal.tc, validators, quorum)
+        if proposal.tc.view + 1 != proposal.block.header.view:
+            raise Rejected("bad_tc", "TC is not for the view before the block")
+    return check_block(proposal.block, chain_id, validators, quorum, genesis_hash)
+
+
+def check_vote(vote: consensus_pb2.Vote, validators: frozenset[bytes]) -> None:
+    if vote.signature.signer not in validators:
+        raise Rejected("unknown_signer", "vote by a key that is not a validator")
+    if len(vote.block_hash) != 32 or vote.view < 1:
+        raise Rejected("malformed", "vote needs a 32-byte block hash and a view >= 1")
+    if not chain.vote_signature_ok(vote):
+        raise Rejected("bad_signature", "vote signature does not verify")
+
+
+def check_timeout(
+    timeout: consensus_pb2.Timeout, validators: frozenset[bytes], quorum: int, genesis_hash: bytes
+) -> None:
+    if timeout.signature.signer not in validators:
+        raise Rejected("unknown_signer", "timeout by a key that is not a validator")
+    if timeout.view < 1:
+        raise Rejected("malformed", "timeout view must be >= 1")
+    if not chain.timeout_signature_ok(timeout):
+        raise Rejected("bad_signature", "timeout signature does not verify")
+    if timeout.HasField("high_qc"):
+        if timeout.high_qc.view >= timeout.view:
+            raise Rejected("malformed", "timeout's high QC is not below its view")
+        check_qc(timeout.high_qc, validators, quorum, genesis_hash)
+
+
+def tx_shape_refusal(tx: types_pb2.Transaction) -> str | None:
+    """Field checks before anything expensive (None: well formed)."""
+    body = tx.WhichOneof("body")
+    if body is None:
+        return "malformed: transaction has no body"
+    if body == "publish_task":
+        return "malformed: a task is published only at genesis"
+    if len(tx.sender) != crypto.PUBLIC_KEY_LEN:
+        return "malformed: sender must be a 32-byte ed25519 key"
+    if len(tx.signature) != crypto.SIGNATURE_LEN:
+        return "malformed: signature must be 64 bytes"
+    if body == "submit_proof" and tx.submit_proof.participant != tx.sender:
+        return "malformed: submit_proof participant differs from the sender"
+    return None

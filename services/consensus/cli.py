@@ -1,0 +1,111 @@
+"""`zkpot consensus`: run a replica, ask its status, submit payload transactions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+
+from zkpot import chain, grpcutil
+from zkpot import log as zlog
+from zkpot.crypto import KeyPair
+from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, types_pb2
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="consensus_command", required=True)
+    s = sub.add_parser("serve", help="run a HotStuff (2-chain) replica")
+    s.add_argument("--genesis", type=Path, required=True)
+    s.add_argument("--key", type=Path, required=True, help="this validator's key file")
+    s.add_argument("--node", required=True, help="this validator's name in the genesis file")
+    s.add_argument("--listen", required=True, help="HOST:PORT")
+    s.add_argument("--ledger", required=True, help="local ledger service HOST:PORT")
+    s.add_argument("--verifier", default=None,
+                   help="local verifier HOST:PORT (without it, submit_proof transactions are refused)")
+    s.add_argument("--peer", action="append", default=[], metavar="NAME@HOST:PORT", help="repeatable")
+    s.add_argument("--peers-file", type=Path, help="one NAME@HOST:PORT per line")
+    s.add_argument("--data-dir", type=Path, required=True, help="safety state directory")
+    s.add_argument("--metrics-port", type=int, default=0)
+    s.add_argument("--min-block-interval-ms", type=int, default=20)
+    s.add_argument("--idle-block-ms", type=int, default=1000)
+    s.add_argument("--base-timeout-ms", type=int, default=1000)
+    s.add_argument("--max-timeout-ms", type=int, default=30_000)
+    s.add_argument("--max-block-txs", type=int, default=2000)
+    s.add_argument("--max-block-bytes", type=int, default=8 * 1024 * 1024)
+    s.add_argument("--mempool-max-txs", type=int, default=50_000)
+    s.add_argument("--mempool-max-bytes", type=int, default=256 * 1024 * 1024)
+    s.add_argument("--log-level", default="INFO")
+    s.set_defaults(func=_serve)
+
+    st = sub.add_parser("status", help="print a replica's status")
+    st.add_argument("--target", required=True)
+    st.set_defaults(func=_status)
+
+    sb = sub.add_parser("submit", help="sign and submit payload transactions (smoke tests)")
+    sb.add_argument("--target", required=True)
+    sb.add_argument("--key", type=Path, required=True)
+    sb.add_argument("--payload-hex", action="append", required=True, help="repeatable")
+    sb.set_defaults(func=_submit)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .core import Config
+    from .network import parse_peer
+    from .server import ServeArgs, serve
+
+    zlog.setup("consensus", args.node, args.log_level)
+    specs = list(args.peer)
+    if args.peers_file:
+        specs += [ln.strip() for ln in args.peers_file.read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    positive = (("--idle-block-ms", args.idle_block_ms), ("--base-timeout-ms", args.base_timeout_ms),
+                ("--max-block-txs", args.max_block_txs), ("--max-block-bytes", args.max_block_bytes),
+                ("--mempool-max-txs", args.mempool_max_txs))
+    for name, value in positive:
+        if value <= 0:
+            raise SystemExit(f"{name} must be positive")
+    config = Config(
+        data_dir=args.data_dir,
+        min_block_interval_s=max(0, args.min_block_interval_ms) / 1000,
+        idle_block_s=args.idle_block_ms / 1000,
+        base_timeout_s=args.base_timeout_ms / 1000,
+        max_timeout_s=max(args.max_timeout_ms, args.base_timeout_ms) / 1000,
+        max_block_txs=args.max_block_txs,
+        max_block_bytes=args.max_block_bytes,
+        mempool_max_txs=args.mempool_max_txs,
+        mempool_max_bytes=args.mempool_max_bytes,
+    )
+    asyncio.run(serve(ServeArgs(
+        genesis=args.genesis, key=args.key, node=args.node, listen=args.listen, ledger=args.ledger,
+        verifier=args.verifier, peers=[parse_peer(s) for s in specs], metrics_port=args.metrics_port or None,
+        config=config,
+    )))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def run() -> consensus_pb2.StatusResponse:
+        async with grpcutil.channel(args.target) as ch:
+            return await consensus_pb2_grpc.ConsensusStub(ch).Status(consensus_pb2.StatusRequest(), timeout=10)
+
+    st = asyncio.run(run())
+    print(f"node {st.node.hex()}\nview {st.view}\ncommitted_height {st.committed_height}\nleader {st.leader.hex()}\n"
+          f"mempool_size {st.mempool_size}\nhigh_qc_view {st.high_qc_view}\nlast_voted_view {st.last_voted_view}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    key = KeyPair.load(args.key)
+    base = time.time_ns()
+    txs = [chain.sign_tx(key, types_pb2.Transaction(payload=bytes.fromhex(p), nonce=base + i))
+           for i, p in enumerate(args.payload_hex)]
+
+    async def run() -> consensus_pb2.SubmitTxResponse:
+        async with grpcutil.channel(args.target) as ch:
+            stub = consensus_pb2_grpc.ConsensusStub(ch)
+            return await stub.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs), timeout=60)
+
+    resp = asyncio.run(run())
+    for r in resp.results:
+        print(f"{r.tx_id.hex()} {'admitted' if r.admitted else 'refused: ' + r.reason}")
+    return 0 if all(r.admitted for r in resp.results) else 1

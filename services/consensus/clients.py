@@ -1,0 +1,145 @@
+"""The validator's own ledger and verifier services, as seen from consensus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+import grpc
+
+from zkpot import chain, grpcutil
+from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2, verifier_pb2, verifier_pb2_grpc
+
+from .checks import tx_shape_refusal
+
+LEDGER_DEADLINE_S = 30.0
+VERIFY_DEADLINE_S = 600.0  # a batch of real proofs takes a while
+CACHE_ENTRIES = 200_000
+
+
+class LedgerClient:
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._channel = grpcutil.channel(target)
+        self.stub = ledger_pb2_grpc.LedgerStub(self._channel)
+
+    async def head(self) -> ledger_pb2.HeadResponse:
+        return await self.stub.Head(ledger_pb2.HeadRequest(), timeout=LEDGER_DEADLINE_S)
+
+    async def block_at(self, height: int) -> ledger_pb2.StoredBlock | None:
+        return await self._get(ledger_pb2.GetBlockRequest(height=height))
+
+    async def block_by_hash(self, block_hash: bytes) -> ledger_pb2.StoredBlock | None:
+        return await self._get(ledger_pb2.GetBlockRequest(block_hash=block_hash))
+
+    async def _get(self, req: ledger_pb2.GetBlockRequest) -> ledger_pb2.StoredBlock | None:
+        try:
+            return await self.stub.GetBlock(req, timeout=LEDGER_DEADLINE_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    async def blocks(self, from_height: int, limit: int) -> list[ledger_pb2.StoredBlock]:
+        resp = await self.stub.GetBlocks(
+            ledger_pb2.GetBlocksRequest(from_height=from_height, limit=limit), timeout=LEDGER_DEADLINE_S
+        )
+        return list(resp.blocks)
+
+    async def append(self, block: types_pb2.Block, qc: types_pb2.QuorumCert) -> ledger_pb2.AppendResponse:
+        return await self.stub.Append(ledger_pb2.AppendRequest(block=block, qc=qc), timeout=LEDGER_DEADLINE_S)
+
+    async def leader_schedule(self) -> ledger_pb2.LeaderScheduleResponse:
+        return await self.stub.LeaderSchedule(ledger_pb2.LeaderScheduleRequest(), timeout=LEDGER_DEADLINE_S)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class _Lru(OrderedDict):
+    def put(self, key: object, value: object) -> None:
+        self[key] = value
+        if len(self) > CACHE_ENTRIES:
+            self.popitem(last=False)
+
+
+class TxChecker:
+    """Signature and proof checks of transactions, cached so a tx admitted earlier is free in a block.
+
+    Signatures are cached by (tx id, signature) — the id does not cover the signature — and
+    verifier verdicts by tx id (the id covers the proof and every claim it binds).
+    """
+
+    def __init__(self, verifier_target: str | None) -> None:
+        self.verifier_target = verifier_target
+        self._channel = grpcutil.channel(verifier_target) if verifier_target else None
+        self._stub = verifier_pb2_grpc.VerifierStub(self._channel) if self._channel else None
+        self._sig_ok: _Lru = _Lru()
+        self._verdicts: _Lru = _Lru()
+        self._failures: _Lru = _Lru()  # last failure to get a verdict (not a verdict: retried next time)
+        self._inflight: dict[bytes, asyncio.Future] = {}
+        self.verify_calls = 0
+
+    async def refusals(self, txs: list[types_pb2.Transaction], ids: list[bytes]) -> list[str | None]:
+        """Per transaction: None if it is valid, else why not."""
+        out: list[str | None] = [tx_shape_refusal(tx) for tx in txs]
+        need_sig = [i for i in range(len(txs)) if out[i] is None and (ids[i], txs[i].signature) not in self._sig_ok]
+        if need_sig:
+            oks = await asyncio.to_thread(lambda: [chain.tx_signature_ok(txs[i]) for i in need_sig])
+            for i, ok in zip(need_sig, oks, strict=True):
+                if ok:
+                    self._sig_ok.put((ids[i], txs[i].signature), True)
+                else:
+                    out[i] = "bad_signature: transaction signature does not verify"
+        proofs = [i for i in range(len(txs)) if out[i] is None and txs[i].WhichOneof("body") == "submit_proof"]
+        if proofs and self._stub is None:
+            for i in proofs:
+                out[i] = "no_verifier: this replica has no verifier configured for submit_proof"
+            return out
+        # one Verify call for the txs nobody is verifying yet; wait for the ones in flight
+        # (a proposal often arrives while the gossip copy of the same proof is being verified)
+        ask = [i for i in proofs if ids[i] not in self._verdicts and ids[i] not in self._inflight]
+        if ask:
+            call = asyncio.ensure_future(self._verify([txs[i] for i in ask], [ids[i] for i in ask]))
+            for i in ask:
+                self._inflight[ids[i]] = call
+        waits = {self._inflight[ids[i]] for i in proofs if ids[i] in self._inflight}
+        if waits:
+            await asyncio.gather(*(asyncio.shield(w) for w in waits))  # a cancelled caller must not cancel others
+        for i in proofs:
+            if out[i] is not None:
+                continue
+            verdict = self._verdicts.get(ids[i])
+            if verdict is None:
+                out[i] = self._failures.get(ids[i], "verifier_error: no verdict for this transaction")
+            elif not verdict[0]:
+                out[i] = f"invalid_proof: {verdict[1]}"
+        return out
+
+    async def _verify(self, txs: list[types_pb2.Transaction], ids: list[bytes]) -> None:
+        """Ask the verifier once; verdicts go to the cache, failures (not cached) to _failures."""
+        assert self._stub is not None
+        try:
+            self.verify_calls += 1
+            try:
+                resp = await self._stub.Verify(verifier_pb2.VerifyRequest(txs=txs), timeout=VERIFY_DEADLINE_S)
+            except grpc.aio.AioRpcError as exc:
+                for tx_id in ids:
+                    self._failures.put(tx_id, f"verifier_unavailable: {exc.code().name}")
+                return
+            by_id = {r.tx_id: r for r in resp.results}
+            for tx_id in ids:
+                r = by_id.get(tx_id)
+                if r is None:
+                    self._failures.put(tx_id, "verifier_error: no verdict for this transaction")
+                    continue
+                reason = "" if r.valid else f"{verifier_pb2.RejectReason.Name(r.reason)}: {r.message}"
+                self._verdicts.put(tx_id, (r.valid, reason))
+                self._failures.pop(tx_id, None)
+        finally:
+            for tx_id in ids:
+                self._inflight.pop(tx_id, None)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()

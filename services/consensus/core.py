@@ -1,0 +1,588 @@
+"""The replica's event handlers: proposals, votes, timeouts, the local timer, proposing, committing.
+
+Every handler first runs the stateless checks (signatures, certificates) outside the lock, then
+mutates the replica's state under one asyncio lock. Sends are fire-and-forget; ledger appends
+run in their own task, in height order, so the core never waits on the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from zkpot import chain
+from zkpot.codec import merkle_root
+from zkpot.crypto import KeyPair
+from zkpot.genesis import Genesis
+from zkpot.v1 import consensus_pb2, types_pb2
+
+from . import checks
+from . import metrics as m
+from .aggregator import TimeoutAggregator, VoteAggregator, tc_high_qc_view
+from .blockstore import BlockStore
+from .checks import Rejected
+from .clients import LedgerClient, TxChecker
+from .leader import LeaderElector
+from .mempool import Mempool
+from .network import Network
+from .pacemaker import Pacemaker
+from .safety import SafetyState, SafetyStore, vote_refusal
+from .synchronizer import Synchronizer
+
+log = logging.getLogger("zkpot.consensus.core")
+
+MAX_FUTURE_MS = 10_000  # a proposer's clock may run ahead of ours by at most this much
+SYNC_GRACE_S = 0.5      # wait this long for a certified block's proposal before fetching it
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    min_block_interval_s: float = 0.02
+    idle_block_s: float = 1.0
+    base_timeout_s: float = 1.0
+    max_timeout_s: float = 30.0
+    max_block_txs: int = 2000
+    max_block_bytes: int = 8 * 1024 * 1024
+    mempool_max_txs: int = 50_000
+    mempool_max_bytes: int = 256 * 1024 * 1024
+
+
+class Core:
+    def __init__(
+        self,
+        config: Config,
+        genesis: Genesis,
+        key: KeyPair,
+        ledger: LedgerClient,
+        network: Network,
+        checker: TxChecker,
+    ) -> None:
+        if key.public not in genesis.validator_keys:
+            raise ValueError("this replica's key is not a genesis validator")
+        self.config = config
+        self.genesis = genesis
+        self.key = key
+        self.me = key.public
+        self.ledger = ledger
+        self.network = network
+        self.checker = checker
+        self.validators = genesis.validator_keys
+        self.quorum = genesis.quorum
+        self.f = chain.max_faulty(len(genesis.validators))
+        self.chain_id = genesis.chain_id
+        self.genesis_block = genesis.block()
+        self.genesis_hash = chain.block_hash(self.genesis_block.header)
+        self.genesis_qc = types_pb2.QuorumCert(block_hash=self.genesis_hash)
+
+        self.lock = asyncio.Lock()
+        self.safety_store = SafetyStore(config.data_dir)
+        self.safety = SafetyState()
+        self.leaders = LeaderElector([v.public_key for v in genesis.validators])
+        self.votes = VoteAggregator(self.validators, self.quorum)
+        self.timeouts = TimeoutAggregator(self.validators, self.quorum)
+        self.mempool = Mempool(config.mempool_max_txs, config.mempool_max_bytes)
+        self.store = BlockStore(self.genesis_block, self.genesis_hash, None)
+        self.sync = Synchronizer(
+            fetch=network.fetch_blocks,
+            peers=list(network.peers),
+            known=lambda h: h in self.store,
+            committed_height=lambda: self.store.committed_height,
+            validate=self._validate_fetched,
+            deliver=self._deliver_synced,
+        )
+        self.pacemaker = Pacemaker(config.base_timeout_s, config.idle_block_s, config.max_timeout_s, self._on_expiry)
+
+        self.view = 1
+        self.high_qc = self.genesis_qc
+        self.last_tc: consensus_pb2.TimeoutCert | None = None
+        self._proposed_view = 0
+        self._first_vote_at: dict[tuple[int, bytes], float] = {}
+        self._commit_queue: asyncio.Queue[tuple[types_pb2.Block, types_pb2.QuorumCert]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
+        self.appended_height = 0
+        self._syncing: set[bytes] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, ledger_wait_s: float = 60.0) -> None:
+        """Recover from the ledger (committed tip) and the safety file, then start the timers."""
+        head = await self._ledger_head(ledger_wait_s)
+        if head.chain_id and head.chain_id != self.chain_id:
+            raise RuntimeError(f"ledger holds chain {head.chain_id!r}, genesis says {self.chain_id!r}")
+        if head.height > 0:
+            stored = await self.ledger.block_at(head.height)
+            if stored is None:
+                raise RuntimeError(f"ledger head {head.height} has no block")
+            root_hash = chain.block_hash(stored.block.header)
+            self.store = BlockStore(stored.block, root_hash, stored.qc if stored.qc.votes else None)
+        self.appended_height = head.height
+        self.safety = self.safety_store.load()
+        self.high_qc = self.genesis_qc
+        for qc in (self.safety.high_qc, self.store.certs.get(self.store.committed_hash)):
+            if qc is not None and qc.votes and qc.view > self.high_qc.view:
+                self.high_qc = qc
+        self.view = max(1, self.high_qc.view + 1, self.safety.last_voted_view, self.safety.highest_timeout_view)
+        await self._refresh_schedule()
+        m.height.set(self.store.committed_height)
+        m.appended_height.set(head.height)
+        m.view.set(self.view)
+        log.info(
+            "recovered: committed height %d, view %d, last voted view %d, high QC view %d",
+            self.store.committed_height, self.view, self.safety.last_voted_view, self.high_qc.view,
+        )
+        # never propose in the view we recovered into: we may have proposed there before the crash
+        self._proposed_view = self.view
+        self._spawn(self.pacemaker.run())
+        self._spawn(self._committer())
+        self.pacemaker.restart(progress=True)
+        self._maybe_lead()
+
+    async def _ledger_head(self, wait_s: float):  # noqa: ANN202 - ledger_pb2.HeadResponse
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return await self.ledger.head()
+            except grpc.aio.AioRpcError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ledger {self.ledger.target} unavailable: {exc.code().name}") from exc
+                await asyncio.sleep(0.3)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _spawn(self, coro) -> asyncio.Task:  # noqa: ANN001 - any coroutine
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ proposals
+
+    def process_proposal(self, proposal: consensus_pb2.Proposal) -> asyncio.Task:
+        """Run on_proposal as the core's own task, so a sender's expired deadline cannot cut it
+        short (tx checks may wait for the verifier); the task's result is the rejection, if any."""
+
+        async def run() -> Rejected | None:
+            try:
+                await self.on_proposal(proposal)
+            except Rejected as exc:
+                m.rejected.labels(reason=exc.reason).inc()
+                log.info("proposal rejected: %s", exc)
+                return exc
+            return None
+
+        return self._spawn(run())
+
+    async def on_proposal(self, proposal: consensus_pb2.Proposal) -> None:
+        """Raises Rejected for a message that must be dropped."""
+        block = proposal.block
+        h, ids = await asyncio.to_thread(
+            checks.check_proposal, proposal, self.chain_id, self.validators, self.quorum, self.genesis_hash
+        )
+        if block.header.proposer != self.leaders.leader(block.header.view):
+            raise Rejected("wrong_leader", f"proposer is not the leader of view {block.header.view}")
+        if block.header.height <= self.store.committed_height and h not in self.store:
+            raise Rejected("stale", f"height {block.header.height} is committed here already")
+        if block.header.parent_hash not in self.store:
+            await self.sync.sync(block.header.parent_hash, prefer=[block.header.proposer])
+            if block.header.parent_hash not in self.store:
+                raise Rejected("unknown_parent", "parent block is unknown and could not be fetched")
+        refusals = await self.checker.refusals(list(block.txs), ids)
+        bad = [r for r in refusals if r is not None]
+        if bad:
+            raise Rejected("invalid_tx", f"{len(bad)} invalid transactions, first: {bad[0]}")
+        async with self.lock:
+            await self._on_proposal_locked(proposal, h, ids)
+
+    async def _on_proposal_locked(self, proposal: consensus_pb2.Proposal, h: bytes, ids: list[bytes]) -> None:
+        block = proposal.block
+        hdr = block.header
+        parent = self.store.get(hdr.parent_hash)
+        if parent is None:
+            raise Rejected("unknown_parent", "parent block was pruned")
+        if hdr.height != parent.header.height + 1:
+            raise Rejected("malformed", "height is not parent height + 1")
+        if hdr.timestamp_ms < parent.header.timestamp_ms or hdr.timestamp_ms > time.time() * 1000 + MAX_FUTURE_MS:
+            raise Rejected("bad_timestamp", "timestamp before its parent's or too far in the future")
+        if hdr.height <= self.store.committed_height:
+            return  # an old block (e.g. a late duplicate): nothing to do
+        self.store.add(block, h, ids)
+        log.debug("proposal view %d height %d by %s, %d txs (my view %d)", hdr.view, hdr.height,
+                  self.genesis.name_of(hdr.proposer), len(block.txs), self.view)
+        self._process_qc(hdr.parent_qc)
+        self._recheck_commit(h)
+        if proposal.HasField("tc"):
+            self._process_tc(proposal.tc)
+        if hdr.view != self.view:
+            return
+        if ids and not set(ids).isdisjoint(self.store.uncommitted_tx_ids(hdr.parent_hash)):
+            log.warning("no vote for view %d: it repeats a transaction of an uncommitted ancestor", hdr.view)
+            return
+        tc = proposal.tc if proposal.HasField("tc") else None
+        refusal = vote_refusal(
+            self.safety, hdr.view, hdr.parent_qc.view, tc.view if tc else None, tc_high_qc_view(tc) if tc else 0
+        )
+        if refusal is not None:
+            log.info("no vote for view %d: %s", hdr.view, refusal)
+            return
+        await self._vote(h, hdr.view, hdr.height)
+
+    async def _vote(self, h: bytes, view: int, height: int) -> None:
+        self.safety.last_voted_view = view
+        self.safety.high_qc = self.high_qc
+        await self._persist()  # before the vote can leave
+        vote = chain.make_vote(self.key, h, view, height)
+        m.votes_sent.inc()
+        # Every replica gets the vote, not only leader(view+1): then a crashed next leader costs
+        # one timeout (its own view) instead of two (the QC of this view would die with it), and
+        # every replica commits as soon as it sees the QC. n^2 small messages; fine for small n.
+        self.network.broadcast_vote(vote)
+        self._on_vote_locked(vote)
+
+    async def _persist(self) -> None:
+        await asyncio.to_thread(self.safety_store.save, self.safety)
+
+    # ------------------------------------------------------------------ votes
+
+    async def on_vote(self, vote: consensus_pb2.Vote) -> None:
+        checks.check_vote(vote, self.validators)
+        async with self.lock:
+            self._on_vote_locked(vote)
+
+    def _on_vote_locked(self, vote: consensus_pb2.Vote) -> None:
+        if vote.view <= self.high_qc.view:
+            return  # a QC for that view or later exists already
+        m.votes_received.inc()
+        self._first_vote_at.setdefault((vote.view, vote.block_hash), time.monotonic())
+        qc = self.votes.add(vote)
+        if qc is not None:
+            started = self._first_vote_at.pop((vote.view, vote.block_hash), None)
+            if started is not None:
+                m.qc_formation.observe(time.monotonic() - started)
+            log.debug("QC formed for view %d height %d", qc.view, qc.height)
+            self._process_qc(qc)
+
+    # ------------------------------------------------------------------ certificates, views, commits
+
+    def _process_qc(self, qc: types_pb2.QuorumCert) -> None:
+        if not qc.votes:
+            return
+        self.store.add_cert(qc)
+        if qc.view > self.high_qc.view:
+            self.high_qc = qc
+        target = self.store.commit_target(qc)
+        if target is not None:
+            self._commit(target)
+        elif qc.block_hash not in self.store and qc.height > self.store.committed_height:
+            # votes often outrun their proposal (which waits for tx checks): give it a moment first
+            signers = [v.signer for v in qc.votes if v.signer != self.me]
+            self._spawn(self._sync_later(qc.block_hash, signers))
+        self._advance(qc.view + 1, "qc")
+
+    def _recheck_commit(self, h: bytes) -> None:
+        """A QC for `h` may have formed (from votes) before the block itself arrived."""
+        cert = self.store.certs.get(h)
+        if cert is not None:
+            target = self.store.commit_target(cert)
+            if target is not None:
+                self._commit(target)
+
+    def _process_tc(self, tc: consensus_pb2.TimeoutCert) -> None:
+        if self.last_tc is None or tc.view > self.last_tc.view:
+            self.last_tc = tc
+        self._advance(tc.view + 1, "tc")
+
+    def _advance(self, view: int, cause: str) -> None:
+        if view <= self.view:
+            return
+        self.view = view
+        m.view.set(view)
+        m.view_changes.labels(cause=cause).inc()
+        busy = len(self.mempool) > 0 or self._has_work()
+        self.pacemaker.restart(progress=cause != "tc", wait_s=self.config.min_block_interval_s if busy else None)
+        self.votes.prune(view - 2)
+        self.timeouts.prune(view - 1)
+        self._first_vote_at = {k: t for k, t in self._first_vote_at.items() if k[0] >= view - 2}
+        self._maybe_lead()
+
+    def _commit(self, target: bytes) -> None:
+        blocks = self.store.chain_to_committed(target)
+        if blocks is None:
+            log.warning("cannot commit %s yet: ancestors missing", target[:4].hex())
+            self._spawn(self.sync.sync(target))
+            return
+        now = time.monotonic()
+        for h, block in blocks:
+            qc = self.store.certs.get(h)
+            if qc is None:  # cannot happen: a block's child (or the QC) certifies it
+                log.error("no certificate for block %s; commit stops", h[:4].hex())
+                return
+            seen = self.store.seen_at(h)
+            self.store.mark_committed(h)
+            self.mempool.mark_committed(self.store.tx_ids(h))
+            if seen is not None:
+                m.commit_latency.observe(now - seen)
+            m.committed_blocks.inc()
+            m.committed_txs.inc(len(block.txs))
+            self._commit_queue.put_nowait((block, qc))
+        log.debug("committed up to height %d", self.store.committed_height)
+        self.store.prune()
+        m.height.set(self.store.committed_height)
+        self._mempool_metrics()
+
+    async def _committer(self) -> None:
+        """Appends committed blocks to the local ledger, in order, retrying until it takes them."""
+        while True:
+            block, qc = await self._commit_queue.get()
+            backoff = 0.1
+            while True:
+                try:
+                    await self.ledger.append(block, qc)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    m.append_failures.inc()
+                    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                        try:
+                            head = await self.ledger.head()
+                            if head.height >= block.header.height:
+                                break  # already there (e.g. appended before a restart)
+                        except grpc.aio.AioRpcError:
+                            pass
+                    log.error("ledger append of height %d failed: %s %s", block.header.height,
+                              exc.code().name, exc.details())
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            self.appended_height = block.header.height
+            m.appended_height.set(block.header.height)
+            if self._commit_queue.empty():
+                await self._refresh_schedule()
+
+    async def _refresh_schedule(self) -> None:
+        try:
+            resp = await self.ledger.leader_schedule()
+            changed = self.leaders.update(resp)
+        except (grpc.aio.AioRpcError, ValueError) as exc:
+            log.debug("leader schedule not refreshed: %s", exc)
+            return
+        if changed:
+            log.info("leader schedule: epoch %d from view %d", resp.epoch, resp.activation_view)
+            self._maybe_lead()
+
+    # ------------------------------------------------------------------ timeouts
+
+    async def _on_expiry(self) -> None:
+        async with self.lock:
+            log.info("view %d timed out (leader %s)", self.view, self.genesis.name_of(self.leaders.leader(self.view)))
+            await self._time_out(self.view)
+
+    async def _time_out(self, view: int) -> None:
+        if view > self.safety.highest_timeout_view:
+            self.safety.highest_timeout_view = view
+            self.safety.high_qc = self.high_qc
+            await self._persist()  # never vote in a view after signing its timeout
+        timeout = chain.make_timeout(self.key, view, self.high_qc if self.high_qc.votes else None)
+        m.timeouts_sent.inc()
+        self.network.broadcast_timeout(timeout)
+        await self._on_timeout_locked(timeout)
+
+    async def on_timeout(self, timeout: consensus_pb2.Timeout) -> None:
+        await asyncio.to_thread(checks.check_timeout, timeout, self.validators, self.quorum, self.genesis_hash)
+        async with self.lock:
+            await self._on_timeout_locked(timeout)
+
+    async def _on_timeout_locked(self, timeout: consensus_pb2.Timeout) -> None:
+        if timeout.HasField("high_qc"):
+            self._process_qc(timeout.high_qc)
+        if timeout.view < self.view:
+            return
+        count, tc = self.timeouts.add(timeout)
+        if tc is not None:
+            self._process_tc(tc)
+        elif count >= self.f + 1 and timeout.view > self.safety.highest_timeout_view:
+            # f+1 timeouts: at least one honest replica gave up on that view; join it
+            if timeout.view > self.view:
+                self.view = timeout.view
+                m.view.set(self.view)
+                m.view_changes.labels(cause="join").inc()
+            await self._time_out(timeout.view)
+
+    # ------------------------------------------------------------------ proposing
+
+    def _maybe_lead(self) -> None:
+        if self.leaders.leader(self.view) == self.me and self._proposed_view < self.view:
+            self._spawn(self._lead(self.view))
+
+    def _ready(self, view: int) -> bool:
+        """Holds a certificate for the previous view and the block it extends (whose txs it must skip)."""
+        entered = self.high_qc.view + 1 == view or (self.last_tc is not None and self.last_tc.view + 1 == view)
+        return entered and self.high_qc.block_hash in self.store
+
+    def _has_work(self) -> bool:
+        tip = self.high_qc.block_hash
+        exclude = self.store.uncommitted_tx_ids(tip)
+        if self.mempool.has_new(exclude):
+            return True
+        # txs in the certified tip or its parent still need this block (and one more) to commit everywhere
+        parent = self.store.get(tip)
+        return bool(self.store.tx_ids(tip)) or bool(parent and self.store.tx_ids(parent.header.parent_hash))
+
+    async def _lead(self, view: int) -> None:
+        started = time.monotonic()
+        work_since: float | None = None
+        while True:
+            async with self.lock:
+                if self.view != view or self._proposed_view >= view:
+                    return
+                self.mempool.changed.clear()  # before looking, so no admission can slip past the wait
+                ready = self._ready(view)
+                work = ready and self._has_work()
+            now = time.monotonic()
+            if work:
+                work_since = work_since or now
+                wait = self.config.min_block_interval_s - (now - work_since)
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            elif ready:
+                wait = self.config.idle_block_s - (now - started)
+                if wait <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self.mempool.changed.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0.05)
+        async with self.lock:
+            if self.view == view and self._proposed_view < view and self._ready(view):
+                await self._propose(view)
+
+    async def _propose(self, view: int) -> None:
+        parent_qc = self.high_qc
+        exclude = self.store.uncommitted_tx_ids(parent_qc.block_hash)
+        batch = self.mempool.batch(self.config.max_block_txs, self.config.max_block_bytes, exclude)
+        ids = [i for i, _ in batch]
+        parent = self.store.get(parent_qc.block_hash)
+        assert parent is not None  # _ready() waited for it
+        now_ms = int(time.time() * 1000)
+        header = types_pb2.BlockHeader(
+            chain_id=self.chain_id,
+            height=parent_qc.height + 1,
+            view=view,
+            parent_hash=parent_qc.block_hash,
+            proposer=self.me,
+            txs_root=merkle_root(ids),
+            timestamp_ms=max(now_ms, parent.header.timestamp_ms),
+        )
+        if parent_qc.votes:
+            header.parent_qc.CopyFrom(parent_qc)
+        block = chain.sign_block(self.key, types_pb2.Block(header=header, txs=[tx for _, tx in batch]))
+        proposal = consensus_pb2.Proposal(block=block)
+        if parent_qc.view + 1 != view:
+            assert self.last_tc is not None and self.last_tc.view + 1 == view
+            proposal.tc.CopyFrom(self.last_tc)
+        self._proposed_view = view
+        log.debug("proposing view %d height %d with %d txs%s", view, header.height, len(batch),
+                  " and a TC" if proposal.HasField("tc") else "")
+        m.proposals.inc()
+        self.network.broadcast_proposal(proposal)
+        await self._on_proposal_locked(proposal, chain.block_hash(header), ids)
+
+    # ------------------------------------------------------------------ sync
+
+    async def _sync_later(self, block_hash: bytes, prefer: list[bytes]) -> None:
+        await asyncio.sleep(SYNC_GRACE_S)
+        if block_hash not in self.store and block_hash not in self._syncing:
+            self._syncing.add(block_hash)
+            try:
+                await self.sync.sync(block_hash, prefer=prefer)
+            finally:
+                self._syncing.discard(block_hash)
+
+    def _validate_fetched(self, block: types_pb2.Block) -> tuple[bytes, list[bytes]]:
+        return checks.check_block(block, self.chain_id, self.validators, self.quorum, self.genesis_hash)
+
+    async def _deliver_synced(self, blocks: list[tuple[types_pb2.Block, bytes, list[bytes]]]) -> None:
+        async with self.lock:
+            for block, h, ids in blocks:
+                if block.header.height <= self.store.committed_height or block.header.parent_hash not in self.store:
+                    continue
+                self.store.add(block, h, ids)
+                self._process_qc(block.header.parent_qc)
+                self._recheck_commit(h)
+
+    async def fetch_blocks(self, block_hash: bytes, max_blocks: int) -> list[types_pb2.Block]:
+        """Serve a peer's walk back from `block_hash` (memory first, then the ledger)."""
+        out: list[types_pb2.Block] = []
+        h = block_hash
+        while len(out) < max_blocks and h != self.genesis_hash:
+            block = self.store.get(h)
+            if block is None:
+                stored = await self.ledger.block_by_hash(h)
+                if stored is None:
+                    break
+                block = stored.block
+            out.append(block)
+            h = block.header.parent_hash
+        return out
+
+    # ------------------------------------------------------------------ transactions
+
+    async def submit(self, txs: list[types_pb2.Transaction], gossip: bool) -> list[consensus_pb2.TxAdmission]:
+        ids = await asyncio.to_thread(lambda: [chain.tx_id(tx) for tx in txs])
+        results = [consensus_pb2.TxAdmission(tx_id=i) for i in ids]
+        todo: list[int] = []
+        seen: set[bytes] = set()
+        for k, (tx_id, tx) in enumerate(zip(ids, txs, strict=True)):
+            reason = self.mempool.refusal(tx_id, tx.ByteSize())
+            if reason is None and tx_id in seen:
+                reason = "duplicate: twice in this request"
+            seen.add(tx_id)
+            if reason is None:
+                todo.append(k)
+            else:
+                results[k].reason = reason
+        refusals = await self.checker.refusals([txs[k] for k in todo], [ids[k] for k in todo])
+        admitted: list[types_pb2.Transaction] = []
+        for k, refusal in zip(todo, refusals, strict=True):
+            reason = refusal or self.mempool.add(ids[k], txs[k])
+            if reason is None:
+                results[k].admitted = True
+                admitted.append(txs[k])
+            else:
+                results[k].reason = reason
+        for r in results:
+            if not r.admitted:
+                m.rejected_txs.labels(reason=r.reason.split(":", 1)[0]).inc()
+        m.admitted_txs.inc(len(admitted))
+        self._mempool_metrics()
+        if gossip and admitted:
+            self.network.gossip(consensus_pb2.SubmitTxRequest(txs=admitted))
+        return results
+
+    def _mempool_metrics(self) -> None:
+        m.mempool_txs.set(len(self.mempool))
+        m.mempool_bytes.set(self.mempool.bytes)
+
+    def status(self) -> consensus_pb2.StatusResponse:
+        return consensus_pb2.StatusResponse(
+            node=self.me,
+            view=self.view,
+            committed_height=self.store.committed_height,
+            leader=self.leaders.leader(self.view),
+            mempool_size=len(self.mempool),
+            high_qc_view=self.high_qc.view,
+            last_voted_view=self.safety.last_voted_view,
+        )

@@ -1,0 +1,30 @@
+"""The consensus service's Prometheus series (names are what the dashboards query)."""
+
+from __future__ import annotations
+
+from zkpot import metrics
+
+height = metrics.gauge("zkpot_consensus_height", "Committed height (decided by consensus)")
+appended_height = metrics.gauge("zkpot_consensus_appended_height", "Highest height appended to the local ledger")
+view = metrics.gauge("zkpot_consensus_view", "Current view")
+view_changes = metrics.counter("zkpot_consensus_view_changes_total", "View changes by cause", ["cause"])
+commit_latency = metrics.histogram(
+    "zkpot_consensus_commit_latency_seconds", "From first sight of a proposal to its commit on this replica"
+)
+qc_formation = metrics.histogram(
+    "zkpot_consensus_qc_formation_seconds", "From this leader's first vote for a block to its QC"
+)
+mempool_txs = metrics.gauge("zkpot_consensus_mempool_txs", "Transactions in the mempool")
+mempool_bytes = metrics.gauge("zkpot_consensus_mempool_bytes", "Bytes of transactions in the mempool")
+votes_sent = metrics.counter("zkpot_consensus_votes_sent_total", "Votes this replica signed")
+votes_received = metrics.counter("zkpot_consensus_votes_received_total", "Valid votes received")
+timeouts_sent = metrics.counter("zkpot_consensus_timeouts_sent_total", "Timeouts this replica signed")
+proposals = metrics.counter("zkpot_consensus_proposals_total", "Blocks this replica proposed")
+committed_blocks = metrics.counter("zkpot_consensus_committed_blocks_total", "Blocks committed")
+committed_txs = metrics.counter("zkpot_consensus_committed_txs_total", "Transactions committed")
+sync_requests = metrics.counter("zkpot_consensus_sync_requests_total", "FetchBlocks requests sent", ["result"])
+rejected = metrics.counter("zkpot_consensus_rejected_messages_total", "Rejected consensus messages", ["reason"])
+rejected_txs = metrics.counter("zkpot_consensus_rejected_txs_total", "Transactions refused admission", ["reason"])
+admitted_txs = metrics.counter("zkpot_consensus_admitted_txs_total", "Transactions admitted to the mempool")
+send_failures = metrics.counter("zkpot_consensus_send_failures_total", "Failed sends to peers", ["rpc"])
+append_failures = metrics.counter("zkpot_consensus_ledger_append_failures_total", "Failed ledger appends")

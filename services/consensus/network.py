@@ -1,0 +1,101 @@
+"""Replica-to-replica sends: one grpc.aio channel per peer, fire-and-forget with deadlines.
+
+A send never blocks the caller (the core loop): it is a task whose failure is logged and
+counted. Channels reconnect quickly so a restarted peer is back within a second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from zkpot import grpcutil
+from zkpot.v1 import consensus_pb2, consensus_pb2_grpc
+
+from . import metrics as m
+
+log = logging.getLogger("zkpot.consensus.network")
+
+SEND_DEADLINE_S = 5.0
+FETCH_DEADLINE_S = 10.0
+CHANNEL_OPTIONS = [
+    *grpcutil.CHANNEL_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+@dataclass
+class Peer:
+    name: str
+    key: bytes
+    target: str
+    channel: grpc.aio.Channel
+    stub: consensus_pb2_grpc.ConsensusStub
+
+
+def parse_peer(spec: str) -> tuple[str, str]:
+    """'NAME@HOST:PORT' -> (name, target)."""
+    name, sep, target = spec.partition("@")
+    if not sep or not name or ":" not in target:
+        raise ValueError(f"peer {spec!r} is not NAME@HOST:PORT")
+    return name, target
+
+
+class Network:
+    def __init__(self, peers: dict[bytes, tuple[str, str]]) -> None:
+        """`peers`: validator key -> (name, target), without this replica."""
+        self.peers: dict[bytes, Peer] = {}
+        for key, (name, target) in peers.items():
+            ch = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            self.peers[key] = Peer(name, key, target, ch, consensus_pb2_grpc.ConsensusStub(ch))
+        self._tasks: set[asyncio.Task] = set()
+
+    def _fire(self, rpc: str, peer: Peer, call: Callable[[], Awaitable[object]]) -> None:
+        async def run() -> None:
+            try:
+                await call()
+            except grpc.aio.AioRpcError as exc:
+                m.send_failures.labels(rpc=rpc).inc()
+                log.debug("%s to %s failed: %s", rpc, peer.name, exc.code().name)
+            except Exception:  # never let a send kill the loop
+                m.send_failures.labels(rpc=rpc).inc()
+                log.exception("%s to %s failed", rpc, peer.name)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def broadcast_vote(self, vote: consensus_pb2.Vote) -> None:
+        for peer in self.peers.values():
+            self._fire("SendVote", peer, lambda p=peer: p.stub.SendVote(vote, timeout=SEND_DEADLINE_S))
+
+    def broadcast_proposal(self, proposal: consensus_pb2.Proposal) -> None:
+        for peer in self.peers.values():
+            self._fire("Propose", peer, lambda p=peer: p.stub.Propose(proposal, timeout=SEND_DEADLINE_S))
+
+    def broadcast_timeout(self, timeout: consensus_pb2.Timeout) -> None:
+        for peer in self.peers.values():
+            self._fire("SendTimeout", peer, lambda p=peer: p.stub.SendTimeout(timeout, timeout=SEND_DEADLINE_S))
+
+    def gossip(self, req: consensus_pb2.SubmitTxRequest) -> None:
+        for peer in self.peers.values():
+            self._fire("GossipTxs", peer, lambda p=peer: p.stub.GossipTxs(req, timeout=SEND_DEADLINE_S * 6))
+
+    async def fetch_blocks(self, key: bytes, block_hash: bytes, max_blocks: int) -> list:
+        peer = self.peers[key]
+        resp = await peer.stub.FetchBlocks(
+            consensus_pb2.FetchBlocksRequest(block_hash=block_hash, max_blocks=max_blocks), timeout=FETCH_DEADLINE_S
+        )
+        return list(resp.blocks)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for peer in self.peers.values():
+            await peer.channel.close()

@@ -1,0 +1,96 @@
+"""Safety state that must survive a crash, and the voting rule that reads it.
+
+The state is written to one small file (temp file, fsync, rename, fsync of the directory) before
+a vote or timeout leaves the replica, so a restarted replica never signs twice in a view.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zkpot.v1 import types_pb2
+
+STATE_FILE = "safety.json"
+
+
+@dataclass
+class SafetyState:
+    last_voted_view: int = 0
+    highest_timeout_view: int = 0
+    high_qc: types_pb2.QuorumCert = field(default_factory=types_pb2.QuorumCert)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "last_voted_view": self.last_voted_view,
+                "highest_timeout_view": self.highest_timeout_view,
+                "high_qc": base64.b64encode(self.high_qc.SerializeToString()).decode(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SafetyState:
+        data = json.loads(text)
+        return cls(
+            last_voted_view=int(data["last_voted_view"]),
+            highest_timeout_view=int(data["highest_timeout_view"]),
+            high_qc=types_pb2.QuorumCert.FromString(base64.b64decode(data["high_qc"])),
+        )
+
+
+class SafetyStore:
+    """Durable home of SafetyState in `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / STATE_FILE
+
+    def load(self) -> SafetyState:
+        if not self.path.exists():
+            return SafetyState()
+        return SafetyState.from_json(self.path.read_text())
+
+    def save(self, state: SafetyState) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, state.to_json().encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself must be durable
+        finally:
+            os.close(dir_fd)
+
+
+def vote_refusal(
+    state: SafetyState, view: int, parent_qc_view: int, tc_view: int | None, tc_high_qc_view: int
+) -> str | None:
+    """Why this replica must not vote for a block in `view` (None: it may).
+
+    `tc_view`/`tc_high_qc_view`: the proposal's timeout certificate (None if it carries none) and
+    the highest QC view named inside it.
+    """
+    if view <= state.last_voted_view:
+        return f"already voted in view {state.last_voted_view}"
+    if view <= state.highest_timeout_view:
+        return f"timed out in view {state.highest_timeout_view}"
+    if parent_qc_view >= view:
+        return "parent QC is not older than the block"
+    if view == parent_qc_view + 1:
+        return None
+    if tc_view is None:
+        return "view does not follow the parent QC and no TC is carried"
+    if tc_view + 1 != view:
+        return f"TC is for view {tc_view}, not {view - 1}"
+    if parent_qc_view < tc_high_qc_view:
+        return f"parent QC view {parent_qc_view} is below the TC's highest QC view {tc_high_qc_view}"
+    return None

@@ -1,0 +1,148 @@
+"""The Consensus gRPC servicer and the wiring of one replica process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from zkpot import grpcutil
+from zkpot import metrics as zmetrics
+from zkpot.crypto import KeyPair
+from zkpot.genesis import Genesis
+from zkpot.v1 import consensus_pb2, consensus_pb2_grpc
+
+from . import metrics as m
+from .checks import Rejected
+from .clients import LedgerClient, TxChecker
+from .core import Config, Core
+from .network import Network
+
+log = logging.getLogger("zkpot.consensus.server")
+
+MAX_TXS_PER_REQUEST = 10_000
+MAX_FETCH_BLOCKS = 512
+
+
+class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def _reject(self, context: grpc.aio.ServicerContext, exc: Rejected) -> None:
+        m.rejected.labels(reason=exc.reason).inc()
+        log.info("rejected %s: %s", type(self).__name__, exc)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def _txs(self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext) -> None:
+        if not request.txs:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "txs is empty")
+        if len(request.txs) > MAX_TXS_PER_REQUEST:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_TXS_PER_REQUEST} txs per request")
+
+    async def SubmitTx(  # noqa: N802 - gRPC method name
+        self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.SubmitTxResponse:
+        await self._txs(request, context)
+        results = await self.core.submit(list(request.txs), gossip=True)
+        return consensus_pb2.SubmitTxResponse(results=results)
+
+    async def GossipTxs(  # noqa: N802
+        self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.Ack:
+        await self._txs(request, context)
+        await self.core.submit(list(request.txs), gossip=False)
+        return consensus_pb2.Ack()
+
+    async def Propose(  # noqa: N802
+        self, request: consensus_pb2.Proposal, context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.Ack:
+        if not request.HasField("block"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "proposal without block")
+        rejected = await asyncio.shield(self.core.process_proposal(request))
+        if rejected is not None:  # already counted and logged by the core
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(rejected))
+        return consensus_pb2.Ack()
+
+    async def SendVote(  # noqa: N802
+        self, request: consensus_pb2.Vote, context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.Ack:
+        try:
+            await self.core.on_vote(request)
+        except Rejected as exc:
+            await self._reject(context, exc)
+        return consensus_pb2.Ack()
+
+    async def SendTimeout(  # noqa: N802
+        self, request: consensus_pb2.Timeout, context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.Ack:
+        try:
+            await self.core.on_timeout(request)
+        except Rejected as exc:
+            await self._reject(context, exc)
+        return consensus_pb2.Ack()
+
+    async def FetchBlocks(  # noqa: N802
+        self, request: consensus_pb2.FetchBlocksRequest, context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.FetchBlocksResponse:
+        if len(request.block_hash) != 32:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "block_hash must be 32 bytes")
+        limit = min(request.max_blocks or 64, MAX_FETCH_BLOCKS)
+        blocks = await self.core.fetch_blocks(request.block_hash, limit)
+        if not blocks:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "block unknown to this replica")
+        return consensus_pb2.FetchBlocksResponse(blocks=blocks)
+
+    async def Status(  # noqa: N802
+        self, request: consensus_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.StatusResponse:
+        return self.core.status()
+
+
+@dataclass(frozen=True)
+class ServeArgs:
+    genesis: Path
+    key: Path
+    node: str
+    listen: str
+    ledger: str
+    verifier: str | None
+    peers: list[tuple[str, str]]  # (name, target)
+    metrics_port: int | None
+    config: Config
+
+
+def peer_map(genesis: Genesis, me: bytes, peers: list[tuple[str, str]]) -> dict[bytes, tuple[str, str]]:
+    by_name = {v.name: v.public_key for v in genesis.validators}
+    out: dict[bytes, tuple[str, str]] = {}
+    for name, target in peers:
+        if name not in by_name:
+            raise ValueError(f"peer {name!r} is not a genesis validator ({', '.join(sorted(by_name))})")
+        if by_name[name] != me:
+            out[by_name[name]] = (name, target)
+    return out
+
+
+async def serve(args: ServeArgs) -> None:
+    genesis = Genesis.load(args.genesis)
+    key = KeyPair.load(args.key)
+    zmetrics.init("consensus", args.node, args.metrics_port)
+    ledger = LedgerClient(args.ledger)
+    network = Network(peer_map(genesis, key.public, args.peers))
+    checker = TxChecker(args.verifier)
+    core = Core(args.config, genesis, key, ledger, network, checker)
+    await core.start()
+
+    async def on_stop() -> None:
+        await core.stop()
+        await network.close()
+        await ledger.close()
+        await checker.close()
+
+    def register(server: grpc.aio.Server) -> str:
+        consensus_pb2_grpc.add_ConsensusServicer_to_server(ConsensusServicer(core), server)
+        return consensus_pb2.DESCRIPTOR.services_by_name["Consensus"].full_name
+
+    await grpcutil.serve(args.listen, [register], on_stop=on_stop)
