@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -184,24 +185,28 @@ def test_second_run_reuses_task_and_ctrl_c_stops_every_child(devnet: tuple[Path,
            str(PARTICIPANTS), "--rounds", str(ROUNDS), "--test-set-size", "8", "--data-dir", str(data_dir),
            "--base-port", str(base), "--existing", "reuse-task"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    marker = str(data_dir / "genesis.json")
     try:
-        deadline = time.monotonic() + 240
-        # wait until the replicas are up and the chain grows
-        while time.monotonic() < deadline:
-            logs = list((data_dir / "logs").glob("v*-consensus.log"))
-            if len(logs) == VALIDATORS and all(p.stat().st_size > 0 for p in logs):
-                break
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            time.sleep(1)
-        time.sleep(5)
+        consensus = [f"127.0.0.1:{base + 10 * i}" for i in range(VALIDATORS)]
+
+        async def replicas_up() -> None:
+            await asyncio.gather(*(grpcutil.wait_healthy(t, 240) for t in consensus))
+
+        asyncio.run(replicas_up())
         assert proc.poll() is None
-        assert len(_processes_mentioning(str(data_dir / "genesis.json"))) >= VALIDATORS * 3
-        proc.send_signal(__import__("signal").SIGINT)
+        assert len(_processes_mentioning(marker)) == VALIDATORS * 3
+        proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 130, out
         assert "interrupted" in out
         assert "reusing the task" in out
-        assert _processes_mentioning(str(data_dir / "genesis.json")) == []
+        assert _processes_mentioning(marker) == []
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for pid in _processes_mentioning(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -13,18 +14,14 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 def init(service: str, node: str, port: int | None) -> None:
-    """Name this process and serve /metrics on `port` (None or 0: don't serve)."""
+    """Name this process and serve /metrics on `port` (None or 0: don't serve).
+
+    The address comes from ZKPOT_METRICS_ADDR (default 0.0.0.0, what a pod needs; the devnet sets
+    127.0.0.1 so nothing it runs listens beyond loopback).
+    """
     _identity.update(service=service, node=node)
     if port:
-        start_http_server(port, addr="127.0.0.1" if _loopback_only else "0.0.0.0")
-
-
-_loopback_only = False
-
-
-def bind_loopback(flag: bool) -> None:
-    global _loopback_only
-    _loopback_only = flag
+        start_http_server(port, addr=os.environ.get("ZKPOT_METRICS_ADDR", "0.0.0.0"))
 
 
 class _Bound:

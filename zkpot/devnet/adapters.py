@@ -70,13 +70,18 @@ def make_shards(plan: DevnetPlan, config: DevnetConfig) -> None:
 _tasks: dict[Path, Any] = {}
 
 
-def global_accuracy(task_dir: Path, global_model: bytes) -> float:
-    """Float accuracy of an aggregated model on the task's public test set (observer's view)."""
-    from zkpot.zkp import model
+def global_accuracy(task_dir: Path, global_model: bytes) -> tuple[float, float]:
+    """Float accuracy of an aggregated model (observer's view): on the task's public test set,
+    and on the whole held-out split, which is larger and so a steadier figure."""
+    from zkpot.zkp import data, model
     from zkpot.zkp.task import load_task
 
-    task = _tasks.get(task_dir) or _tasks.setdefault(task_dir, load_task(task_dir))
-    return model.float_accuracy(model.decode(global_model, task.hidden), task.test_set)
+    if task_dir not in _tasks:
+        task = load_task(task_dir)
+        _tasks[task_dir] = (task, data.held_out(int(task.params.get("seed", 7))))
+    task, holdout = _tasks[task_dir]
+    net = model.decode(global_model, task.hidden)
+    return model.float_accuracy(net, task.test_set), model.float_accuracy(net, holdout)
 
 
 async def compare_ledgers(plan: DevnetPlan, settle_s: float = 10.0) -> dict[str, Any]:

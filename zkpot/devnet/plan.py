@@ -75,6 +75,15 @@ class DevnetPlan:
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    def ports(self) -> list[int]:
+        out = []
+        for v in self.validators:
+            out += [v.consensus_port, v.verifier_port, v.ledger_port, v.consensus_metrics, v.verifier_metrics,
+                    v.ledger_metrics]
+        for p in self.participants:
+            out += [p.prover_port, p.prover_metrics]
+        return out
+
     def metrics_targets(self) -> dict[str, str]:
         out = {}
         for v in self.validators:

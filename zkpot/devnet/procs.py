@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the orchestrator dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def ports_in_use(ports: list[int], host: str = "127.0.0.1") -> list[int]:
+    busy = []
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
 
 
 @dataclass
@@ -41,10 +64,11 @@ class ProcessGroup:
         argv = [sys.executable, "-m", "zkpot.cli", *args]
         child = Child(name, argv, self.log_dir / f"{name}.log")
         log = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "ZKPOT_METRICS_ADDR": "127.0.0.1", **(env or {})}
         # own session: a terminal Ctrl-C reaches only the orchestrator, which stops children in order
         child.popen = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, start_new_session=True
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
         self.children[name] = child

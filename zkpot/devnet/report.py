@@ -45,7 +45,8 @@ class RoundStats:
     round: int
     started: float = 0.0
     closed: float = 0.0
-    global_accuracy: float = 0.0
+    global_accuracy: float = 0.0      # on the task's public test set
+    holdout_accuracy: float = 0.0     # on the whole held-out split
     next_leaders: list[str] = field(default_factory=list)
     next_scores: list[int] = field(default_factory=list)
     submissions: dict[str, SubmissionStats] = field(default_factory=dict)
@@ -69,6 +70,7 @@ def _round_json(net: Devnet, rs: RoundStats) -> dict[str, Any]:
         "global_model_cid": s.global_model_cid if s else None,
         "next_global_model_cid": s.next_global_model_cid if s else None,
         "global_accuracy": rs.global_accuracy,
+        "global_accuracy_holdout": rs.holdout_accuracy,
         "accepted_submissions": sum(1 for x in (s.submissions if s else []) if x.aggregated),
         "next_leaders": rs.next_leaders,
         "next_leader_scores": rs.next_scores,
@@ -119,15 +121,17 @@ def write_report(net: Devnet, ledgers: dict[str, Any], verify: dict[str, float])
 def print_summary(report: dict[str, Any]) -> None:
     if report["insecure_dev_srs"]:
         print("WARNING: this chain's task uses an INSECURE development SRS (ezkl.gen_srs); never use it in production")
-    header = f"{'round':>5} {'height':>7} {'accepted':>8} {'global acc':>10} {'wall s':>7} {'prove s':>8}  next leaders"
+    header = (f"{'round':>5} {'height':>7} {'accepted':>8} {'global acc':>10} {'held-out':>8} {'wall s':>7} "
+              f"{'prove s':>8}  next leaders")
     print(header)
     print("-" * len(header))
     for r in report["rounds"]:
         acc = f"{100 * r['global_accuracy']:.1f}%"
         wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
         accepted = f"{r['accepted_submissions']}/{len(r['submissions'])}"
+        held = f"{100 * r['global_accuracy_holdout']:.1f}%"
         print(f"{r['round']:>5} {r['close_height'] or '-':>7} {accepted:>8} "
-              f"{acc:>10} {wall:>7} {r['time']['proving_s']:>8.0f}  {' > '.join(r['next_leaders'])}")
+              f"{acc:>10} {held:>8} {wall:>7} {r['time']['proving_s']:>8.0f}  {' > '.join(r['next_leaders'])}")
     print()
     print(f"{'participant':<12} " + " ".join(f"{'r' + str(r['round']) + ' correct':>12}" for r in report["rounds"]))
     names = sorted({s["participant"] for r in report["rounds"] for s in r["submissions"]})

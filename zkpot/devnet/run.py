@@ -21,7 +21,7 @@ from zkpot import chain, grpcutil
 from zkpot.crypto import KeyPair
 from zkpot.devnet import adapters
 from zkpot.devnet.plan import DevnetPlan, ParticipantPlan, ValidatorPlan, make_genesis, make_plan
-from zkpot.devnet.procs import ProcessGroup
+from zkpot.devnet.procs import ProcessGroup, ports_in_use
 from zkpot.devnet.progress import Progress
 from zkpot.devnet.report import RoundStats, SubmissionStats, write_report
 from zkpot.genesis import Genesis
@@ -305,7 +305,7 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
         stats.closed = time.monotonic()
         stats.summary = summary
         model = await _get_model(ledger, summary.next_global_model_cid)
-        stats.global_accuracy = adapters.global_accuracy(net.plan.task_dir, model)
+        stats.global_accuracy, stats.holdout_accuracy = adapters.global_accuracy(net.plan.task_dir, model)
         schedule = await ledger.LeaderSchedule(ledger_pb2.LeaderScheduleRequest(), timeout=5)
         stats.next_leaders = [net.genesis.name_of(k) for k in schedule.leaders]
         stats.next_scores = list(schedule.scores)
@@ -313,7 +313,9 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
         net.progress.say(
             f"round {r} closed at height {summary.close_height}: "
             f"{sum(s.aggregated for s in summary.submissions)}/{len(summary.submissions)} submissions aggregated, "
-            f"global accuracy {100 * stats.global_accuracy:.1f}%, next leaders {' > '.join(stats.next_leaders)}"
+            f"global accuracy {100 * stats.global_accuracy:.1f}% "
+            f"({100 * stats.holdout_accuracy:.1f}% on the whole held-out split), "
+            f"next leaders {' > '.join(stats.next_leaders)}"
         )
 
 
@@ -321,6 +323,9 @@ async def run_devnet(config: DevnetConfig) -> dict:
     t_start = time.monotonic()
     prepare_data_dir(config)
     plan = make_plan(config.data_dir, config.validators, config.participants, config.base_port)
+    busy = ports_in_use(plan.ports())
+    if busy:
+        raise SystemExit(f"ports {busy[:8]} are in use (another devnet?); choose another --base-port")
     progress = Progress(config.rounds, config.participants)
     progress.stage = "publishing task"
     progress.say(f"zkpot devnet: {config.validators} validators, {config.participants} participants, "

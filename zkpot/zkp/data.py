@@ -64,6 +64,13 @@ def public_test_set(size: int, seed: int) -> Dataset:
     return Dataset(data.x[chosen], data.y[chosen])
 
 
+def held_out(seed: int) -> Dataset:
+    """The whole held-out split (the public test set is a class-balanced prefix of it)."""
+    data = load_all()
+    _, held = _split(seed)
+    return Dataset(data.x[held], data.y[held])
+
+
 def training_pool(seed: int) -> Dataset:
     """Everything not held out: the material participants' private shards are cut from."""
     data = load_all()
