@@ -36,7 +36,10 @@ def sign_tx(key: crypto.KeyPair, tx: types_pb2.Transaction) -> types_pb2.Transac
     return tx
 
 
-def tx_signature_ok(tx: types_pb2.Transaction) -> bool:
+def tx_signature_ok(tx: types_pb2.Transaction, tx_id_: bytes | None = None) -> bool:
+    """`tx_id_`: the transaction's id if the caller has it (it is the digest the sender signs)."""
+    if tx_id_ is not None:
+        return crypto.verify_digest(tx.sender, tx_id_, tx.signature)
     return crypto.verify(tx.sender, "tx", _unsigned_tx(tx), tx.signature)
 
 
@@ -54,7 +57,10 @@ def sign_block(key: crypto.KeyPair, block: types_pb2.Block) -> types_pb2.Block:
     return block
 
 
-def block_signature_ok(block: types_pb2.Block) -> bool:
+def block_signature_ok(block: types_pb2.Block, block_hash_: bytes | None = None) -> bool:
+    """`block_hash_`: the header's hash if the caller has it (it is the digest the proposer signs)."""
+    if block_hash_ is not None:
+        return crypto.verify_digest(block.header.proposer, block_hash_, block.signature)
     return crypto.verify(block.header.proposer, "block", block.header, block.signature)
 
 
@@ -80,14 +86,14 @@ class InvalidCertificate(ValueError):
 
 def check_qc(qc: types_pb2.QuorumCert, validators: set[bytes] | frozenset[bytes], quorum: int) -> None:
     """Raise InvalidCertificate unless `qc` holds `quorum` valid votes of distinct validators."""
-    body = _vote_body(qc.block_hash, qc.view, qc.height)
+    signed = digest("vote", _vote_body(qc.block_hash, qc.view, qc.height))  # once, not per vote
     seen: set[bytes] = set()
     for vote in qc.votes:
         if vote.signer not in validators:
             raise InvalidCertificate(f"vote by unknown signer {crypto.short(vote.signer)}")
         if vote.signer in seen:
             raise InvalidCertificate(f"duplicate vote by {crypto.short(vote.signer)}")
-        if not crypto.verify(vote.signer, "vote", body, vote.signature):
+        if not crypto.verify_digest(vote.signer, signed, vote.signature):
             raise InvalidCertificate(f"bad vote signature by {crypto.short(vote.signer)}")
         seen.add(vote.signer)
     if len(seen) < quorum:

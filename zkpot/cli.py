@@ -11,11 +11,13 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "devnet": ("zkpot.devnet.cli", "run a whole ZKPoT network on this machine"),
     "keys": ("zkpot.keys_cli", "create and show ed25519 identities"),
+    "tls": ("zkpot.tls", "mutual TLS: a dev CA and node certificates"),
     "task": ("zkpot.zkp.cli", "create a learning task (publisher)"),
     "prover": ("services.prover.cli", "participant's prover service"),
     "verifier": ("services.verifier.cli", "proof verifier service"),
     "consensus": ("services.consensus.cli", "HotStuff replica service"),
     "ledger": ("services.ledger.cli", "RocksDB ledger service and queries"),
+    "observer": ("services.observer.cli", "learning metrics from a ledger, for Prometheus"),
 }
 
 
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.parse_args([args.command, "--help"])
         return 2
+    if getattr(args, "tls_dir", None):  # commands with --tls-dir (grpcutil.add_tls_args)
+        from zkpot import grpcutil
+
+        grpcutil.configure_tls(args.tls_dir)
     return int(args.func(args) or 0)
 
 

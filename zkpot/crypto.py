@@ -62,6 +62,17 @@ def verify(public_key: bytes, domain: str, msg: Message, signature: bytes) -> bo
         return False
 
 
+def verify_digest(public_key: bytes, signed_digest: bytes, signature: bytes) -> bool:
+    """verify() for a caller that already holds digest(domain, msg), e.g. a tx id or block hash."""
+    if len(public_key) != PUBLIC_KEY_LEN or len(signature) != SIGNATURE_LEN:
+        return False
+    try:
+        VerifyKey(public_key).verify(signed_digest, signature)
+        return True
+    except (BadSignatureError, ValueError):
+        return False
+
+
 def short(key: bytes) -> str:
     """A short printable name for a key (logs, tables)."""
     return key[:4].hex()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import inspect
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from zkpot.tls import ENV_TLS_DIR, TlsMaterial
 
 # Proofs with their models are large; set limits on purpose rather than by default (4 MiB).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -29,8 +35,134 @@ log = logging.getLogger("zkpot.grpc")
 Registrar = Callable[[grpc.aio.Server], str]  # adds a servicer, returns its full service name
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+# Process-wide TLS material: set once at start-up (configure_tls) from --tls-dir / $ZKPOT_TLS_DIR.
+# None: plaintext (the devnet default). Set: every server requires client certificates from the
+# same CA (mutual TLS) and every channel() presents this node's certificate.
+_tls: TlsMaterial | None = None
+
+
+def configure_tls(directory: Path | str | None) -> TlsMaterial | None:
+    """Turn mutual TLS on for this process (None or "": off). Returns the loaded material."""
+    global _tls
+    _tls = TlsMaterial.load(Path(directory)) if directory else None
+    if _tls is not None:
+        log.info("mutual TLS on (%s, CN=%s)", directory, _tls.common_name())
+    return _tls
+
+
+def tls_material() -> TlsMaterial | None:
+    return _tls
+
+
+def add_tls_args(parser: argparse.ArgumentParser) -> None:
+    """--tls-dir on a command that serves or calls gRPC (zkpot.cli applies it before the command runs)."""
+    parser.add_argument(
+        "--tls-dir", type=Path, default=os.environ.get(ENV_TLS_DIR) or None,
+        help=f"mutual TLS: directory with tls.crt, tls.key, ca.crt (`zkpot tls issue`; default ${ENV_TLS_DIR}; "
+             "unset: plaintext)",
+    )
+
+
+def channel(
+    target: str, options: Sequence[tuple[str, object]] | None = None, tls: TlsMaterial | None = None
+) -> grpc.aio.Channel:
+    """A client channel: TLS with this node's certificate when configured (or given), else plaintext."""
+    opts = list(CHANNEL_OPTIONS if options is None else options)
+    material = tls or _tls
+    if material is not None:
+        return grpc.aio.secure_channel(target, material.channel_credentials(), options=opts)
+    return grpc.aio.insecure_channel(target, options=opts)
+
+
+def peer_id(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling: the TLS identity (certificate CN) when mutual TLS is on, else the peer address.
+
+    Without TLS the address includes the client's port, so a client that reconnects gets a new
+    identity: per-peer limits are only as strong as the transport's authentication.
+    """
+    try:
+        auth = context.auth_context()
+    except Exception:  # noqa: BLE001 - no auth context: plaintext
+        auth = {}
+    cn = auth.get("x509_common_name") if auth else None
+    if cn:
+        return "tls:" + cn[0].decode(errors="replace")
+    return context.peer() or "unknown"
+
+
+class _Refused:
+    """Stands in for a request that must not reach the handler (too large, unparsable)."""
+
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        self.code = code
+        self.message = message
+
+
+class RequestGuard(grpc.aio.ServerInterceptor):
+    """Checks every unary request body before a handler sees it.
+
+    - Size: per-method caps on the raw bytes, checked before parsing. The server-wide limit
+      (MAX_MESSAGE_BYTES) has to admit proofs; methods whose honest requests are small (votes,
+      status, heads) get a much lower cap so a stranger cannot make the server parse megabytes
+      where a few hundred bytes are expected. Over the cap: RESOURCE_EXHAUSTED.
+    - Parsing: grpc.aio answers an unparsable body with UNKNOWN and logs a traceback per request
+      (a free way to flood logs); here it is INVALID_ARGUMENT with one debug line.
+    """
+
+    def __init__(self, limits: Mapping[str, int] | None = None) -> None:
+        self.limits = dict(limits or {})
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, details):  # noqa: ANN001, ANN201 - grpc signature
+        method = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming:
+            return handler
+        wrapped = self._wrap(method, handler)
+        if len(self._wrapped) < 1024:  # handlers are static per method; bound the cache anyway
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        limit = self.limits.get(method)
+        deserialize = handler.request_deserializer
+
+        def checked(raw: bytes) -> object:
+            if limit is not None and len(raw) > limit:
+                return _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{method}: request of {len(raw)} bytes exceeds this method's {limit}")
+            if deserialize is None:
+                return raw
+            try:
+                return deserialize(raw)
+            except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's fault
+                log.debug("unparsable request to %s: %s", method, exc)
+                return _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: request does not parse: {exc}")
+
+        if handler.response_streaming:
+            inner_stream = handler.unary_stream
+
+            async def stream_behavior(request, context):  # noqa: ANN001, ANN202
+                if isinstance(request, _Refused):
+                    await context.abort(request.code, request.message)
+                async for item in inner_stream(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(stream_behavior, checked, handler.response_serializer)
+        inner = handler.unary_unary
+
+        async def behavior(request, context):  # noqa: ANN001, ANN202
+            if isinstance(request, _Refused):
+                await context.abort(request.code, request.message)
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return grpc.unary_unary_rpc_method_handler(behavior, checked, handler.response_serializer)
 
 
 async def serve(
@@ -38,14 +170,22 @@ async def serve(
     registrars: Sequence[Registrar],
     on_stop: Callable[[], Awaitable[None]] | None = None,
     grace_s: float = 3.0,
+    request_limits: Mapping[str, int] | None = None,
 ) -> None:
-    """Run a grpc.aio server with health + reflection until SIGTERM/SIGINT, then stop gracefully."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    """Run a grpc.aio server with health + reflection until SIGTERM/SIGINT, then stop gracefully.
+
+    `request_limits`: full method name ("/zkpot.v1.Consensus/SendVote") -> max request bytes.
+    With TLS configured (configure_tls) the port requires client certificates (mutual TLS).
+    """
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RequestGuard(request_limits)])
     names = [register(server) for register in registrars]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen)
+    if _tls is not None:
+        port = server.add_secure_port(listen, _tls.server_credentials())
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {listen}")
     await server.start()

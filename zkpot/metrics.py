@@ -20,16 +20,38 @@ def init(service: str, node: str, port: int | None) -> None:
     127.0.0.1 so nothing it runs listens beyond loopback).
     """
     _identity.update(service=service, node=node)
+    _state["initialized"] = True
+    for bound in _registry:
+        bound.preset()
     if port:
         start_http_server(port, addr=os.environ.get("ZKPOT_METRICS_ADDR", "0.0.0.0"))
 
 
-class _Bound:
-    """A metric with the process identity already applied."""
+_state = {"initialized": False}
+_registry: list[_Bound] = []
 
-    def __init__(self, metric: Counter | Gauge | Histogram, labels: Sequence[str]) -> None:
+
+class _Bound:
+    """A metric with the process identity already applied.
+
+    Series exist from start-up, at zero: an unlabelled metric at once, a labelled one for each
+    value in `known` (its first extra label), so dashboards and alerts see 0 rather than no data.
+    """
+
+    def __init__(self, metric: Counter | Gauge | Histogram, labels: Sequence[str], known: Sequence[str] = ()) -> None:
         self._metric = metric
         self._labels = tuple(labels)
+        self._known = tuple(known)
+        _registry.append(self)
+        if _state["initialized"]:
+            self.preset()
+
+    def preset(self) -> None:
+        if not self._labels:
+            self._metric.labels(**_identity)
+        elif len(self._labels) == 1:
+            for value in self._known:
+                self._metric.labels(**_identity, **{self._labels[0]: value})
 
     def labels(self, **extra: str):  # noqa: ANN201 - prometheus child types
         return self._metric.labels(**_identity, **extra)
@@ -52,12 +74,12 @@ class _Bound:
         return self._child().time()
 
 
-def counter(name: str, doc: str, labels: Sequence[str] = ()) -> _Bound:
-    return _Bound(Counter(name, doc, ["service", "node", *labels]), labels)
+def counter(name: str, doc: str, labels: Sequence[str] = (), known: Sequence[str] = ()) -> _Bound:
+    return _Bound(Counter(name, doc, ["service", "node", *labels]), labels, known)
 
 
-def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> _Bound:
-    return _Bound(Gauge(name, doc, ["service", "node", *labels]), labels)
+def gauge(name: str, doc: str, labels: Sequence[str] = (), known: Sequence[str] = ()) -> _Bound:
+    return _Bound(Gauge(name, doc, ["service", "node", *labels]), labels, known)
 
 
 def histogram(name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] = DURATION_BUCKETS) -> _Bound:

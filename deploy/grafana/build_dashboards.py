@@ -148,6 +148,23 @@ DASHBOARDS: dict[str, dict] = {
                 ('max(zkpot_ledger_txs_total{result="accepted"})', "accepted"),
                 ('max(zkpot_ledger_txs_total{result="rejected"})', "failed state rules"),
             ], "none", "timeseries"),
+            # zkpot observer: evaluates each closed round's aggregate on public data only
+            ("Global model accuracy per round", [
+                ("max by (round) (zkpot_observer_global_accuracy)", "round {{round}}: public test set"),
+                ("max by (round) (zkpot_observer_global_accuracy_holdout)", "round {{round}}: held-out split"),
+            ], "percentunit", "timeseries"),
+            ("Accepted participants per round", [
+                ("max by (round) (zkpot_observer_round_accepted_participants)", "round {{round}} aggregated"),
+                ("max by (round) (zkpot_observer_round_submissions)", "round {{round}} submitted"),
+            ], "none", "timeseries"),
+            ("Proven correct count per participant", [
+                ("max by (round, participant) (zkpot_observer_proven_correct)", "{{participant}} round {{round}}"),
+            ], "none", "timeseries"),
+            ("Rounds closed", [("max(zkpot_observer_rounds_closed)", "closed")], "none", "stat"),
+            ("Leader schedule: rank (0 leads first) and proven score", [
+                ("max by (validator) (zkpot_observer_leader_rank)", "{{validator}} rank"),
+                ("max by (validator) (zkpot_observer_leader_score)", "{{validator}} score"),
+            ], "none", "timeseries"),
         ],
     },
     "zkpot-resources": {

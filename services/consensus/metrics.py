@@ -7,7 +7,8 @@ from zkpot import metrics
 height = metrics.gauge("zkpot_consensus_height", "Committed height (decided by consensus)")
 appended_height = metrics.gauge("zkpot_consensus_appended_height", "Highest height appended to the local ledger")
 view = metrics.gauge("zkpot_consensus_view", "Current view")
-view_changes = metrics.counter("zkpot_consensus_view_changes_total", "View changes by cause", ["cause"])
+view_changes = metrics.counter("zkpot_consensus_view_changes_total", "View changes by cause", ["cause"],
+                               known=("qc", "tc", "join"))
 commit_latency = metrics.histogram(
     "zkpot_consensus_commit_latency_seconds", "From first sight of a proposal to its commit on this replica"
 )
@@ -22,9 +23,13 @@ timeouts_sent = metrics.counter("zkpot_consensus_timeouts_sent_total", "Timeouts
 proposals = metrics.counter("zkpot_consensus_proposals_total", "Blocks this replica proposed")
 committed_blocks = metrics.counter("zkpot_consensus_committed_blocks_total", "Blocks committed")
 committed_txs = metrics.counter("zkpot_consensus_committed_txs_total", "Transactions committed")
-sync_requests = metrics.counter("zkpot_consensus_sync_requests_total", "FetchBlocks requests sent", ["result"])
-rejected = metrics.counter("zkpot_consensus_rejected_messages_total", "Rejected consensus messages", ["reason"])
-rejected_txs = metrics.counter("zkpot_consensus_rejected_txs_total", "Transactions refused admission", ["reason"])
+sync_requests = metrics.counter("zkpot_consensus_sync_requests_total", "FetchBlocks requests sent", ["result"],
+                                 known=("ok", "not_found"))
+rejected = metrics.counter("zkpot_consensus_rejected_messages_total", "Rejected consensus messages", ["reason"],
+                            known=("bad_signature", "unknown_signer", "bad_qc", "wrong_leader", "stale"))
+rejected_txs = metrics.counter("zkpot_consensus_rejected_txs_total", "Transactions refused admission", ["reason"],
+                                known=("bad_signature", "invalid_proof", "duplicate", "malformed"))
 admitted_txs = metrics.counter("zkpot_consensus_admitted_txs_total", "Transactions admitted to the mempool")
-send_failures = metrics.counter("zkpot_consensus_send_failures_total", "Failed sends to peers", ["rpc"])
+send_failures = metrics.counter("zkpot_consensus_send_failures_total", "Failed sends to peers", ["rpc"],
+                                known=("Propose", "SendVote", "SendTimeout"))
 append_failures = metrics.counter("zkpot_consensus_ledger_append_failures_total", "Failed ledger appends")

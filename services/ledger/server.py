@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator
 from functools import cache
+from pathlib import Path
 
 import grpc
 
+from services.ledger import backup
 from services.ledger.ledger import HASH_LEN, AppendRejected, Ledger, check_cid
+from services.ledger.store import Store
 from zkpot import metrics
 from zkpot.grpcutil import Registrar
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc
@@ -28,6 +32,12 @@ DEFAULT_BLOCKS = 64
 MAX_BLOCKS = 256
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # under grpcutil's 64 MiB message limit
 STREAM_BATCH = 32
+# Every request but Append is a handful of small fields: cap it far below the server-wide 64 MiB.
+REQUEST_LIMITS = {
+    f"/{ledger_pb2.DESCRIPTOR.package}.Ledger/{m.name}": 64 * 1024
+    for m in ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].methods
+    if m.name != "Append"
+}
 
 
 class _Metrics:
@@ -35,9 +45,12 @@ class _Metrics:
         self.height = metrics.gauge("zkpot_ledger_height", "height of the newest committed block")
         self.current_round = metrics.gauge("zkpot_ledger_current_round", "open FL round (rounds+1: finished)")
         self.append_seconds = metrics.histogram("zkpot_ledger_append_seconds", "check + execute + synced write")
-        self.appends = metrics.counter("zkpot_ledger_appends_total", "Append calls that succeeded", ["result"])
-        self.rejections = metrics.counter("zkpot_ledger_rejections_total", "refused appends", ["reason"])
-        self.txs = metrics.counter("zkpot_ledger_txs_total", "executed transactions", ["result"])
+        self.appends = metrics.counter("zkpot_ledger_appends_total", "Append calls that succeeded", ["result"],
+                                       known=("appended", "already_present"))
+        self.rejections = metrics.counter("zkpot_ledger_rejections_total", "refused appends", ["reason"],
+                                          known=("conflict", "signature", "qc", "parent_qc"))
+        self.txs = metrics.counter("zkpot_ledger_txs_total", "executed transactions", ["result"],
+                                   known=("accepted", "rejected"))
 
 
 @cache
@@ -51,11 +64,14 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         self.m = _metrics()
         self._write_lock = asyncio.Lock()
         self._appended = asyncio.Event()  # replaced after every append; followers wait on it
+        self._backup_running = False
+        self._checkpoint_lock = asyncio.Lock()  # held while RocksDB is being checkpointed
+        backup.remove_stale_scratch(self.ledger.store.path)
         self._publish_gauges()
 
     async def close(self) -> None:
-        """Close the store once no append is in flight (on shutdown)."""
-        async with self._write_lock:
+        """Close the store once no append or checkpoint is in flight (on shutdown)."""
+        async with self._write_lock, self._checkpoint_lock:
             self.ledger.close()
 
     def _publish_gauges(self) -> None:
@@ -173,15 +189,22 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
     async def GetRound(  # noqa: N802
         self, request: ledger_pb2.GetRoundRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.RoundSummary:
-        round_ = request.round
-        if round_ == 0:  # 0: the open round, or the last one once the task has finished
-            rounds = self.ledger.genesis.manifest.rounds
-            round_ = min(self.ledger.current_round(), max(rounds, 1))
+        round_ = self.ledger.resolve_round(request.round)
         summary = self.ledger.round_summary(round_)
         if summary is None:
             current = self.ledger.current_round()
             await context.abort(grpc.StatusCode.NOT_FOUND, f"round {round_} has not opened (current round {current})")
         return summary
+
+    async def GetScores(  # noqa: N802
+        self, request: ledger_pb2.GetScoresRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.GetScoresResponse:
+        round_ = self.ledger.resolve_round(request.round)
+        scores = self.ledger.scores(round_)
+        if scores is None:
+            current = self.ledger.current_round()
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"round {round_} has not opened (current round {current})")
+        return scores
 
     async def GetModel(  # noqa: N802
         self, request: ledger_pb2.GetModelRequest, context: grpc.aio.ServicerContext
@@ -226,6 +249,48 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
                 yield sb
             next_height = upto + 1
 
+    # -- admin ---------------------------------------------------------------------------------
+
+    async def Backup(  # noqa: N802
+        self, request: ledger_pb2.BackupRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ledger_pb2.BackupChunk]:
+        """Checkpoint RocksDB (appends go on meanwhile) and stream the checkpoint's files."""
+        if request.chunk_size > MAX_CHUNK:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size exceeds {MAX_CHUNK}")
+        if self._backup_running:  # one at a time: each pins a full set of SST files on disk
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "a backup is already running")
+        chunk = request.chunk_size or DEFAULT_CHUNK
+        self._backup_running = True
+        scratch = backup.scratch_dir(self.ledger.store.path, "backup")
+        try:
+            async with self._checkpoint_lock:
+                await asyncio.to_thread(self.ledger.store.checkpoint, scratch)
+            head, files = await asyncio.to_thread(_describe_checkpoint, scratch)
+            log.info("backup: checkpoint at height %d, %d files", head.height, len(files))
+            yield ledger_pb2.BackupChunk(
+                info=ledger_pb2.BackupInfo(
+                    height=head.height,
+                    block_hash=head.block_hash,
+                    state_root=head.state_root,
+                    total_bytes=sum(size for _, size in files),
+                    files=len(files),
+                )
+            )
+            for name, size in files:
+                with open(scratch / name, "rb") as f:
+                    offset = 0
+                    while True:
+                        data = await asyncio.to_thread(f.read, chunk)
+                        yield ledger_pb2.BackupChunk(
+                            file=ledger_pb2.BackupFileChunk(path=name, offset=offset, data=data, file_size=size)
+                        )
+                        offset += len(data)
+                        if offset >= size or not data:
+                            break
+        finally:
+            self._backup_running = False
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
     def _read_range(self, lo: int, hi: int) -> list[ledger_pb2.StoredBlock]:
         out = []
         for h in range(lo, hi + 1):
@@ -233,6 +298,16 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             assert sb is not None
             out.append(sb)
         return out
+
+
+def _describe_checkpoint(path: Path) -> tuple[backup.ChainSummary, list[tuple[str, int]]]:
+    """The checkpoint's head (as its own database sees it) and files; the client verifies fully."""
+    files = list(backup.checkpoint_files(path))  # before opening: a read-only open writes nothing
+    store = Store(path, read_only=True)
+    try:
+        return backup.head_summary(store), files
+    finally:
+        store.close()
 
 
 def registrar(servicer: LedgerServicer) -> Registrar:

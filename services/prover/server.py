@@ -1,8 +1,9 @@
 """gRPC Prover service: ProveRound streams stages, then the proof and its figures.
 
 The round's global model is decoded and checked here (INVALID_ARGUMENT / FAILED_PRECONDITION
-before any work starts); training, witness and proving run in one worker process, one proof at
-a time (later requests queue).
+before any work starts); training and compiling run in a worker process, then every shard of the
+task's public test set gets its witness and its proof in parallel across --prove-workers worker
+processes. One round at a time (later requests queue); the shards of a round use every worker.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ServeArgs:
     node: str
     metrics_port: int | None = None
     workdir: Path | None = None
+    prove_workers: int = 2
 
 
 class _Metrics:
@@ -50,14 +52,17 @@ class _Metrics:
         self.train_seconds = metrics.histogram("zkpot_prover_train_seconds", "local training time per round")
         self.witness_seconds = metrics.histogram("zkpot_prover_witness_seconds", "export+compile+witness time")
         self.round_seconds = metrics.histogram("zkpot_prover_round_seconds", "whole ProveRound time")
-        self.proofs = metrics.counter("zkpot_prover_proofs_total", "ProveRound calls by outcome", ["outcome"])
+        self.proofs = metrics.counter("zkpot_prover_proofs_total", "ProveRound calls by outcome", ["outcome"],
+                                      known=("ok", "error", "out_of_range", "invalid_argument"))
         self.busy = metrics.gauge("zkpot_prover_busy", "1 while a proof is being produced")
+        self.shard_seconds = metrics.histogram("zkpot_prover_shard_proof_seconds", "SNARK proving time per shard")
 
 
 class ProverServicer(prover_pb2_grpc.ProverServicer):
-    def __init__(self, task: Task, pool: ProcessPoolExecutor) -> None:
+    def __init__(self, task: Task, pool: ProcessPoolExecutor, workers: int = 1) -> None:
         self.task = task
         self.pool = pool
+        self.workers = workers
         self.lock = asyncio.Lock()
         self.m = _Metrics()
 
@@ -100,17 +105,25 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
                 trained = await self._run(worker.train, request.global_model, request.local_epochs, request.seed)
                 self.m.train_seconds.observe(trained.train_seconds)
                 yield prover_pb2.ProveRoundProgress(stage="compiling")
+                compile_s = await self._run(worker.compile_job, job, trained.model_params)
                 yield prover_pb2.ProveRoundProgress(stage="witness")
-                wit = await self._run(worker.witness, job, trained.model_params, request.round, request.participant)
-                self.m.witness_seconds.observe(wit.compile_seconds + wit.witness_seconds)
+                shards = range(self.task.n_shards)
+                wits = await asyncio.gather(*(self._run(worker.witness, job, i, request.round, request.participant)
+                                              for i in shards))
+                self.m.witness_seconds.observe(compile_s + sum(w.witness_seconds for w in wits))
                 yield prover_pb2.ProveRoundProgress(stage="proving")
-                proven = await self._run(worker.prove_job, job)
-                self.m.proof_seconds.observe(proven.prove_seconds)
-                r = prove.assemble(self.task, request.round, request.participant, trained, wit, proven)
+                t_prove = time.perf_counter()
+                proven = await asyncio.gather(*(self._run(worker.prove_shard, job, i) for i in shards))
+                prove_s = time.perf_counter() - t_prove
+                self.m.proof_seconds.observe(prove_s)
+                for p in proven:
+                    self.m.shard_seconds.observe(p.prove_seconds)
+                r = prove.assemble(self.task, request.round, request.participant, trained, compile_s, list(wits),
+                                   list(proven), prove_s)
                 outcome = "ok"
-                log.info("round %d proven: %d/%d correct (float %.3f), prove %.1fs", request.round,
-                         r.claimed_correct, r.test_set_size, r.float_accuracy, r.prove_seconds)
-                yield prover_pb2.ProveRoundProgress(result=to_proto(r))
+                log.info("round %d proven: %d/%d correct (float %.3f) in %d shard(s), prove %.1fs", request.round,
+                         r.claimed_correct, r.test_set_size, r.float_accuracy, len(r.shards), r.prove_seconds)
+                yield prover_pb2.ProveRoundProgress(result=to_proto(r, self.workers))
             except prove.ProveRangeError as exc:
                 outcome = "out_of_range"
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
@@ -135,8 +148,9 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
                     pass
 
 
-def to_proto(r: prove.RoundProof) -> prover_pb2.ProveRoundResult:
+def to_proto(r: prove.RoundProof, workers: int = 1) -> prover_pb2.ProveRoundResult:
     return prover_pb2.ProveRoundResult(
+        shards=prove.shard_protos(r.shards) if len(r.shards) > 1 else [], prove_workers=workers,
         proof=r.proof, model_commitment=r.model_commitment, claimed_correct=r.claimed_correct,
         test_set_size=r.test_set_size, float_accuracy=r.float_accuracy, quantized_accuracy=r.quantized_accuracy,
         model_params=r.model_params, model_cid=r.model_cid, train_seconds=r.train_seconds,
@@ -150,12 +164,15 @@ async def serve(args: ServeArgs) -> None:
     metrics.init("prover", args.node, args.metrics_port)
     workbase = Path(tempfile.mkdtemp(prefix=f"zkpot-prover-{args.node}-", dir=args.workdir))
     ctx = multiprocessing.get_context("spawn")  # no fork of a process running gRPC threads
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=worker.init,
+    workers = max(1, args.prove_workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker.init,
                                initargs=(str(args.task_dir), str(args.shard), str(workbase)))
-    # warm the worker (imports torch/ezkl, loads the task) before reporting SERVING
-    await asyncio.get_running_loop().run_in_executor(pool, _ping)
-    servicer = ProverServicer(task, pool)
-    log.info("task %s, shard %s (%d samples)", task.task_id.hex()[:16], args.shard, len(data.load(args.shard)))
+    # start every worker (imports torch/ezkl, loads the task, reads the pk) before reporting SERVING
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(pool, worker.ping) for _ in range(workers)))
+    servicer = ProverServicer(task, pool, workers)
+    log.info("task %s, shard %s (%d samples), %d test-set shard(s) of %d, %d prove worker(s)",
+             task.task_id.hex()[:16], args.shard, len(data.load(args.shard)), task.n_shards, task.shard_size, workers)
 
     def register(server: grpc.aio.Server) -> str:
         prover_pb2_grpc.add_ProverServicer_to_server(servicer, server)
@@ -166,7 +183,3 @@ async def serve(args: ServeArgs) -> None:
         shutil.rmtree(workbase, ignore_errors=True)
 
     await grpcutil.serve(args.listen, [register], on_stop=on_stop)
-
-
-def _ping() -> bool:
-    return True

@@ -50,7 +50,8 @@ class _Metrics:
                                                   "recomputing the revealed model's commitment")
         self.snark_seconds = metrics.histogram("zkpot_verifier_snark_seconds", "SNARK verification")
         self.batch_seconds = metrics.histogram("zkpot_verifier_batch_seconds", "Verify RPC time")
-        self.rejections = metrics.counter("zkpot_verifier_rejections_total", "rejected transactions", ["reason"])
+        self.rejections = metrics.counter("zkpot_verifier_rejections_total", "rejected transactions", ["reason"],
+                                           known=tuple(sorted(set(REASON_LABELS.values()))))
         self.accepted = metrics.counter("zkpot_verifier_accepted_total", "accepted transactions")
         self.cache_hits = metrics.counter("zkpot_verifier_cache_hits_total", "verdicts served from the cache")
 

@@ -62,6 +62,8 @@ class DevnetPlan:
     data_dir: Path
     validators: tuple[ValidatorPlan, ...]
     participants: tuple[ParticipantPlan, ...]
+    observer_metrics: int = 0       # base+905
+    prometheus_port: int = 0        # base+909
 
     @property
     def task_dir(self) -> Path:
@@ -82,7 +84,7 @@ class DevnetPlan:
                     v.ledger_metrics]
         for p in self.participants:
             out += [p.prover_port, p.prover_metrics]
-        return out
+        return out + [self.observer_metrics, self.prometheus_port]
 
     def metrics_targets(self) -> dict[str, str]:
         out = {}
@@ -92,6 +94,7 @@ class DevnetPlan:
             out[f"{v.name}/ledger"] = f"{HOST}:{v.ledger_metrics}"
         for p in self.participants:
             out[f"{p.name}/prover"] = f"{HOST}:{p.prover_metrics}"
+        out["observer/observer"] = f"{HOST}:{self.observer_metrics}"
         return out
 
 
@@ -104,7 +107,8 @@ def _key(path: Path) -> KeyPair:
 
 
 def make_plan(data_dir: Path, n_validators: int, n_participants: int, base_port: int) -> DevnetPlan:
-    """Ports: validator i uses base+10i .. +7; prover j uses base+500+10j, +5 (metrics)."""
+    """Ports: validator i uses base+10i .. +7; prover j uses base+500+10j, +5 (metrics); the observer's
+    metrics base+905; Prometheus (with --prometheus) base+909."""
     keys = data_dir / "keys"
     validators = []
     for i in range(n_validators):
@@ -125,7 +129,8 @@ def make_plan(data_dir: Path, n_validators: int, n_participants: int, base_port:
                             leads=j < n_validators, prover_port=p, prover_metrics=p + 5,
                             shard_path=data_dir / "shards" / f"{name}.npz")
         )
-    return DevnetPlan(data_dir, tuple(validators), tuple(participants))
+    return DevnetPlan(data_dir, tuple(validators), tuple(participants), observer_metrics=base_port + 905,
+                      prometheus_port=base_port + 909)
 
 
 def make_genesis(plan: DevnetPlan, publish_tx: types_pb2.Transaction) -> Genesis:

@@ -74,6 +74,16 @@ class ProcessGroup:
         self.children[name] = child
         return child
 
+    def start_binary(self, name: str, argv: list[str]) -> Child:
+        """A non-zkpot program (Prometheus), under the same lifecycle as the services."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        child = Child(name, argv, self.log_dir / f"{name}.log")
+        with open(child.log_path, "ab") as log:
+            child.popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True, preexec_fn=_die_with_parent)
+        self.children[name] = child
+        return child
+
     def dead(self) -> list[Child]:
         return [c for c in self.children.values() if c.popen is not None and not c.alive]
 

@@ -19,7 +19,7 @@ import grpc
 
 from zkpot import chain, grpcutil
 from zkpot.crypto import KeyPair
-from zkpot.devnet import adapters
+from zkpot.devnet import adapters, prometheus
 from zkpot.devnet.plan import DevnetPlan, ParticipantPlan, ValidatorPlan, make_genesis, make_plan
 from zkpot.devnet.procs import ProcessGroup, ports_in_use
 from zkpot.devnet.progress import Progress
@@ -57,6 +57,8 @@ class DevnetConfig:
     report_path: Path | None = None
     idle_block_ms: int = 1000
     attack_checks: bool = True          # submit forged copies of a real proof and expect rejection
+    prometheus: bool = False            # also run a real Prometheus scraping every process
+    linger_s: float = 0.0               # keep the network up this long after the last round
 
 
 @dataclass
@@ -115,6 +117,17 @@ async def start_services(net: Devnet) -> None:
     for v in plan.validators:
         procs.start(f"{v.name}-consensus", _service_args(plan, v, net.config)["consensus"])
     await _wait_all(net, [v.consensus for v in plan.validators] + [p.prover for p in plan.participants])
+    v0 = plan.validators[0]
+    procs.start("observer", ["observer", "serve", "--ledger", v0.ledger, "--genesis", str(plan.genesis_path),
+                             "--task-dir", str(plan.task_dir), "--metrics-port", str(plan.observer_metrics)])
+    if net.config.prometheus:
+        binary = prometheus.binary()
+        if binary is None:
+            raise SystemExit("--prometheus needs a prometheus binary on PATH (Debian: apt-get install prometheus)")
+        rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "zkpot.rules.yml"
+        config = prometheus.write_config(plan, plan.data_dir / "prometheus.yml", rules)
+        procs.start_binary("prometheus", [binary, *prometheus.args(plan, config)])
+        net.progress.say(f"prometheus: http://127.0.0.1:{plan.prometheus_port} (config {config})")
     net.timings["start_services_s"] = time.monotonic() - t0
 
 
@@ -372,7 +385,14 @@ async def run_devnet(config: DevnetConfig) -> dict:
         ledgers_agree = await adapters.compare_ledgers(plan)
         verify_stats = adapters.scrape_verify_seconds(plan)
         net.timings["total_s"] = time.monotonic() - t_start
-        return write_report(net, ledgers_agree, verify_stats)
+        report = write_report(net, ledgers_agree, verify_stats)
+        if config.linger_s > 0:
+            progress.say(f"network stays up for {config.linger_s:.0f}s (Ctrl-C stops it)")
+            try:
+                await asyncio.sleep(config.linger_s)
+            except asyncio.CancelledError:
+                pass  # the run itself is complete: Ctrl-C here just ends the linger
+        return report
     finally:
         net.procs.stop()
 

@@ -18,6 +18,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--publisher-key", type=Path, required=True, help="publisher's key file (zkpot keys gen)")
     c.add_argument("--name", default=d.name)
     c.add_argument("--test-set-size", type=int, default=d.test_set_size)
+    c.add_argument("--shard-size", type=int, default=d.shard_size,
+                   help="samples per shard proof; must divide --test-set-size (0: one proof over the whole set)")
     c.add_argument("--hidden", type=int, default=d.hidden)
     c.add_argument("--scale", type=int, default=d.scale, help="ezkl input/param scale (log2)")
     c.add_argument("--decomp-base", type=int, default=d.decomp_base)
@@ -51,7 +53,7 @@ def _create(args: argparse.Namespace) -> int:
         name=args.name, test_set_size=args.test_set_size, hidden=args.hidden, scale=args.scale,
         decomp_base=args.decomp_base, decomp_legs=args.decomp_legs, weight_bound=args.weight_bound,
         rounds=args.rounds, min_correct=args.min_correct, round_deadline_blocks=args.round_deadline_blocks,
-        seed=args.seed, srs=args.srs,
+        seed=args.seed, srs=args.srs, shard_size=args.shard_size,
     )
     try:
         task = create_task(args.out, KeyPair.load(args.publisher_key), config)

@@ -1,15 +1,20 @@
 """A participant's round: train on the private shard, prove the accuracy of the revealed model.
 
-Split into steps (train, circuit, prove) so a service can report progress between them and run
-each in a worker process. The proven model is exactly the revealed one: the trained model is
-encoded to zkpot.model_codec fixed point, decoded again, and that decoded model is what gets
-exported, committed and proven.
+Split into steps (train, compile, witness per test-set shard, prove per shard) so a service can
+report progress between them and run the per-shard steps in parallel worker processes. The proven
+model is exactly the revealed one: the trained model is encoded to zkpot.model_codec fixed point,
+decoded again, and that decoded model is what gets exported, committed and proven.
+
+Sharding: the task's public test set is cut into equal shards; the model is exported and compiled
+once (for the shard shape) and every shard gets its own witness and proof in `workdir/shard-<i>/`.
+All shard proofs commit to the same parameters, so they carry the same model commitment.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +47,8 @@ class Trained:
 
 @dataclass(frozen=True)
 class Witnessed:
+    """Witness of one shard (or, from circuit_step, of all shards: correct is then their sum)."""
+
     correct: int
     compile_seconds: float
     witness_seconds: float
@@ -49,14 +56,27 @@ class Witnessed:
 
 @dataclass(frozen=True)
 class Proven:
+    """The proof of one shard."""
+
     proof: bytes
     model_commitment: bytes
     prove_seconds: float
 
 
 @dataclass(frozen=True)
+class ShardResult:
+    index: int
+    proof: bytes
+    correct: int
+
+
+@dataclass(frozen=True)
 class RoundProof:
-    """Everything a SubmitProof transaction needs, plus figures for the participant."""
+    """Everything a SubmitProof transaction needs, plus figures for the participant.
+
+    `proof` is the single proof of a one-shard task (empty when the task has several shards);
+    `shards` always lists every shard's proof and count, in shard order.
+    """
 
     round: int
     participant: bytes
@@ -72,6 +92,7 @@ class RoundProof:
     compile_seconds: float
     witness_seconds: float
     prove_seconds: float
+    shards: tuple[ShardResult, ...] = ()
 
 
 def decode_global(task: Task, global_model: bytes) -> model.MLP:
@@ -98,71 +119,117 @@ def check_range(task: Task, net: model.MLP) -> None:
                               f"±{task.weight_bound:g}; clip weights to the task's bound")
 
 
-def circuit_step(task: Task, model_params: bytes, round_: int, participant: bytes, workdir: Path) -> Witnessed:
-    """Export + compile the revealed model with the task's settings and generate the witness."""
+def shard_dir(workdir: Path, index: int) -> Path:
+    return workdir / f"shard-{index}"
+
+
+def compile_step(task: Task, model_params: bytes, workdir: Path) -> float:
+    """Export + compile the revealed model once, for the shard shape, with the task's settings."""
     net = decode_global(task, model_params)
     check_range(task, net)
     workdir.mkdir(parents=True, exist_ok=True)
-    limbs = task.binding(round_, participant)
     t0 = time.perf_counter()
-    circuit.export_onnx(net, task.test_set, workdir / "model.onnx")
+    circuit.export_onnx(net, task.shard(0), workdir / "model.onnx")
     circuit.compile_model(workdir / "model.onnx", task.paths["settings"], workdir / "model.compiled")
-    circuit.write_input(task.test_set, limbs, workdir / "input.json")
-    t1 = time.perf_counter()
+    return time.perf_counter() - t0
+
+
+def witness_step(task: Task, workdir: Path, index: int, round_: int, participant: bytes) -> Witnessed:
+    """Witness of shard `index` (needs compile_step's files); also computes the parameter polycommit."""
+    d = shard_dir(workdir, index)
+    d.mkdir(parents=True, exist_ok=True)
+    circuit.write_input(task.shard(index), task.binding(round_, participant), d / "input.json")
+    t0 = time.perf_counter()
     try:
-        wit = circuit.gen_witness(workdir / "input.json", workdir / "model.compiled", workdir / "witness.json",
+        wit = circuit.gen_witness(d / "input.json", workdir / "model.compiled", d / "witness.json",
                                   task.paths["vk"], task.paths["srs"])
     except circuit.CircuitError as exc:
         raise ProveRangeError(f"witness generation failed; the model leaves the task's calibrated range ({exc})") \
             from exc
-    return Witnessed(circuit.witness_count(wit), t1 - t0, time.perf_counter() - t1)
+    return Witnessed(circuit.witness_count(wit), 0.0, time.perf_counter() - t0)
 
 
-def prove_step(task: Task, workdir: Path) -> Proven:
+def prove_shard_step(task: Task, workdir: Path, index: int) -> Proven:
+    d = shard_dir(workdir, index)
     t0 = time.perf_counter()
-    proof = circuit.prove(workdir / "witness.json", workdir / "model.compiled", task.paths["pk"],
-                          workdir / "proof.json", task.paths["srs"])
+    proof = circuit.prove(d / "witness.json", workdir / "model.compiled", task.paths["pk"], d / "proof.json",
+                          task.paths["srs"])
     return Proven(proof, circuit.proof_commitment(proof, task.n_commitments), time.perf_counter() - t0)
+
+
+def circuit_step(task: Task, model_params: bytes, round_: int, participant: bytes, workdir: Path) -> Witnessed:
+    """compile_step + every shard's witness, in this process (correct: the sum over shards)."""
+    compile_s = compile_step(task, model_params, workdir)
+    shards = [witness_step(task, workdir, i, round_, participant) for i in range(task.n_shards)]
+    return Witnessed(sum(w.correct for w in shards), compile_s, sum(w.witness_seconds for w in shards))
+
+
+def prove_step(task: Task, workdir: Path) -> list[Proven]:
+    """Every shard's proof, one after the other in this process."""
+    return [prove_shard_step(task, workdir, i) for i in range(task.n_shards)]
 
 
 def prove_round(task: Task, global_model: bytes, shard: Dataset, round_: int, participant: bytes, workdir: Path,
                 epochs: int = 0, seed: int = 0, keep_files: bool = False) -> RoundProof:
-    """The whole round in this process (tests, benchmarks; the service runs the steps in a worker)."""
+    """The whole round in this process (tests, benchmarks; the service runs the steps in workers)."""
     try:
         trained = train_step(task, global_model, shard, epochs, seed)
-        wit = circuit_step(task, trained.model_params, round_, participant, workdir)
+        compile_s = compile_step(task, trained.model_params, workdir)
+        wits = [witness_step(task, workdir, i, round_, participant) for i in range(task.n_shards)]
+        t0 = time.perf_counter()
         proven = prove_step(task, workdir)
+        prove_s = time.perf_counter() - t0
     finally:
         if not keep_files:
             shutil.rmtree(workdir, ignore_errors=True)
-    return assemble(task, round_, participant, trained, wit, proven)
+    return assemble(task, round_, participant, trained, compile_s, wits, proven, prove_s)
 
 
-def assemble(task: Task, round_: int, participant: bytes, trained: Trained, wit: Witnessed,
-             proven: Proven) -> RoundProof:
+def assemble(task: Task, round_: int, participant: bytes, trained: Trained, compile_seconds: float,
+             wits: list[Witnessed], proven: list[Proven], prove_seconds: float) -> RoundProof:
+    """The round's result from its per-shard parts (shard order); checks they agree on the commitment."""
+    if len(wits) != task.n_shards or len(proven) != task.n_shards:
+        raise circuit.CircuitError(f"expected {task.n_shards} shards, got {len(wits)} witnesses, {len(proven)} proofs")
+    commitments = {p.model_commitment for p in proven}
+    if len(commitments) != 1:  # same parameters, same settings: ezkl's polycommit is deterministic
+        raise circuit.CircuitError("shard proofs carry different model commitments")
     n = len(task.test_set)
+    correct = sum(w.correct for w in wits)
+    shards = tuple(ShardResult(i, p.proof, w.correct) for i, (w, p) in enumerate(zip(wits, proven, strict=True)))
     return RoundProof(
-        round=round_, participant=participant, proof=proven.proof, model_commitment=proven.model_commitment,
-        claimed_correct=wit.correct, test_set_size=n, float_accuracy=trained.float_correct / n,
-        quantized_accuracy=wit.correct / n, model_params=trained.model_params, model_cid=trained.model_cid,
-        train_seconds=trained.train_seconds, compile_seconds=wit.compile_seconds,
-        witness_seconds=wit.witness_seconds, prove_seconds=proven.prove_seconds,
+        round=round_, participant=participant, proof=proven[0].proof if task.n_shards == 1 else b"",
+        model_commitment=proven[0].model_commitment, claimed_correct=correct, test_set_size=n,
+        float_accuracy=trained.float_correct / n, quantized_accuracy=correct / n, model_params=trained.model_params,
+        model_cid=trained.model_cid, train_seconds=trained.train_seconds, compile_seconds=compile_seconds,
+        witness_seconds=sum(w.witness_seconds for w in wits), prove_seconds=prove_seconds, shards=shards,
     )
 
 
+def shard_protos(shards: Sequence[ShardResult]) -> list[types_pb2.ShardProof]:
+    return [types_pb2.ShardProof(proof=s.proof, correct=s.correct) for s in shards]
+
+
 def submit_proof_tx(key: KeyPair, task_id: bytes, round_: int, proof: bytes, model_commitment: bytes,
-                    claimed_correct: int, model_params: bytes, nonce: int = 0) -> types_pb2.Transaction:
+                    claimed_correct: int, model_params: bytes, nonce: int = 0,
+                    shards: Sequence[types_pb2.ShardProof] = ()) -> types_pb2.Transaction:
     """The signed SubmitProof transaction for a proven round (participant = key.public).
 
-    First cut: the model is revealed (model_params) so validators can aggregate it; secure
-    aggregation (masked shares + commitment openings) replaces this later.
+    Single-shard tasks: `proof`. Sharded tasks: `shards` (one ShardProof per shard, in order) and an
+    empty `proof`. First cut: the model is revealed (model_params) so validators can aggregate it;
+    secure aggregation (masked shares + commitment openings) replaces this later.
     """
     tx = types_pb2.Transaction(
         submit_proof=types_pb2.SubmitProof(
             task_id=task_id, round=round_, participant=key.public, model_commitment=model_commitment,
             claimed_correct=claimed_correct, proof=proof, model_params=model_params,
-            model_cid=model_codec.model_cid(model_params),
+            model_cid=model_codec.model_cid(model_params), shards=list(shards),
         ),
         nonce=nonce,
     )
     return chain.sign_tx(key, tx)
+
+
+def round_tx(key: KeyPair, task_id: bytes, r: RoundProof, nonce: int = 0) -> types_pb2.Transaction:
+    """submit_proof_tx for a RoundProof: `proof` for one shard, `shards` for several."""
+    return submit_proof_tx(key, task_id, r.round, r.proof, r.model_commitment, r.claimed_correct, r.model_params,
+                           nonce, shard_protos(r.shards) if len(r.shards) > 1 else ())

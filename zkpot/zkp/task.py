@@ -62,6 +62,7 @@ class TaskConfig:
     round_deadline_blocks: int = 50
     seed: int = 7
     reference_models: int = 3       # trained to calibrate the settings on realistic models
+    shard_size: int = 0             # samples per shard proof (must divide test_set_size); 0: one shard
     srs: Path | None = None         # a real ceremony's SRS; None: ezkl.gen_srs (INSECURE, dev only)
 
     def check(self) -> None:
@@ -73,6 +74,8 @@ class TaskConfig:
             raise TaskError("scale must be 4..12")
         if self.weight_bound <= 0:
             raise TaskError("weight_bound must be positive")
+        if self.shard_size < 0 or (self.shard_size and self.test_set_size % self.shard_size):
+            raise TaskError(f"shard_size must divide test_set_size ({self.test_set_size}); got {self.shard_size}")
         if self.min_correct > self.test_set_size:
             raise TaskError("min_correct exceeds the test set size")
         if self.rounds < 1 or self.round_deadline_blocks < 1:
@@ -114,13 +117,39 @@ class Task:
     def commitment_size(self) -> int:
         return circuit.G1_UNCOMPRESSED_BYTES * self.n_commitments
 
+    @property
+    def shard_size(self) -> int:
+        """Samples per shard proof (legacy manifests without shard_size: the whole test set)."""
+        return int(self.manifest.shard_size or self.manifest.test_set_size)
+
+    @property
+    def n_shards(self) -> int:
+        return int(self.manifest.test_set_size) // self.shard_size
+
+    def shard(self, index: int) -> Dataset:
+        """Shard `index` of the public test set: samples [index * shard_size, (index + 1) * shard_size)."""
+        return shard_of(self.test_set, self.shard_size, index)
+
     def binding(self, round_: int, participant: bytes) -> list[int]:
         return circuit.binding_limbs(self.task_id, round_, participant)
 
-    def instances(self, round_: int, participant: bytes, claimed_correct: int) -> list[str]:
-        """The public instances of a proof for (this task, round, participant, claim)."""
-        return circuit.public_instances(self.test_set, self.binding(round_, participant), claimed_correct,
+    def instances(self, round_: int, participant: bytes, claimed_correct: int, shard: int = 0) -> list[str]:
+        """The public instances of shard `shard`'s proof for (this task, round, participant, claim)."""
+        return circuit.public_instances(self.shard(shard), self.binding(round_, participant), claimed_correct,
                                         self.input_scale)
+
+
+def shard_of(test: Dataset, shard_size: int, index: int) -> Dataset:
+    n = len(test) // shard_size
+    if not 0 <= index < n:
+        raise IndexError(f"shard {index} of {n}")
+    lo = index * shard_size
+    return Dataset(test.x[lo : lo + shard_size], test.y[lo : lo + shard_size])
+
+
+def _heaviest_shard(test: Dataset, shard_size: int) -> int:
+    """The shard holding the sample with the largest pixel sum: the worst case for activations."""
+    return int(test.x.sum(axis=1).argmax()) // shard_size
 
 
 def _worst_case_models(hidden: int, bound: float) -> list[model.MLP]:
@@ -165,15 +194,19 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         for i in range(max(config.reference_models, 1))
     ]
     limbs_max = [(1 << circuit.LIMB_BITS) - 1] * circuit.N_LIMBS
-    circuit.export_onnx(refs[0], test, work / "ref.onnx")
-    circuit.write_input(test, limbs_max, work / "input.json")
+    # one circuit (settings, pk, vk) for the shard shape; every shard is proven with it
+    shard_size = config.shard_size or config.test_set_size
+    first = shard_of(test, shard_size, 0)
+    heavy = shard_of(test, shard_size, _heaviest_shard(test, shard_size))
+    circuit.export_onnx(refs[0], first, work / "ref.onnx")
+    circuit.write_input(first, limbs_max, work / "input.json")
     settings = circuit.make_settings(work / "ref.onnx", work / "input.json", paths["settings"], config.scale,
                                      config.decomp_base, config.decomp_legs)
     logrows = int(settings["run_args"]["logrows"])
     log.info("calibrated: %s rows, logrows %d", settings.get("num_rows"), logrows)
     for i, m in enumerate([*refs[1:], *_worst_case_models(config.hidden, config.weight_bound)]):
         try:
-            ev = circuit.evaluate(m, test, limbs_max, paths["settings"], work / f"check{i}")
+            ev = circuit.evaluate(m, heavy, limbs_max, paths["settings"], work / f"check{i}")
             fits = bool(ezkl.mock(str(ev.witness_path), str(work / f"check{i}" / "model.compiled")))
         except Exception as exc:  # CircuitError, or ezkl's own on an unsatisfied mock
             log.warning("range check model %d: %s", i, exc)
@@ -199,8 +232,8 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     setup_s = time.perf_counter() - t_setup
 
     # self-check: the instances we rebuild equal the ones ezkl lays out, and learn the commitment count
-    ev = circuit.evaluate(refs[0], test, limbs_max, paths["settings"], work / "self", paths["vk"], paths["srs"])
-    if circuit.witness_instances(ev.witness) != circuit.public_instances(test, limbs_max, ev.correct, config.scale):
+    ev = circuit.evaluate(refs[0], first, limbs_max, paths["settings"], work / "self", paths["vk"], paths["srs"])
+    if circuit.witness_instances(ev.witness) != circuit.public_instances(first, limbs_max, ev.correct, config.scale):
         raise TaskError("rebuilt public instances differ from ezkl's layout (circuit changed?)")
     n_commit = circuit.n_commitments(ev.witness)
     if n_commit < 1:
@@ -212,7 +245,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     ref_proof = circuit.prove(ev.witness_path, self_dir / "model.compiled", paths["pk"], self_dir / "proof.json",
                               paths["srs"])
     prove_s = time.perf_counter() - t_prove
-    ref_instances = circuit.public_instances(test, limbs_max, ev.correct, config.scale)
+    ref_instances = circuit.public_instances(first, limbs_max, ev.correct, config.scale)
     if not circuit.verify(ref_proof, ref_instances, paths["settings"], paths["vk"], paths["srs"], work):
         raise TaskError("self-test proof does not verify")
 
@@ -225,6 +258,8 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         "decomp_base": config.decomp_base,
         "decomp_legs": config.decomp_legs,
         "num_rows": settings.get("num_rows"),
+        "shard_size": shard_size,
+        "n_shards": config.test_set_size // shard_size,
     }
     paths["params"].write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
 
@@ -240,6 +275,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         min_correct=config.min_correct,
         round_deadline_blocks=config.round_deadline_blocks,
         publisher=publisher.public,
+        shard_size=config.shard_size,  # 0 (one shard) keeps the manifest, and so the task id, of older tasks
     )
     for name, path in paths.items():
         manifest.artefacts[name] = content_id(path.read_bytes())
@@ -268,6 +304,7 @@ def summarize(manifest: types_pb2.TaskManifest) -> dict:
         "name": manifest.name,
         "architecture": manifest.architecture,
         "test_set_size": manifest.test_set_size,
+        "shard_size": manifest.shard_size or manifest.test_set_size,
         "input_scale": manifest.input_scale,
         "param_scale": manifest.param_scale,
         "logrows": manifest.logrows,
@@ -312,6 +349,8 @@ def load_task(task_dir: Path) -> Task:
     test = data.load(paths["test_set"])
     if len(test) != manifest.test_set_size:
         raise TaskError(f"{d}: test set has {len(test)} samples, manifest says {manifest.test_set_size}")
+    if manifest.shard_size and manifest.test_set_size % manifest.shard_size:
+        raise TaskError(f"{d}: shard size {manifest.shard_size} does not divide the test set ({len(test)})")
     params = json.loads(paths["params"].read_text())
     model.decode(initial, model.hidden_of(manifest.architecture))  # layout check
     return Task(d, manifest, task_id, tx, initial, test, params, paths)

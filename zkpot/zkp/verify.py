@@ -1,10 +1,12 @@
 """Checking a SubmitProof transaction against the task: what every validator's verifier runs.
 
-Order of checks (cheap first): shape, signature, submitter, task, model content id, the proof's
-commitment field, the revealed model's own commitment (recomputed: export + compile + witness with
-the task's vk/srs, then swap it into the proof; equal bytes mean the proof commits to this model),
-then the SNARK on public instances rebuilt from the task's test set, the claimed count and the
-binding of (task, round, sender). The round is not compared with the chain's current round here
+Order of checks (cheap first): shape (one proof per test-set shard, each of the circuit's proof
+length), signature, submitter, task, counts (claimed_correct == sum of the shard counts), model
+content id, every shard proof's commitment equal to model_commitment, the revealed model's own
+commitment (recomputed once per submission: export + compile + witness of shard 0 with the task's
+vk/srs, then swapped into shard 0's proof; equal bytes mean the proofs commit to this model), then
+the SNARK of every shard on public instances rebuilt from that shard's slice of the task's test
+set, its count and the binding of (task, round, sender). The round is not compared with the chain's current round here
 (the ledger's state machine does that); it is bound into the proof, so a replay under another
 round fails the SNARK.
 
@@ -38,6 +40,7 @@ REASON_LABELS = {
     R.REJECT_REASON_COMMITMENT_MISMATCH: "commitment_mismatch",
     R.REJECT_REASON_INVALID_PROOF: "invalid_proof",
     R.REJECT_REASON_MODEL_MISMATCH: "model_mismatch",
+    R.REJECT_REASON_SHARD_MISMATCH: "shard_mismatch",
 }
 
 
@@ -56,6 +59,30 @@ def _reject(reason: int, message: str, timings: dict[str, float] | None = None) 
     return Verdict(reason, message, timings or {})
 
 
+def shard_proofs(task: Task, sp: types_pb2.SubmitProof) -> list[tuple[bytes, int]] | Verdict:
+    """(proof, count) per shard in shard order, or the Verdict that refuses the submission's shape."""
+    n = task.n_shards
+    if sp.shards:
+        if sp.proof:
+            return _reject(R.REJECT_REASON_MALFORMED, "carry either proof (single-shard tasks) or shards, not both")
+        items = [(s.proof, int(s.correct)) for s in sp.shards]
+    elif n == 1:
+        items = [(sp.proof, int(sp.claimed_correct))]
+    else:
+        return _reject(R.REJECT_REASON_SHARD_MISMATCH, f"this task is proven in {n} shards: shards must hold one "
+                                                       "proof per shard")
+    if len(items) != n:
+        return _reject(R.REJECT_REASON_SHARD_MISMATCH, f"expected {n} shard proofs (one per shard, in order), "
+                                                       f"got {len(items)}")
+    for i, (proof, _) in enumerate(items):
+        if len(proof) != task.proof_size:
+            return _reject(R.REJECT_REASON_MALFORMED, f"shard {i}: proof must be {task.proof_size} bytes (this "
+                                                      f"circuit's proof length), got {len(proof)}")
+    if len({proof for proof, _ in items}) != n:
+        return _reject(R.REJECT_REASON_SHARD_MISMATCH, "the same shard proof appears twice")
+    return items
+
+
 def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Verdict:
     """Verdict on one SubmitProof transaction (never raises for bad input)."""
     if tx.WhichOneof("body") != "submit_proof":
@@ -63,9 +90,9 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
     sp = tx.submit_proof
     if len(sp.participant) != PUBLIC_KEY_LEN:
         return _reject(R.REJECT_REASON_MALFORMED, f"participant must be a {PUBLIC_KEY_LEN}-byte key")
-    if len(sp.proof) != task.proof_size:
-        return _reject(R.REJECT_REASON_MALFORMED, f"proof must be {task.proof_size} bytes (this circuit's proof "
-                                                  f"length), got {len(sp.proof)}")
+    shards = shard_proofs(task, sp)
+    if isinstance(shards, Verdict):
+        return shards
     if len(sp.model_commitment) != task.commitment_size:
         return _reject(R.REJECT_REASON_MALFORMED, f"model_commitment must be {task.commitment_size} bytes")
     if not chain.tx_signature_ok(tx):
@@ -78,43 +105,66 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
     if sp.claimed_correct > task.manifest.test_set_size:
         return _reject(R.REJECT_REASON_CLAIM_MISMATCH,
                        f"claimed {sp.claimed_correct} correct of a {task.manifest.test_set_size}-sample test set")
+    for i, (_, count) in enumerate(shards):
+        if count > task.shard_size:
+            return _reject(R.REJECT_REASON_CLAIM_MISMATCH, f"shard {i} claims {count} correct of {task.shard_size}")
+    if sum(count for _, count in shards) != sp.claimed_correct:
+        return _reject(R.REJECT_REASON_CLAIM_MISMATCH, f"claimed_correct {sp.claimed_correct} is not the sum of "
+                                                       f"the shard counts {[c for _, c in shards]}")
     if model_codec.model_cid(sp.model_params) != sp.model_cid:
         return _reject(R.REJECT_REASON_MODEL_MISMATCH, "model_cid is not the content id of model_params")
     try:
         net = model.decode(sp.model_params, task.hidden)
     except ModelFormatError as exc:
         return _reject(R.REJECT_REASON_MALFORMED, f"model_params: {exc}")
-    if circuit.proof_commitment(sp.proof, task.n_commitments) != sp.model_commitment:
-        return _reject(R.REJECT_REASON_COMMITMENT_MISMATCH, "model_commitment is not the commitment the proof carries")
+    for i, (proof, _) in enumerate(shards):
+        if circuit.proof_commitment(proof, task.n_commitments) != sp.model_commitment:
+            return _reject(R.REJECT_REASON_COMMITMENT_MISMATCH, f"shard {i}: model_commitment is not the commitment "
+                                                                "the proof carries")
     if model.max_abs_weight(net) > task.weight_bound:
         return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model exceeds the task's weight bound "
                                                        f"±{task.weight_bound:g}")
 
     timings: dict[str, float] = {}
     work = circuit.fresh_workdir(workdir, "verify-")
+    limbs = task.binding(sp.round, sp.participant)
     try:
         t0 = time.perf_counter()
-        limbs = task.binding(sp.round, sp.participant)
-        try:
-            ev = circuit.evaluate(net, task.test_set, limbs, task.paths["settings"], work, task.paths["vk"],
+        try:  # every shard proof carries model_commitment (checked above): recompute it once, on shard 0
+            ev = circuit.evaluate(net, task.shard(0), limbs, task.paths["settings"], work, task.paths["vk"],
                                   task.paths["srs"])
-            recommitted = circuit.swap_commitment(sp.proof, ev.witness_path, work)
+            recommitted = circuit.swap_commitment(shards[0][0], ev.witness_path, work)
         except circuit.CircuitError as exc:
             return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model does not run in the task's circuit: {exc}")
         timings["recommit_seconds"] = time.perf_counter() - t0
-        if recommitted != sp.proof:
+        if recommitted != shards[0][0]:
             return _reject(R.REJECT_REASON_MODEL_MISMATCH, "revealed model is not the model the proof commits to",
                            timings)
         t1 = time.perf_counter()
-        ok = circuit.verify(sp.proof, task.instances(sp.round, sp.participant, sp.claimed_correct),
-                            task.paths["settings"], task.paths["vk"], task.paths["srs"], work)
+        failed = None
+        for i, (proof, count) in enumerate(shards):
+            if not circuit.verify(proof, task.instances(sp.round, sp.participant, count, i), task.paths["settings"],
+                                  task.paths["vk"], task.paths["srs"], work):
+                failed = i
+                break
         timings["snark_seconds"] = time.perf_counter() - t1
+        if failed is None:
+            return Verdict(R.REJECT_REASON_UNSPECIFIED, "", timings)
+        # diagnose (rejections only): does the committed model score the claimed count on that shard?
+        proven = ev.correct if failed == 0 else _shard_count(task, net, failed, limbs, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if ok:
-        return Verdict(R.REJECT_REASON_UNSPECIFIED, "", timings)
-    if ev.correct != sp.claimed_correct:
-        return _reject(R.REJECT_REASON_CLAIM_MISMATCH, f"claimed {sp.claimed_correct} correct but the committed model "
-                                                       f"scores {ev.correct} on the task's test set", timings)
-    return _reject(R.REJECT_REASON_INVALID_PROOF, "proof does not verify on the task's test set, the claimed count "
-                                                  "and the binding of (task, round, sender)", timings)
+    where = f"shard {failed}" if task.n_shards > 1 else "the test set"
+    claimed = shards[failed][1]
+    if proven is not None and proven != claimed:
+        return _reject(R.REJECT_REASON_CLAIM_MISMATCH, f"claimed {claimed} correct but the committed model scores "
+                                                       f"{proven} on {where}", timings)
+    return _reject(R.REJECT_REASON_INVALID_PROOF, f"proof does not verify on {where} of the task's test set, the "
+                                                  "claimed count and the binding of (task, round, sender)", timings)
+
+
+def _shard_count(task: Task, net: model.MLP, index: int, limbs: list[int], work: Path) -> int | None:
+    try:
+        return circuit.evaluate(net, task.shard(index), limbs, task.paths["settings"], work / f"shard-{index}").correct
+    except circuit.CircuitError:
+        return None
