@@ -56,6 +56,7 @@ class Fixture:
         signer: KeyPair | None = None,
         task_id: bytes | None = None,
         model_cid: str | None = None,
+        proof: bytes = b"not-checked-by-the-ledger",
     ) -> types_pb2.Transaction:
         """A signed SubmitProof by participant index `participant` (overrides make bad ones)."""
         key = self.participant_keys[participant]
@@ -68,7 +69,7 @@ class Fixture:
                 participant=key.public,
                 model_commitment=b"\x01" * 32,
                 claimed_correct=claimed,
-                proof=b"not-checked-by-the-ledger",
+                proof=proof,
                 model_params=params,
                 model_cid=content_id(params) if model_cid is None else model_cid,
             ),

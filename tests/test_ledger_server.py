@@ -89,6 +89,20 @@ def test_append_and_query_chain(net):
     assert len(chunks) > 1 and content_id(data) == cid and chunks[0].total_size == len(data)
 
 
+def test_scores_query(net):
+    fx = net.fx
+    s = net.stub.GetScores(ledger_pb2.GetScoresRequest(round=1), timeout=5)
+    assert (s.round, s.closed, s.min_correct, s.test_set_size) == (1, True, 10, 32)
+    got = [(e.participant, e.proven_correct, e.aggregated, e.validator, e.height) for e in s.scores]
+    keys = [k.public for k in fx.participant_keys]
+    vals = [k.public for k in fx.validator_keys]
+    assert got == [(keys[0], 20, True, vals[0], 1), (keys[1], 14, True, vals[1], 2), (keys[2], 3, False, vals[2], 2)]
+    open_round = net.stub.GetScores(ledger_pb2.GetScoresRequest(), timeout=5)  # 0: the open round
+    assert open_round.round == net.head().current_round and not open_round.closed
+    code, msg = _code(lambda: net.stub.GetScores(ledger_pb2.GetScoresRequest(round=99), timeout=5))
+    assert code == grpc.StatusCode.NOT_FOUND and "has not opened" in msg
+
+
 def test_not_found_and_invalid_queries(net):
     nf, inv = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
     s = net.stub
@@ -165,6 +179,26 @@ def test_bad_appends_refused_nothing_written(net):
     assert net.head().height == head.height + 1
 
 
+def test_append_stream_answers_in_order_and_stops_at_a_refusal(net):
+    fx, b = net.fx, net.b
+    start = net.head().height
+    reqs = [b.extend([fx.payload()]) for _ in range(6)]
+    got = [(r.height, r.already_present) for r in net.stub.AppendStream(iter(reqs), timeout=30)]
+    assert got == [(start + i, False) for i in range(1, 7)]
+    assert net.head().height == start + 6
+    good = b.extend([fx.payload()])
+    bad = b.next_block([fx.payload()])
+    bad.block.signature = bytes(64)
+    call = net.stub.AppendStream(iter([reqs[-1], good, bad]), timeout=30)
+    first, second = next(call), next(call)
+    assert (first.height, first.already_present) == (start + 6, True)
+    assert (second.height, second.already_present) == (start + 7, False)
+    with pytest.raises(grpc.RpcError) as exc:
+        next(call)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "signature" in exc.value.details()
+    assert net.head().height == start + 7
+
+
 def test_stream_blocks_follows_appends(net):
     start = net.head().height
     got: list[int] = []
@@ -200,6 +234,8 @@ def test_cli_queries(net, tmp_path):
     assert f"height        {head.height}" in cli("head")
     assert "round 1: opened at height 0, closed at height 2" in cli("round", "--round", "1")
     assert "epoch 1" in cli("schedule")
+    scores = cli("scores", "--round", "1")
+    assert "round 1 (closed): 3 proven scores, min correct 10/32" in scores and "20/32" in scores
     cid = net.stub.GetRound(ledger_pb2.GetRoundRequest(round=1), timeout=5).next_global_model_cid
     out = tmp_path / "model.bin"
     cli("model", cid, "--out", str(out))

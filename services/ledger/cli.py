@@ -1,7 +1,10 @@
 """`zkpot ledger`: run the ledger service, and query one.
 
   zkpot ledger serve --data-dir DIR --genesis FILE --listen HOST:PORT [--metrics-port P] [--node NAME]
-  zkpot ledger head|block|tx|task|round|schedule|model --target HOST:PORT ...
+  zkpot ledger head|block|tx|task|round|scores|schedule|model --target HOST:PORT ...
+  zkpot ledger backup (--target HOST:PORT | --data-dir DIR) --out DIR [--genesis FILE]
+  zkpot ledger restore --from DIR --data-dir DIR --genesis FILE [--force]
+  zkpot ledger verify --data-dir DIR [--genesis FILE]
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -21,6 +25,10 @@ from zkpot import log as zlog
 from zkpot import metrics as zmetrics
 from zkpot.codec import content_id
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc
+
+if TYPE_CHECKING:
+    from services.ledger.backup import ChainSummary
+    from zkpot.genesis import Genesis
 
 CALL_TIMEOUT_S = 10.0
 
@@ -35,11 +43,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: off)")
     serve.add_argument("--node", default="ledger", help="node name in logs and metrics")
     serve.add_argument("--log-level", default="INFO")
+    grpcutil.add_tls_args(serve)
     serve.set_defaults(func=_serve)
 
     def client(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--target", default="127.0.0.1:7300", help="ledger address HOST:PORT")
+        grpcutil.add_tls_args(p)
         return p
 
     client("head", "show the newest block and the open round").set_defaults(func=_run(_head))
@@ -55,11 +65,34 @@ def register(parser: argparse.ArgumentParser) -> None:
     rnd = client("round", "show an FL round's submissions and models")
     rnd.add_argument("--round", type=int, default=0, help="round number (0: the open/last round)")
     rnd.set_defaults(func=_run(_round))
+    sco = client("scores", "show the proven scores of an FL round")
+    sco.add_argument("--round", type=int, default=0, help="round number (0: the open/last round)")
+    sco.set_defaults(func=_run(_scores))
     client("schedule", "show the leader schedule").set_defaults(func=_run(_schedule))
     mdl = client("model", "download a model by content id")
     mdl.add_argument("cid")
     mdl.add_argument("--out", type=Path, required=True, help="file to write")
     mdl.set_defaults(func=_run(_model))
+
+    bak = sub.add_parser("backup", help="checkpoint a ledger (online through its service, or offline)")
+    src = bak.add_mutually_exclusive_group(required=True)
+    src.add_argument("--target", help="running ledger HOST:PORT (online: appends go on)")
+    src.add_argument("--data-dir", type=Path, help="a stopped ledger's RocksDB directory (offline)")
+    bak.add_argument("--out", type=Path, required=True, help="backup directory to create (must be absent or empty)")
+    bak.add_argument("--genesis", type=Path, help="genesis JSON file: also check the backup is of this chain")
+    bak.add_argument("--timeout", type=float, default=600.0, help="online: seconds for the whole transfer")
+    grpcutil.add_tls_args(bak)
+    bak.set_defaults(func=_backup)
+    res = sub.add_parser("restore", help="install a backup as a (stopped) ledger's data directory")
+    res.add_argument("--from", dest="src", type=Path, required=True, help="backup directory")
+    res.add_argument("--data-dir", type=Path, required=True, help="ledger RocksDB directory to (re)create")
+    res.add_argument("--genesis", type=Path, required=True, help="genesis JSON file the backup must match")
+    res.add_argument("--force", action="store_true", help="replace a non-empty data directory")
+    res.set_defaults(func=_restore)
+    ver = sub.add_parser("verify", help="check a stored chain (data dir or backup) without modifying it")
+    ver.add_argument("--data-dir", type=Path, required=True)
+    ver.add_argument("--genesis", type=Path, help="genesis JSON file the chain must match")
+    ver.set_defaults(func=_verify)
 
 
 # -- serve ---------------------------------------------------------------------------------------
@@ -67,7 +100,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from services.ledger.ledger import GenesisMismatch, Ledger
-    from services.ledger.server import LedgerServicer, registrar
+    from services.ledger.server import REQUEST_LIMITS, LedgerServicer, registrar
     from services.ledger.state import GenesisError
     from zkpot.genesis import Genesis
 
@@ -85,9 +118,72 @@ def _serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         servicer = LedgerServicer(ledger)
 
-        await grpcutil.serve(args.listen, [registrar(servicer)], on_stop=servicer.close)
+        await grpcutil.serve(args.listen, [registrar(servicer)], on_stop=servicer.close,
+                             request_limits=REQUEST_LIMITS)
 
     asyncio.run(main())
+    return 0
+
+
+# -- backup / restore ----------------------------------------------------------------------------
+
+
+def _load_genesis(path: Path | None) -> Genesis | None:
+    from zkpot.genesis import Genesis
+
+    return None if path is None else Genesis.load(path)
+
+
+def _print_chain(what: str, s: ChainSummary) -> None:
+    print(f"{what}: {s.blocks} blocks, head {s.height} {s.block_hash.hex()}, state root {s.state_root.hex()}")
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from services.ledger import backup
+
+    genesis = _load_genesis(args.genesis)
+    try:
+        if args.data_dir is not None:
+            summary = backup.backup_offline(args.data_dir, args.out, genesis)
+        else:
+
+            async def go() -> ChainSummary:
+                async with grpcutil.channel(args.target) as ch:
+                    stream = ledger_pb2_grpc.LedgerStub(ch).Backup(ledger_pb2.BackupRequest(), timeout=args.timeout)
+                    return await backup.receive_backup(stream, args.out, genesis)
+
+            summary = asyncio.run(go())
+    except backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except grpc.aio.AioRpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    _print_chain(f"backup {args.out} verified", summary)
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from services.ledger import backup
+
+    try:
+        summary = backup.restore(args.src, args.data_dir, _load_genesis(args.genesis), force=args.force)
+    except backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_chain(f"restored {args.data_dir} from {args.src}", summary)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from services.ledger import backup
+
+    try:
+        summary = backup.verify_chain(args.data_dir, _load_genesis(args.genesis))
+    except backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_chain(f"{args.data_dir} verified", summary)
     return 0
 
 
@@ -189,6 +285,17 @@ async def _round(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> 
             f"    {crypto.short(sub.participant)} correct {sub.claimed_correct}/{s.test_set_size} "
             f"height {sub.height} model {sub.model_cid} {mark}"
         )
+    return 0
+
+
+async def _scores(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    s = await stub.GetScores(ledger_pb2.GetScoresRequest(round=args.round), timeout=CALL_TIMEOUT_S)
+    state = "closed" if s.closed else "open"
+    print(f"round {s.round} ({state}): {len(s.scores)} proven scores, min correct {s.min_correct}/{s.test_set_size}")
+    for e in s.scores:
+        mark = " aggregated" if e.aggregated else ""
+        op = f" validator {crypto.short(e.validator)}" if e.validator else ""
+        print(f"  {crypto.short(e.participant)} {e.proven_correct}/{s.test_set_size} height {e.height}{op}{mark}")
     return 0
 
 

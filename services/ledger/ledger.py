@@ -1,7 +1,11 @@
 """The ledger: checks a committed block and its certificate, executes it and stores it atomically.
 
-Synchronous and single-writer by design: the gRPC server serializes Append calls and runs
-`append` in a worker thread; reads may run concurrently (RocksDB is thread-safe).
+An append has two stages: prepare() checks and executes a block on top of the tip (the newest
+prepared block, or the head) and queues it; commit() writes the oldest queued block as one synced
+batch, after which it is the head that readers see. append() does both. One thread prepares at a
+time and one commits at a time, but the two may overlap (the server prepares block h+1 while h is
+being synced); reads may run concurrently (RocksDB is thread-safe). A failed write drops every
+queued block (each builds on the one before).
 
 Append checks, in order (nothing is written unless all pass):
   well-formed fields -> chain id -> height (identical block at a taken height: no-op; different:
@@ -9,12 +13,19 @@ Append checks, in order (nothing is written unless all pass):
   top of genesis) -> txs_root -> proposer is a genesis validator and signed the header -> the
   AppendRequest QC certifies (hash, view, height) of this block with a quorum of genesis
   validators -> header.parent_qc certifies the parent (may be empty when the parent is genesis).
+
+Speed without weakening any check: signatures are verified over the tx ids and block hash
+already computed (they are the digests that were signed), and a parent QC byte-identical to the
+QC verified with the parent's own append (consensus sends a block's QC as its child's parent_qc)
+is not verified twice. (Verifying certificates in a worker thread beside execution was measured
+slower on a loaded 2-core host: each thread hand-off waits for a CPU; see docs/ledger.md.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +77,60 @@ class Head:
     state_root: bytes
     timestamp_ms: int
     current_round: int  # read with the head so a Head response is one consistent snapshot
+
+
+@dataclass
+class Prepared:
+    """A checked, executed block waiting for its synced write."""
+
+    commit: Commit
+    head: Head  # the head once it is written
+    qc: bytes  # its verified QC, deterministic bytes
+    response: ledger_pb2.AppendResponse
+    tx_locations: dict[bytes, tuple[int, int]]
+    epoch: int
+
+
+class _PendingView:
+    """The store as it will be once `pending` is written: what the next block executes against."""
+
+    def __init__(self, store: Store, pending: tuple[Prepared, ...], writes: dict[bytes, bytes] | None = None):
+        self.store = store
+        self.pending = pending
+        self.writes = writes or {}
+
+    def with_writes(self, writes: dict[bytes, bytes]) -> _PendingView:
+        return _PendingView(self.store, self.pending, writes)
+
+    def __call__(self, key: bytes) -> bytes | None:
+        return self.state_get(key)
+
+    def state_get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        for p in reversed(self.pending):
+            if key in p.commit.state:
+                return p.commit.state[key]
+        return self.store.state_get(key)
+
+    def blob(self, cid: str) -> bytes | None:
+        for p in reversed(self.pending):
+            if cid in p.commit.blobs:
+                return p.commit.blobs[cid]
+        return self.store.blob(cid)
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        for p in reversed(self.pending):
+            if tx_id in p.tx_locations:
+                return p.tx_locations[tx_id]
+        return self.store.tx_location(tx_id)
+
+    def stored_block(self, height: int) -> ledger_pb2.StoredBlock | None:
+        for p in self.pending:
+            if p.commit.height == height:
+                return ledger_pb2.StoredBlock.FromString(p.commit.stored_block)
+        raw = self.store.block_bytes(height)
+        return None if raw is None else ledger_pb2.StoredBlock.FromString(raw)
 
 
 def _invalid(reason: str, message: str) -> AppendRejected:
@@ -129,7 +194,13 @@ class Ledger:
         except Exception:
             self.store.close()
             raise
-        self.head = self._load_head()
+        self.head = self._load_head()  # the newest durable block
+        # prepared, not yet written blocks (oldest first) and the tip they lead to; the tip's QC is
+        # the one verified with it (deterministic bytes; empty at genesis)
+        self._lock = threading.Lock()
+        self._pending: list[Prepared] = []
+        self._epoch = 0
+        self._tip, self._tip_qc = self.head, self._head_qc_of(self.head.height)
 
     def close(self) -> None:
         self.store.close()
@@ -177,6 +248,38 @@ class Ledger:
     def round_summary(self, round_: int) -> ledger_pb2.RoundSummary | None:
         return st.read_round(self.store.state_get, round_)
 
+    def resolve_round(self, round_: int) -> int:
+        """0 means the open round, or the last one once the task has finished."""
+        if round_ == 0:
+            return min(self.current_round(), max(self.genesis.manifest.rounds, 1))
+        return round_
+
+    def scores(self, round_: int) -> ledger_pb2.GetScoresResponse | None:
+        """Proven scores of a round (None if it has not opened), in acceptance order."""
+        summary = self.round_summary(round_)
+        if summary is None:
+            return None
+        # read after the summary: a score is written in the same batch as its submission and
+        # never changes, so every submission seen in the summary has its score here
+        prefix = st.score_prefix(round_)
+        proven = {key[len(prefix) :]: st.decode_score(raw) for key, raw in self.store.state_prefix(prefix)}
+        operator = {m.public_key: m.validator for m in self.genesis.participants}
+        resp = ledger_pb2.GetScoresResponse(
+            round=round_,
+            closed=summary.closed,
+            test_set_size=summary.test_set_size,
+            min_correct=self.genesis.manifest.min_correct,
+        )
+        for s in summary.submissions:
+            resp.scores.add(
+                participant=s.participant,
+                proven_correct=proven[s.participant],
+                aggregated=s.aggregated,
+                validator=operator.get(s.participant, b""),
+                height=s.height,
+            )
+        return resp
+
     def task(self) -> ledger_pb2.GetTaskResponse | None:
         return st.read_task(self.store.state_get)
 
@@ -187,13 +290,26 @@ class Ledger:
 
     def append(self, req: ledger_pb2.AppendRequest) -> ledger_pb2.AppendResponse:
         """Check, execute and store one committed block (raises AppendRejected; writes nothing then)."""
+        prepared = self.prepare(req)
+        if isinstance(prepared, ledger_pb2.AppendResponse):
+            return prepared  # already present
+        self.commit(prepared)
+        return prepared.response
+
+    def prepare(self, req: ledger_pb2.AppendRequest) -> Prepared | ledger_pb2.AppendResponse:
+        """Check and execute a block on top of the tip (the newest prepared block, or the head);
+        queue it for commit() and return it, or return the response for a block already there.
+        One caller at a time; commit() may run concurrently in another thread."""
         check_well_formed(req)
-        block, hdr, head = req.block, req.block.header, self.head
+        block, hdr = req.block, req.block.header
+        with self._lock:
+            tip, tip_qc, pending, epoch = self._tip, self._tip_qc, tuple(self._pending), self._epoch
+        view = _PendingView(self.store, pending)
         if hdr.chain_id != self.genesis.chain_id:
             raise _invalid("chain_id", f"block is for chain {hdr.chain_id!r}, this ledger is {self.genesis.chain_id!r}")
         bh = chain.block_hash(hdr)
-        if hdr.height <= head.height:
-            existing = self.stored_block(hdr.height)
+        if hdr.height <= tip.height:
+            existing = view.stored_block(hdr.height)
             assert existing is not None
             if existing.block_hash == bh:
                 return ledger_pb2.AppendResponse(
@@ -213,25 +329,25 @@ class Ledger:
                 f"a different block ({existing.block_hash.hex()[:16]}) is committed at height {hdr.height}; "
                 f"refusing {bh.hex()[:16]}",
             )
-        if hdr.height != head.height + 1:
+        if hdr.height != tip.height + 1:
             raise AppendRejected(
-                grpc.StatusCode.FAILED_PRECONDITION, "gap", f"height {hdr.height} does not follow head {head.height}"
+                grpc.StatusCode.FAILED_PRECONDITION, "gap", f"height {hdr.height} does not follow head {tip.height}"
             )
-        if hdr.parent_hash != head.block_hash:
+        if hdr.parent_hash != tip.block_hash:
             raise AppendRejected(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "parent",
-                f"parent_hash {hdr.parent_hash.hex()[:16]} is not head {head.block_hash.hex()[:16]} "
-                f"(height {head.height})",
+                f"parent_hash {hdr.parent_hash.hex()[:16]} is not head {tip.block_hash.hex()[:16]} "
+                f"(height {tip.height})",
             )
-        if head.height > 0 and hdr.view <= head.view:
-            raise _invalid("view", f"view {hdr.view} does not exceed parent's view {head.view}")
+        if tip.height > 0 and hdr.view <= tip.view:
+            raise _invalid("view", f"view {hdr.view} does not exceed parent's view {tip.view}")
         tx_ids = [chain.tx_id(tx) for tx in block.txs]
         if merkle_root(tx_ids) != hdr.txs_root:
             raise _invalid("txs_root", "header.txs_root does not match the transactions")
         if hdr.proposer not in self.validators:
             raise _invalid("proposer", f"proposer {crypto.short(hdr.proposer)} is not a genesis validator")
-        if not chain.block_signature_ok(block):
+        if not chain.block_signature_ok(block, bh):
             raise _invalid("signature", "block signature does not verify for its proposer")
         qc = req.qc
         if (qc.block_hash, qc.view, qc.height) != (bh, hdr.view, hdr.height):
@@ -239,27 +355,81 @@ class Ledger:
                 "qc", f"qc certifies ({qc.block_hash.hex()[:16]}, view {qc.view}, height {qc.height}), "
                 f"not this block ({bh.hex()[:16]}, view {hdr.view}, height {hdr.height})",
             )
+        pqc = self._parent_qc_to_verify(hdr, tip, tip_qc)
+        self._check_certificates(qc, pqc)
+
+        ex = self.machine.execute(view, block, tx_ids, tip.state_root)
+
+        sb = ledger_pb2.StoredBlock(block=block, qc=qc, block_hash=bh, state_root=ex.state_root, results=ex.results)
+        commit = Commit(
+            hdr.height, sb.SerializeToString(deterministic=True), bh, tx_ids, ex.state, ex.blobs,
+            skip_tx_index=ex.duplicate_positions,
+        )  # fmt: skip
+        after = view.with_writes(ex.state)
+        prepared = Prepared(
+            commit=commit,
+            head=Head(hdr.height, bh, hdr.view, ex.state_root, hdr.timestamp_ms, st.read_current_round(after)),
+            qc=qc.SerializeToString(deterministic=True),
+            response=ledger_pb2.AppendResponse(
+                height=hdr.height, block_hash=bh, state_root=ex.state_root, results=ex.results
+            ),
+            tx_locations={
+                tid: (hdr.height, pos) for pos, tid in enumerate(tx_ids) if pos not in ex.duplicate_positions
+            },
+            epoch=epoch,
+        )
+        with self._lock:
+            if self._epoch != epoch or self._tip is not tip:
+                raise RuntimeError("pending blocks were dropped while this block was prepared; resend it")
+            self._pending.append(prepared)
+            self._tip, self._tip_qc = prepared.head, prepared.qc
+        return prepared
+
+    def commit(self, prepared: Prepared) -> None:
+        """Write the oldest prepared block as one synced batch; then it is the head. On an error
+        every prepared block is dropped (they build on this one) and the error is raised."""
+        with self._lock:
+            if not self._pending or self._pending[0] is not prepared:
+                raise RuntimeError(f"block {prepared.commit.height} is not the next prepared block")
+        try:
+            self.store.commit(prepared.commit)
+        except BaseException:
+            self.drop_pending()
+            raise
+        with self._lock:
+            self._pending.pop(0)
+            self.head = prepared.head  # durable: readers may see it now
+
+    def drop_pending(self) -> None:
+        """Forget every prepared, unwritten block: the tip falls back to the head."""
+        with self._lock:
+            self._pending.clear()
+            self._epoch += 1
+            self._tip, self._tip_qc = self.head, self._head_qc_of(self.head.height)
+
+    def _head_qc_of(self, height: int) -> bytes:
+        sb = self.stored_block(height)
+        return sb.qc.SerializeToString(deterministic=True) if sb is not None and sb.qc.votes else b""
+
+    def _check_certificates(self, qc: types_pb2.QuorumCert, pqc: types_pb2.QuorumCert | None) -> None:
+        """The votes of the QC, then of the parent QC (None: nothing left to verify)."""
         try:
             chain.check_qc(qc, self.validators, self.quorum)
         except chain.InvalidCertificate as exc:
             raise _invalid("qc", f"qc: {exc}") from exc
-        self._check_parent_qc(hdr, head)
+        if pqc is not None:
+            try:
+                chain.check_qc(pqc, self.validators, self.quorum)
+            except chain.InvalidCertificate as exc:
+                raise _invalid("parent_qc", f"parent_qc: {exc}") from exc
 
-        ex = self.machine.execute(self.store, block, tx_ids, head.state_root)
-        sb = ledger_pb2.StoredBlock(block=block, qc=qc, block_hash=bh, state_root=ex.state_root, results=ex.results)
-        self.store.commit(
-            Commit(
-                hdr.height, sb.SerializeToString(deterministic=True), bh, tx_ids, ex.state, ex.blobs,
-                skip_tx_index=ex.duplicate_positions,
-            )
-        )
-        self.head = Head(hdr.height, bh, hdr.view, ex.state_root, hdr.timestamp_ms, self.current_round())
-        return ledger_pb2.AppendResponse(height=hdr.height, block_hash=bh, state_root=ex.state_root, results=ex.results)
-
-    def _check_parent_qc(self, hdr: types_pb2.BlockHeader, head: Head) -> None:
+    def _parent_qc_to_verify(
+        self, hdr: types_pb2.BlockHeader, head: Head, head_qc: bytes
+    ) -> types_pb2.QuorumCert | None:
+        """Check what parent_qc certifies; return it if its signatures still need verifying."""
         if not hdr.HasField("parent_qc") or not hdr.parent_qc.votes:
             if head.height == 0:
-                return  # the parent is genesis, which nobody votes on
+                return None  # the parent is genesis, which nobody votes on
             raise _invalid("parent_qc", "header.parent_qc with votes is required above height 1")
         pqc = hdr.parent_qc
         if (pqc.block_hash, pqc.view, pqc.height) != (head.block_hash, head.view, head.height):
@@ -267,7 +437,6 @@ class Ledger:
                 "parent_qc", f"parent_qc certifies ({pqc.block_hash.hex()[:16]}, view {pqc.view}, height "
                 f"{pqc.height}), not the parent ({head.block_hash.hex()[:16]}, view {head.view}, height {head.height})",
             )
-        try:
-            chain.check_qc(pqc, self.validators, self.quorum)
-        except chain.InvalidCertificate as exc:
-            raise _invalid("parent_qc", f"parent_qc: {exc}") from exc
+        if head_qc and pqc.SerializeToString(deterministic=True) == head_qc:
+            return None  # the very QC verified when the parent was appended
+        return pqc

@@ -1,8 +1,10 @@
 """LedgerService (grpc.aio): appends committed blocks and answers chain and state queries.
 
-Appends are serialized by one lock (one writer) and run in a worker thread: checking signatures,
-executing the state machine and the synced RocksDB write never block the event loop. Reads run
-against RocksDB directly (thread-safe). StreamBlocks followers wake on every append.
+Appends are prepared (checked, executed) one at a time under a lock and written, in order, by one
+writer task, both in worker threads: signatures, the state machine and the synced RocksDB write
+never block the event loop, and with several appends in flight (AppendStream) preparing the next
+block overlaps syncing the previous one. A caller is answered once its block is durable. Reads
+run against RocksDB directly (thread-safe). StreamBlocks followers wake on every durable append.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import grpc
 
 from services.ledger import backup
-from services.ledger.ledger import HASH_LEN, AppendRejected, Ledger, check_cid
+from services.ledger.ledger import HASH_LEN, AppendRejected, Ledger, Prepared, check_cid
 from services.ledger.store import Store
 from zkpot import metrics
 from zkpot.grpcutil import Registrar
@@ -32,11 +34,12 @@ DEFAULT_BLOCKS = 64
 MAX_BLOCKS = 256
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # under grpcutil's 64 MiB message limit
 STREAM_BATCH = 32
+PIPELINE = 8  # AppendStream: prepared blocks in flight per stream
 # Every request but Append is a handful of small fields: cap it far below the server-wide 64 MiB.
 REQUEST_LIMITS = {
     f"/{ledger_pb2.DESCRIPTOR.package}.Ledger/{m.name}": 64 * 1024
     for m in ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].methods
-    if m.name != "Append"
+    if m.name not in ("Append", "AppendStream")  # blocks: bounded by the server-wide message limit
 }
 
 
@@ -62,7 +65,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.m = _metrics()
-        self._write_lock = asyncio.Lock()
+        self._prepare_lock = asyncio.Lock()  # blocks are checked and executed one at a time, in order
+        # prepared blocks wait here for the writer, oldest first; each with the future its callers await
+        self._write_queue: asyncio.Queue[tuple[Prepared, asyncio.Future]] = asyncio.Queue()
+        self._durable: dict[int, asyncio.Future] = {}  # height -> future of a prepared, unwritten block
+        self._writer: asyncio.Task | None = None
         self._appended = asyncio.Event()  # replaced after every append; followers wait on it
         self._backup_running = False
         self._checkpoint_lock = asyncio.Lock()  # held while RocksDB is being checkpointed
@@ -71,7 +78,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
 
     async def close(self) -> None:
         """Close the store once no append or checkpoint is in flight (on shutdown)."""
-        async with self._write_lock, self._checkpoint_lock:
+        async with self._prepare_lock, self._checkpoint_lock:
+            await asyncio.gather(*(asyncio.shield(f) for f in list(self._durable.values())), return_exceptions=True)
+            if self._writer is not None:
+                self._writer.cancel()
             self.ledger.close()
 
     def _publish_gauges(self) -> None:
@@ -79,36 +89,114 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         self.m.current_round.set(self.ledger.head.current_round)
 
     # -- writes --------------------------------------------------------------------------------
+    #
+    # Two stages: a block is checked and executed (on top of the blocks still waiting for their
+    # write) under the prepare lock, then the writer task writes prepared blocks one by one, in
+    # order, each as its own synced batch, and only then are their callers answered. So with
+    # several Appends in flight (AppendStream, or concurrent calls) the next block's checks and
+    # execution overlap the previous block's fsync; durability and order are unchanged.
+
+    async def _submit(self, request: ledger_pb2.AppendRequest) -> asyncio.Future:
+        """Prepare `request`; a future of its response once durable (or of its refusal)."""
+        loop = asyncio.get_running_loop()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop())
+        async with self._prepare_lock:
+            try:
+                prepared = await asyncio.to_thread(self.ledger.prepare, request)
+            except Exception as exc:
+                done = loop.create_future()
+                done.set_exception(exc)
+                return done
+            if isinstance(prepared, ledger_pb2.AppendResponse):  # already there, or on its way
+                pending = self._durable.get(prepared.height)
+                done = loop.create_future()
+                if pending is None:
+                    done.set_result(prepared)
+                else:
+                    pending.add_done_callback(lambda f, r=prepared: _settle(done, f, r))
+                return done
+            fut = loop.create_future()
+            self._durable[prepared.commit.height] = fut
+            self._write_queue.put_nowait((prepared, fut))
+            return fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            prepared, fut = await self._write_queue.get()
+            height = prepared.commit.height
+            try:
+                await asyncio.to_thread(self.ledger.commit, prepared)
+            except Exception as exc:  # an I/O error (or a dropped block): it and all after it fail
+                log.exception("synced write of block %d failed; dropping the blocks prepared after it", height)
+                _fail(fut, exc)
+                while not self._write_queue.empty():
+                    _, later = self._write_queue.get_nowait()
+                    _fail(later, RuntimeError(f"block {height} before it could not be written"))
+                self._durable.clear()
+                continue
+            self._durable.pop(height, None)
+            resp = prepared.response
+            self.m.appends.labels(result="appended").inc()
+            accepted = sum(1 for r in resp.results if r.accepted)
+            self.m.txs.labels(result="accepted").inc(accepted)
+            self.m.txs.labels(result="rejected").inc(len(resp.results) - accepted)
+            self._publish_gauges()
+            event, self._appended = self._appended, asyncio.Event()
+            event.set()
+            if not fut.done():
+                fut.set_result(resp)
+
+    async def _respond(self, fut: asyncio.Future, context: grpc.aio.ServicerContext) -> ledger_pb2.AppendResponse:
+        try:
+            resp = await asyncio.shield(fut)  # a caller that goes away does not stop the write
+        except AppendRejected as exc:
+            self.m.rejections.labels(reason=exc.reason).inc()
+            log.warning("append refused (%s): %s", exc.reason, exc.message)
+            await context.abort(exc.code, exc.message)
+            raise  # unreachable: abort raises
+        except Exception as exc:  # a bug or an I/O error: this block was not committed
+            log.error("append failed: %r", exc)
+            self.m.rejections.labels(reason="internal").inc()
+            await context.abort(grpc.StatusCode.INTERNAL, f"append failed: {exc}")
+            raise
+        if resp.already_present:
+            self.m.appends.labels(result="already_present").inc()
+        return resp
 
     async def Append(  # noqa: N802 - gRPC method name
         self, request: ledger_pb2.AppendRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.AppendResponse:
         start = time.perf_counter()
-        async with self._write_lock:
-            try:
-                resp = await asyncio.to_thread(self.ledger.append, request)
-            except AppendRejected as exc:
-                self.m.rejections.labels(reason=exc.reason).inc()
-                log.warning("append refused (%s): %s", exc.reason, exc.message)
-                await context.abort(exc.code, exc.message)
-                raise  # unreachable: abort raises
-            except Exception as exc:  # a bug or an I/O error: nothing was committed
-                log.exception("append failed")
-                self.m.rejections.labels(reason="internal").inc()
-                await context.abort(grpc.StatusCode.INTERNAL, f"append failed: {exc}")
-                raise
-        if resp.already_present:
-            self.m.appends.labels(result="already_present").inc()
-            return resp
-        self.m.append_seconds.observe(time.perf_counter() - start)
-        self.m.appends.labels(result="appended").inc()
-        accepted = sum(1 for r in resp.results if r.accepted)
-        self.m.txs.labels(result="accepted").inc(accepted)
-        self.m.txs.labels(result="rejected").inc(len(resp.results) - accepted)
-        self._publish_gauges()
-        event, self._appended = self._appended, asyncio.Event()
-        event.set()
+        resp = await self._respond(await self._submit(request), context)
+        if not resp.already_present:
+            self.m.append_seconds.observe(time.perf_counter() - start)
         return resp
+
+    async def AppendStream(  # noqa: N802
+        self, request_iterator: AsyncIterator[ledger_pb2.AppendRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ledger_pb2.AppendResponse]:
+        """Appends in stream order, up to PIPELINE of them in flight; one response each, in order,
+        once its block is durable. The stream ends at the first refusal (blocks after it fail too)."""
+        inflight: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(maxsize=PIPELINE)
+
+        async def feed() -> None:
+            try:
+                async for request in request_iterator:
+                    await inflight.put(await self._submit(request))
+            except Exception:  # a broken or refused request stream: wake the loop below, which re-raises
+                await inflight.put(None)
+                raise
+            await inflight.put(None)
+
+        feeder = asyncio.create_task(feed())
+        try:
+            while (fut := await inflight.get()) is not None:
+                yield await self._respond(fut, context)
+            await feeder  # surfaces a broken request stream
+        finally:
+            feeder.cancel()
+
 
     # -- chain reads ---------------------------------------------------------------------------
 
@@ -316,3 +404,18 @@ def registrar(servicer: LedgerServicer) -> Registrar:
         return ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name
 
     return register
+
+
+def _settle(target: asyncio.Future, source: asyncio.Future, resp: ledger_pb2.AppendResponse) -> None:
+    """Resolve an already-present response once the identical block in flight is durable."""
+    if target.done():
+        return
+    if source.cancelled() or source.exception() is not None:
+        target.set_exception(RuntimeError("the identical block in flight could not be written"))
+    else:
+        target.set_result(resp)
+
+
+def _fail(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

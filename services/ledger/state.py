@@ -12,23 +12,26 @@ Rules
 - SubmitProof is accepted iff: the task id is the chain's; the task is not finished; round == the
   open round; sender == participant; participant is a genesis participant; the transaction's
   signature is valid; no earlier accepted submission by that participant in that round;
-  model_cid == content_id(model_params); model_params decodes (zkpot.model_codec) with the layout
-  of the round's global model. Otherwise it is recorded as a TxResult with accepted=false and a
-  reason; the block stays valid. Proofs are NOT checked here: consensus only commits blocks whose
-  proofs its verifier accepted. Accepted: the submission (participant, tx id, claimed_correct,
-  model_cid, height) joins the round's summary, the model bytes go to blobs, and
-  score[r][participant] = claimed_correct.
+  model_cid == content_id(model_params); model_cid is neither the round's global model nor an
+  earlier accepted submission's model of the round (free-riding); model_params decodes
+  (zkpot.model_codec) with the layout of the round's global model. Otherwise it is recorded as a
+  TxResult with accepted=false and a reason; the block stays valid. Proofs are NOT checked here:
+  consensus only commits blocks whose proofs its verifier accepted. Accepted: the submission
+  (participant, tx id, claimed_correct, model_cid, height) joins the round's summary, the model
+  bytes go to blobs, and the proven score b"score/" + u64(r) + participant = u32(claimed_correct)
+  is written.
 - A transaction whose id is already on chain (or earlier in the same block) is rejected as a
   duplicate. PublishTask after genesis is rejected. Opaque `payload` transactions and unknown bodies
   are accepted with no state change (consensus benchmarks).
 - Round close, evaluated once after each non-genesis block's transactions: the open round r closes
   when every genesis participant (at least one) has an accepted submission in r, or when the block
   height >= open_height + manifest.round_deadline_blocks (0 means: no deadline). On close the
-  aggregate is zkpot.model_codec.fedavg_fixed over the models of submissions with
-  claimed_correct >= manifest.min_correct, in participant-key order with equal weights; if none
-  qualifies the global model carries over unchanged. The aggregate goes to blobs; the summary gets
-  next_global_model_cid, close_height, aggregation_rule "fedavg-threshold(min_correct=K)" and each
-  submission's `aggregated`. Then the leader schedule: a validator's score is the claimed_correct
+  aggregate is zkpot.aggregation.aggregate(manifest.aggregation_rule, ...) over the models of
+  submissions with claimed_correct >= manifest.min_correct (default rule: equal-weight integer
+  FedAvg in participant-key order); if none qualifies the global model carries over unchanged.
+  The aggregate goes to blobs; the summary gets next_global_model_cid, close_height,
+  aggregation_rule "<rule>(min_correct=K)" and each submission's `aggregated`. An unknown rule
+  name in the manifest is a GenesisError. Then the leader schedule: a validator's score is the claimed_correct
   of the participant whose Member.validator it is (the best one if several), ranked by
   zkpot.schedule.rank_leaders(r, validators in genesis order, scores, min_correct);
   activation_view = closing block's view + zkpot.schedule.ACTIVATION_LAG; the previous leaders
@@ -44,6 +47,7 @@ State keys (column family `state`):
   b"round/current"         u64: the open round (rounds + 1 once the task is finished)
   b"round/" + u64(r)       RoundSummary of round r (submissions in acceptance order)
   b"schedule"              LeaderScheduleResponse
+  b"score/" + u64(r) + pk  u32: proven correct count of participant pk's accepted round-r proof
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from zkpot import chain, model_codec, schedule
+import numpy as np
+
+from zkpot import aggregation, chain, model_codec, schedule
 from zkpot.codec import content_id, u64_key
 from zkpot.genesis import Genesis
 from zkpot.v1 import ledger_pb2, types_pb2
@@ -64,14 +70,29 @@ KEY_CURRENT_ROUND = b"round/current"
 KEY_SCHEDULE = b"schedule"
 ZERO_ROOT = b"\x00" * 32
 _U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+SCORE_PREFIX = b"score/"
 
 
 def round_key(round_: int) -> bytes:
     return b"round/" + u64_key(round_)
 
 
-def aggregation_rule(min_correct: int) -> str:
-    return f"fedavg-threshold(min_correct={min_correct})"
+def score_prefix(round_: int) -> bytes:
+    return SCORE_PREFIX + u64_key(round_)
+
+
+def score_key(round_: int, participant: bytes) -> bytes:
+    return score_prefix(round_) + participant
+
+
+def decode_score(raw: bytes) -> int:
+    return _U32.unpack(raw)[0]
+
+
+def aggregation_rule(min_correct: int, name: str = "") -> str:
+    """The round summary's provenance label of the task's rule (zkpot.aggregation)."""
+    return aggregation.rule_label(name, min_correct)
 
 
 class Reader(Protocol):
@@ -155,6 +176,10 @@ def to_schedule(resp: ledger_pb2.LeaderScheduleResponse) -> schedule.Schedule:
     )
 
 
+def _layout(tensors: list[tuple[str, np.ndarray]]) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, arr.shape) for name, arr in tensors]
+
+
 def _ser(msg: object) -> bytes:
     return msg.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
 
@@ -166,6 +191,7 @@ class StateMachine:
         self.task_id = genesis.task_id
         self.participants = genesis.participant_keys
         self.validators = tuple(m.public_key for m in genesis.validators)
+        self._layouts: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
 
     # -- genesis -------------------------------------------------------------------------------
 
@@ -173,6 +199,10 @@ class StateMachine:
         ov = _Overlay(reader)
         publish = self.genesis.publish_task.publish_task
         cid = self.manifest.artefacts.get("initial_model", "")
+        try:
+            aggregation.rule_name(self.manifest.aggregation_rule)
+        except aggregation.AggregationError as exc:
+            raise GenesisError(str(exc)) from exc
         if not publish.initial_model:
             raise GenesisError("genesis task carries no initial model")
         if content_id(publish.initial_model) != cid:
@@ -196,7 +226,7 @@ class StateMachine:
             round=round_,
             open_height=height,
             global_model_cid=global_cid,
-            aggregation_rule=aggregation_rule(self.manifest.min_correct),
+            aggregation_rule=aggregation_rule(self.manifest.min_correct, self.manifest.aggregation_rule),
             test_set_size=self.manifest.test_set_size,
         )
         ov.put(round_key(round_), _ser(summary))
@@ -245,7 +275,7 @@ class StateMachine:
             return "sender is not the participant"
         if sp.participant not in self.participants:
             return "unknown participant"
-        if not chain.tx_signature_ok(tx):
+        if not chain.tx_signature_ok(tx, tid):
             return "bad transaction signature"
         summary = read_round(ov.get, current)
         assert summary is not None  # the open round always has a summary
@@ -253,13 +283,16 @@ class StateMachine:
             return f"duplicate submission for round {current}"
         if sp.model_cid != content_id(sp.model_params):
             return "model_cid does not match model_params"
+        # free-riding: proving someone else's work earns no score (the revealed params show it)
+        if sp.model_cid == summary.global_model_cid:
+            return "model is the round's global model unchanged (free-riding)"
+        if any(s.model_cid == sp.model_cid for s in summary.submissions):
+            return "model copies an earlier submission of this round (free-riding)"
         try:
             tensors = model_codec.decode_fixed(sp.model_params)
         except (model_codec.ModelFormatError, ValueError) as exc:
             return f"model does not decode: {exc}"
-        global_bytes = ov.blob(summary.global_model_cid)
-        assert global_bytes is not None
-        if not model_codec.same_layout(tensors, model_codec.decode_fixed(global_bytes)):
+        if _layout(tensors) != self._global_layout(ov, summary.global_model_cid):
             return "model layout differs from the round's global model"
         summary.submissions.add(
             participant=sp.participant,
@@ -269,8 +302,21 @@ class StateMachine:
             height=height,
         )
         ov.put(round_key(current), _ser(summary))
+        ov.put(score_key(current, sp.participant), _U32.pack(sp.claimed_correct))
         ov.blobs[sp.model_cid] = sp.model_params
         return ""
+
+    def _global_layout(self, ov: _Overlay, cid: str) -> list[tuple[str, tuple[int, ...]]]:
+        """Layout of a global model; cached by content id (the bytes behind a cid never change)."""
+        layout = self._layouts.get(cid)
+        if layout is None:
+            data = ov.blob(cid)
+            assert data is not None  # global models are stored before their round opens
+            layout = _layout(model_codec.decode_fixed(data))
+            if len(self._layouts) >= 16:
+                self._layouts.clear()
+            self._layouts[cid] = layout
+        return layout
 
     # -- round close ---------------------------------------------------------------------------
 
@@ -290,15 +336,18 @@ class StateMachine:
 
     def _close_round(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, height: int, view: int) -> None:
         r, k = summary.round, self.manifest.min_correct
-        passing = sorted((s for s in summary.submissions if s.claimed_correct >= k), key=lambda s: s.participant)
-        if passing:
-            models = [ov.blob(s.model_cid) for s in passing]
-            aggregate = model_codec.fedavg_fixed([m for m in models if m is not None])
-            next_cid = content_id(aggregate)
-            ov.blobs[next_cid] = aggregate
+        subs = []
+        for s in summary.submissions:
+            blob = ov.blob(s.model_cid)
+            assert blob is not None  # accepted submissions' models are stored with them
+            subs.append(aggregation.Submission(s.participant, s.claimed_correct, blob))
+        agg = aggregation.aggregate(self.manifest.aggregation_rule, subs, k)
+        if agg.model is not None:
+            next_cid = content_id(agg.model)
+            ov.blobs[next_cid] = agg.model
         else:
             next_cid = summary.global_model_cid  # nothing qualifies: the global model carries over
-        passed = {s.participant for s in passing}
+        passed = set(agg.included)
         for s in summary.submissions:
             s.aggregated = s.participant in passed
         summary.closed = True

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import AccessType, Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from zkpot.codec import u64_key
 
@@ -64,11 +64,17 @@ def _options() -> Options:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """Open (read-write: create) the ledger database. read_only opens an existing one without
+        taking its lock or writing anything (verification of backups and stopped ledgers)."""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
-        self._db = Rdict(str(self.path), _options(), column_families=cfs)
+        if read_only:
+            self._db = Rdict(str(self.path), Options(raw_mode=True), column_families=cfs,
+                             access_type=AccessType.read_only())
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._db = Rdict(str(self.path), _options(), column_families=cfs)
         self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._sync = WriteOptions()
@@ -114,22 +120,55 @@ class Store:
     def blob(self, cid: str) -> bytes | None:
         return self._cf[CF_BLOBS].get(cid.encode())
 
+    def state_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """State entries whose key starts with `prefix`, in key order."""
+        for key, value in self._cf[CF_STATE].items(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def items(self, cf: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every entry of one column family in key order (verification, tests)."""
+        yield from self._cf[cf].items()
+
+    def last_block_height(self) -> int | None:
+        """Height of the highest key in `blocks` (must equal the head on a sound store)."""
+        for key in self._cf[CF_BLOCKS].keys(backwards=True):
+            return _U64.unpack(key)[0]
+        return None
+
+    # -- backup --------------------------------------------------------------------------------
+
+    def checkpoint(self, path: Path) -> None:
+        """A RocksDB checkpoint at `path` (must not exist): hard links to the SST files plus the
+        WAL, one consistent point of the write sequence. Blocks are single batches, so the
+        checkpoint holds whole blocks only, whatever append was running at the time."""
+        Checkpoint(self._db).create_checkpoint(str(path))
+
     # -- the one write path ----------------------------------------------------------------------
 
     def commit(self, c: Commit, extra_meta: Mapping[bytes, bytes] | None = None) -> None:
         """Write block + indexes + state + blobs + head as one synced batch."""
         wb = WriteBatch(raw_mode=True)
         h = self._handles
-        wb.put(u64_key(c.height), c.stored_block, h[CF_BLOCKS])
-        wb.put(block_index_key(c.block_hash), _U64.pack(c.height), h[CF_INDEX])
-        for pos, tid in enumerate(c.tx_ids):
-            if pos not in c.skip_tx_index:
-                wb.put(tx_index_key(tid), _TX_LOC.pack(c.height, pos), h[CF_INDEX])
-        for key, value in c.state.items():
-            wb.put(key, value, h[CF_STATE])
-        for cid, data in c.blobs.items():
-            wb.put(cid.encode(), data, h[CF_BLOBS])
-        for key, value in (extra_meta or {}).items():
-            wb.put(key, value, h[CF_META])
-        wb.put(META_HEAD, _U64.pack(c.height), h[CF_META])
+        for cf, key, value in batch_entries(c, extra_meta):
+            wb.put(key, value, h[cf])
         self._db.write(wb, self._sync)
+
+
+def batch_entries(c: Commit, extra_meta: Mapping[bytes, bytes] | None = None) -> list[tuple[str, bytes, bytes]]:
+    """(column family, key, value) of every write of one block's batch, head pointer last."""
+    out = [
+        (CF_BLOCKS, u64_key(c.height), c.stored_block),
+        (CF_INDEX, block_index_key(c.block_hash), _U64.pack(c.height)),
+    ]
+    out += [
+        (CF_INDEX, tx_index_key(tid), _TX_LOC.pack(c.height, pos))
+        for pos, tid in enumerate(c.tx_ids)
+        if pos not in c.skip_tx_index
+    ]
+    out += [(CF_STATE, key, value) for key, value in c.state.items()]
+    out += [(CF_BLOBS, cid.encode(), data) for cid, data in c.blobs.items()]
+    out += [(CF_META, key, value) for key, value in (extra_meta or {}).items()]
+    out.append((CF_META, META_HEAD, _U64.pack(c.height)))
+    return out
