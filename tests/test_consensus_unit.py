@@ -348,6 +348,37 @@ def test_leader_elector_follows_ledger_schedule(fx: Fixture) -> None:
         el.update(ledger_pb2.LeaderScheduleResponse(leaders=[b"\x01" * 32]))
 
 
+def _header_block(view: int, parent_qc_view: int, height: int) -> types_pb2.Block:
+    return types_pb2.Block(header=types_pb2.BlockHeader(
+        view=view, height=height, parent_qc=types_pb2.QuorumCert(view=parent_qc_view)))
+
+
+def test_leader_elector_skips_a_leader_that_failed_in_this_epoch(fx: Fixture) -> None:
+    from services.consensus.leader import SKIP_LAG
+
+    keys = [v.public_key for v in fx.genesis.validators]
+    el = LeaderElector(keys)
+    el.note_committed(_header_block(5, 4, 5))   # no gap: nobody failed
+    assert [el.leader(v) for v in range(40, 44)] == keys
+    el.note_committed(_header_block(7, 5, 6))   # view 6 ended by a TC: keys[6 % 4] failed
+    failed = keys[2]
+    assert all(el.leader(v) == keys[v % 4] for v in range(7, 7 + SKIP_LAG))  # evidence not yet in force
+    later = [v for v in range(7 + SKIP_LAG, 7 + SKIP_LAG + 12) if v % 4 == 2]
+    assert later and all(el.leader(v) == keys[3] for v in later)  # the next in order stands in
+    assert all(el.leader(v) == keys[v % 4] for v in range(7 + SKIP_LAG, 60) if v % 4 != 2)
+    el.note_committed(_header_block(7, 5, 6))   # the same height again: no double count
+    el.note_committed(_header_block(30, 28, 7))  # a second failure (view 29, keys[1]): more than f
+    assert el.leader(29) == keys[1]
+    assert all(el.leader(v) == keys[v % 4] for v in range(30 + SKIP_LAG, 60))  # two > f: plain rotation
+    assert any(el.leader(v) == failed for v in range(30 + SKIP_LAG, 60))
+    # a new epoch forgives: evidence from the old one does not count there
+    el.update(ledger_pb2.LeaderScheduleResponse(
+        epoch=1, activation_view=100, leaders=keys, scores=[0, 0, 0, 0],
+        previous_leaders=keys, previous_activation_view=0,
+    ))
+    assert [el.leader(v) for v in range(100, 108)] == [keys[(v - 100) % 4] for v in range(100, 108)]
+
+
 # ------------------------------------------------------------------ transaction checks (verifier double)
 
 

@@ -66,6 +66,44 @@ def shared_env() -> ZkpEnv:
     return _env
 
 
+@dataclass(frozen=True)
+class ShardedEnv:
+    root: Path
+    task: Task                       # 4 test samples in 2 shards of 2 (small circuit: logrows 12)
+    alice: KeyPair
+    bob: KeyPair
+    shard_path: Path
+    honest: prove.RoundProof         # alice, round 1
+    honest_tx: types_pb2.Transaction
+    other: prove.Proven              # bob, round 1, another model: the proof of shard 1 only
+
+
+SHARDED_SIZE, SHARD_SIZE = 4, 2
+_sharded: ShardedEnv | None = None
+
+
+def sharded_env() -> ShardedEnv:
+    """A task whose public test set is proven in 2 shards, and two real sharded submissions."""
+    global _sharded
+    if _sharded is None:
+        root = Path(tempfile.mkdtemp(prefix="zkpot-zkp-shards-"))
+        atexit.register(shutil.rmtree, root, True)
+        publisher, alice, bob = (KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2, 3))
+        task = create_task(root / "task", publisher, TaskConfig(test_set_size=SHARDED_SIZE, shard_size=SHARD_SIZE,
+                                                                min_correct=0, reference_models=1))
+        shards = data.dirichlet_shards(4, 0.5, seed=7)
+        shard_path = root / "shard-0.npz"
+        data.save(shard_path, shards[0])
+        honest = prove.prove_round(task, task.initial_model, shards[0], 1, alice.public, root / "a", seed=1)
+        trained = prove.train_step(task, task.initial_model, shards[1], 0, seed=2)
+        prove.compile_step(task, trained.model_params, root / "b")
+        prove.witness_step(task, root / "b", 1, 1, bob.public)
+        other = prove.prove_shard_step(task, root / "b", 1)
+        _sharded = ShardedEnv(root, task, alice, bob, shard_path, honest, prove.round_tx(alice, task.task_id, honest),
+                              other)
+    return _sharded
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # (command, module providing `register(subparsers)`); imported lazily so that
@@ -18,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "consensus": ("services.consensus.cli", "HotStuff replica service"),
     "ledger": ("services.ledger.cli", "RocksDB ledger service and queries"),
     "observer": ("services.observer.cli", "learning metrics from a ledger, for Prometheus"),
+    "experiment": ("zkpot.experiment.cli", "federated learning under attack: FedAvg vs ZKPoT, tables and plots"),
 }
 
 
@@ -39,10 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.parse_args([args.command, "--help"])
         return 2
-    if getattr(args, "tls_dir", None):  # commands with --tls-dir (grpcutil.add_tls_args)
+    # mutual TLS for every gRPC server and client of this process: --tls-dir (grpcutil.add_tls_args)
+    # or, for commands without the flag, $ZKPOT_TLS_DIR
+    tls_dir = getattr(args, "tls_dir", None) or os.environ.get("ZKPOT_TLS_DIR")
+    health_listen = getattr(args, "health_listen", None)
+    if tls_dir or health_listen:
         from zkpot import grpcutil
 
-        grpcutil.configure_tls(args.tls_dir)
+        grpcutil.configure_tls(tls_dir)
+        grpcutil.configure_health_listen(health_listen)
     return int(args.func(args) or 0)
 
 

@@ -39,6 +39,16 @@ Registrar = Callable[[grpc.aio.Server], str]  # adds a servicer, returns its ful
 # None: plaintext (the devnet default). Set: every server requires client certificates from the
 # same CA (mutual TLS) and every channel() presents this node's certificate.
 _tls: TlsMaterial | None = None
+# Optional plaintext listener with the health service only (Kubernetes' gRPC probes cannot present
+# a client certificate): set from --health-listen / $ZKPOT_HEALTH_LISTEN.
+_health_listen: str | None = None
+ENV_HEALTH_LISTEN = "ZKPOT_HEALTH_LISTEN"
+
+
+def configure_health_listen(listen: str | None) -> None:
+    """Also serve the health service alone, in plaintext, on `listen` (None: not)."""
+    global _health_listen
+    _health_listen = listen or None
 
 
 def configure_tls(directory: Path | str | None) -> TlsMaterial | None:
@@ -60,6 +70,11 @@ def add_tls_args(parser: argparse.ArgumentParser) -> None:
         "--tls-dir", type=Path, default=os.environ.get(ENV_TLS_DIR) or None,
         help=f"mutual TLS: directory with tls.crt, tls.key, ca.crt (`zkpot tls issue`; default ${ENV_TLS_DIR}; "
              "unset: plaintext)",
+    )
+    parser.add_argument(
+        "--health-listen", default=os.environ.get(ENV_HEALTH_LISTEN) or None, metavar="HOST:PORT",
+        help="servers: also serve the gRPC health service alone, in plaintext, here (probes that cannot do mTLS; "
+             f"default ${ENV_HEALTH_LISTEN})",
     )
 
 
@@ -100,6 +115,16 @@ class _Refused:
         self.message = message
 
 
+class RequestRefused(Exception):
+    """Raised by a guarded request stream at its first refused message. The guard turns it into the
+    call's status in the handler's own task (aborting from another task races the handler's sends)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class RequestGuard(grpc.aio.ServerInterceptor):
     """Checks every unary request body before a handler sees it.
 
@@ -121,7 +146,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(details)
-        if handler is None or handler.request_streaming:
+        if handler is None:
             return handler
         wrapped = self._wrap(method, handler)
         if len(self._wrapped) < 1024:  # handlers are static per method; bound the cache anyway
@@ -144,15 +169,27 @@ class RequestGuard(grpc.aio.ServerInterceptor):
                 log.debug("unparsable request to %s: %s", method, exc)
                 return _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: request does not parse: {exc}")
 
+        if handler.request_streaming:
+            return self._wrap_request_stream(handler, checked)
         if handler.response_streaming:
             inner_stream = handler.unary_stream
+            if inspect.isasyncgenfunction(inner_stream):  # yields its responses
 
-            async def stream_behavior(request, context):  # noqa: ANN001, ANN202
-                if isinstance(request, _Refused):
-                    await context.abort(request.code, request.message)
-                async for item in inner_stream(request, context):
-                    yield item
+                async def stream_behavior(request, context):  # noqa: ANN001, ANN202
+                    if isinstance(request, _Refused):
+                        await context.abort(request.code, request.message)
+                    async for item in inner_stream(request, context):
+                        yield item
 
+            elif inspect.iscoroutinefunction(inner_stream):  # writes with context.write (e.g. Health.Watch)
+
+                async def stream_behavior(request, context):  # noqa: ANN001, ANN202
+                    if isinstance(request, _Refused):
+                        await context.abort(request.code, request.message)
+                    await inner_stream(request, context)
+
+            else:
+                return handler  # a synchronous generator: leave it to grpc's own handling
             return grpc.unary_stream_rpc_method_handler(stream_behavior, checked, handler.response_serializer)
         inner = handler.unary_unary
 
@@ -163,6 +200,44 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             return await result if inspect.isawaitable(result) else result
 
         return grpc.unary_unary_rpc_method_handler(behavior, checked, handler.response_serializer)
+
+    @staticmethod
+    def _wrap_request_stream(handler: grpc.RpcMethodHandler, checked: Callable[[bytes], object]
+                             ) -> grpc.RpcMethodHandler:
+        """Client streams: the handler's request iterator raises RequestRefused at the first refused
+        message, and the call ends with that message's status.
+        (A handler that reads with context.read() instead of iterating is left unguarded.)"""
+
+        async def guarded(requests):  # noqa: ANN001, ANN202
+            async for item in requests:
+                if isinstance(item, _Refused):
+                    raise RequestRefused(item.code, item.message)
+                yield item
+
+        if handler.response_streaming:
+            inner = handler.stream_stream
+            if not inspect.isasyncgenfunction(inner):
+                return handler
+
+            async def bidi(requests, context):  # noqa: ANN001, ANN202
+                try:
+                    async for item in inner(guarded(requests), context):
+                        yield item
+                except RequestRefused as exc:
+                    await context.abort(exc.code, exc.message)
+
+            return grpc.stream_stream_rpc_method_handler(bidi, checked, handler.response_serializer)
+        inner_unary = handler.stream_unary
+        if not inspect.iscoroutinefunction(inner_unary):
+            return handler
+
+        async def client_stream(requests, context):  # noqa: ANN001, ANN202
+            try:
+                return await inner_unary(guarded(requests), context)
+            except RequestRefused as exc:
+                await context.abort(exc.code, exc.message)
+
+        return grpc.stream_unary_rpc_method_handler(client_stream, checked, handler.response_serializer)
 
 
 async def serve(
@@ -188,10 +263,18 @@ async def serve(
         port = server.add_insecure_port(listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {listen}")
+    probe_server = None
+    if _health_listen:
+        probe_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RequestGuard()])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probe_server)
+        if probe_server.add_insecure_port(_health_listen) == 0:
+            raise RuntimeError(f"cannot listen on {_health_listen}")
+        await probe_server.start()
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s", ", ".join(names), listen)
+    log.info("serving %s on %s%s%s", ", ".join(names), listen, " (mutual TLS)" if _tls is not None else "",
+             f", health only on {_health_listen}" if probe_server is not None else "")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -202,6 +285,8 @@ async def serve(
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace_s)
+    if probe_server is not None:
+        await probe_server.stop(0)
     if on_stop is not None:
         await on_stop()
 

@@ -3,7 +3,9 @@
 Modules, one job each (in the spirit of asonnino/hotstuff):
 - ``safety``      persisted safety state (last voted view, high QC, highest timeout view) + the voting rule
 - ``aggregator``  votes -> QC, timeouts -> TC (a second message from one signer never counts)
-- ``leader``      leader of a view from the ledger's leader schedule (zkpot.schedule)
+- ``leader``      leader of a view from the ledger's leader schedule (zkpot.schedule), skipping
+                  validators that failed to lead earlier in the epoch (evidence: committed TC gaps)
+- ``runtime``     clocks and off-loop CPU work (virtual time and inline work in the simulator)
 - ``blockstore``  the tree of uncommitted blocks above the committed tip + the 2-chain commit rule
 - ``mempool``     admitted transactions: dedupe by id, count/byte caps, batches for proposals
 - ``checks``      stateless validation of proposals, blocks, certificates and transactions

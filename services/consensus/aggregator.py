@@ -34,6 +34,10 @@ class VoteAggregator:
             return types_pb2.QuorumCert(block_hash=vote.block_hash, view=vote.view, height=vote.height, votes=sigs)
         return None
 
+    def has_voted(self, view: int, signer: bytes) -> bool:
+        """Whether a vote by `signer` in `view` was counted already (a second one is a replay or equivocation)."""
+        return signer in self._signers.get(view, ())
+
     def votes_for(self, view: int, block_hash: bytes, height: int) -> int:
         return len(self._votes.get((view, block_hash, height), ()))
 
@@ -56,7 +60,13 @@ class TimeoutAggregator:
         if signer not in self.validators:
             raise ValueError("timeout by unknown signer")
         per_view = self._timeouts.setdefault(timeout.view, {})
-        per_view.setdefault(signer, timeout)
+        if signer not in per_view:
+            if timeout.HasField("last_tc"):  # a TC never nests TCs: keep certificates small
+                stripped = consensus_pb2.Timeout()
+                stripped.CopyFrom(timeout)
+                stripped.ClearField("last_tc")
+                timeout = stripped
+            per_view[signer] = timeout
         if len(per_view) >= self.quorum and timeout.view not in self._done:
             self._done.add(timeout.view)
             return len(per_view), consensus_pb2.TimeoutCert(view=timeout.view, timeouts=list(per_view.values()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from zkpot import chain
@@ -20,9 +21,16 @@ class Entry:
 
 
 class BlockStore:
-    def __init__(self, root: types_pb2.Block, root_hash: bytes, root_qc: types_pb2.QuorumCert | None) -> None:
+    def __init__(
+        self,
+        root: types_pb2.Block,
+        root_hash: bytes,
+        root_qc: types_pb2.QuorumCert | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """`root`: the committed tip (the ledger's head; genesis on a fresh chain)."""
-        self._entries: dict[bytes, Entry] = {root_hash: Entry(root, time.monotonic(), [])}
+        self._clock = clock
+        self._entries: dict[bytes, Entry] = {root_hash: Entry(root, clock(), [])}
         self.certs: dict[bytes, types_pb2.QuorumCert] = {}
         if root_qc is not None:
             self.certs[root_hash] = root_qc
@@ -48,7 +56,7 @@ class BlockStore:
         h = block_hash or chain.block_hash(block.header)
         if h not in self._entries:
             ids = tx_ids if tx_ids is not None else [chain.tx_id(tx) for tx in block.txs]
-            self._entries[h] = Entry(block, time.monotonic(), ids)
+            self._entries[h] = Entry(block, self._clock(), ids)
         qc = block.header.parent_qc
         if block.header.HasField("parent_qc") and qc.votes and qc.block_hash not in self.certs:
             self.certs[qc.block_hash] = qc

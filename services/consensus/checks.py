@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from zkpot import chain, crypto
 from zkpot.codec import merkle_root
 from zkpot.v1 import consensus_pb2, types_pb2
+
+# tx id by the exact bytes of the transaction: a tx reaches a replica up to three times (client or
+# gossip, proposal, sync) and its id (a canonical digest in Python) costs ~20 us each time. Keyed
+# by the full serialization, so a different byte anywhere is a different entry.
+_TX_IDS: dict[bytes, bytes] = {}
+_TX_IDS_MAX = 500_000
+
+
+def tx_ids(txs: Sequence[types_pb2.Transaction]) -> list[bytes]:
+    out = []
+    for tx in txs:
+        raw = tx.SerializeToString()
+        tid = _TX_IDS.get(raw)
+        if tid is None:
+            if len(_TX_IDS) >= _TX_IDS_MAX:
+                _TX_IDS.clear()  # crude but thread-safe under the GIL; refills within a few blocks
+            tid = _TX_IDS[raw] = chain.tx_id(tx)
+        out.append(tid)
+    return out
 
 
 class Rejected(Exception):
@@ -43,6 +64,8 @@ def check_tc(tc: consensus_pb2.TimeoutCert, validators: frozenset[bytes], quorum
             raise Rejected("bad_tc", f"timeout by unknown signer {crypto.short(signer)}")
         if signer in seen:
             raise Rejected("bad_tc", f"duplicate timeout by {crypto.short(signer)}")
+        if t.HasField("last_tc"):
+            raise Rejected("bad_tc", "a timeout inside a TC carries a TC")
         if not chain.timeout_signature_ok(t):
             raise Rejected("bad_tc", f"bad timeout signature by {crypto.short(signer)}")
         seen.add(signer)
@@ -79,7 +102,7 @@ def check_block(
         if qc.view >= header.view:
             raise Rejected("malformed", "parent QC view is not below the block's view")
         check_qc(qc, validators, quorum, genesis_hash)
-    ids = [chain.tx_id(tx) for tx in block.txs]
+    ids = tx_ids(block.txs)
     if merkle_root(ids) != header.txs_root:
         raise Rejected("malformed", "txs_root does not match the transactions")
     if len(set(ids)) != len(ids):
@@ -119,6 +142,10 @@ def check_timeout(
         if timeout.high_qc.view >= timeout.view:
             raise Rejected("malformed", "timeout's high QC is not below its view")
         check_qc(timeout.high_qc, validators, quorum, genesis_hash)
+    if timeout.HasField("last_tc"):
+        if timeout.last_tc.view >= timeout.view:
+            raise Rejected("malformed", "timeout's last TC is not below its view")
+        check_tc(timeout.last_tc, validators, quorum)
 
 
 def tx_shape_refusal(tx: types_pb2.Transaction) -> str | None:

@@ -35,17 +35,26 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--max-block-bytes", type=int, default=8 * 1024 * 1024)
     s.add_argument("--mempool-max-txs", type=int, default=50_000)
     s.add_argument("--mempool-max-bytes", type=int, default=256 * 1024 * 1024)
+    s.add_argument("--mempool-max-per-sender", type=int, default=None,
+                   help="mempool quota per submitter key (default: a quarter of --mempool-max-txs)")
+    s.add_argument("--peer-tx-rate", type=float, default=10_000.0,
+                   help="SubmitTx transactions/s allowed per peer (TLS identity, else address)")
+    s.add_argument("--peer-tx-burst", type=float, default=20_000.0, help="per-peer SubmitTx burst")
+    s.add_argument("--gossip-tx-rate", type=float, default=50_000.0, help="GossipTxs transactions/s per peer")
     s.add_argument("--log-level", default="INFO")
+    grpcutil.add_tls_args(s)
     s.set_defaults(func=_serve)
 
     st = sub.add_parser("status", help="print a replica's status")
     st.add_argument("--target", required=True)
+    grpcutil.add_tls_args(st)
     st.set_defaults(func=_status)
 
     sb = sub.add_parser("submit", help="sign and submit payload transactions (smoke tests)")
     sb.add_argument("--target", required=True)
     sb.add_argument("--key", type=Path, required=True)
     sb.add_argument("--payload-hex", action="append", required=True, help="repeatable")
+    grpcutil.add_tls_args(sb)
     sb.set_defaults(func=_submit)
 
 
@@ -74,11 +83,16 @@ def _serve(args: argparse.Namespace) -> int:
         max_block_bytes=args.max_block_bytes,
         mempool_max_txs=args.mempool_max_txs,
         mempool_max_bytes=args.mempool_max_bytes,
+        mempool_max_per_sender=(args.mempool_max_per_sender if args.mempool_max_per_sender is not None
+                                else max(1, args.mempool_max_txs // 4)),
     )
+    if min(args.peer_tx_rate, args.peer_tx_burst, args.gossip_tx_rate) <= 0:
+        raise SystemExit("--peer-tx-rate, --peer-tx-burst and --gossip-tx-rate must be positive")
     asyncio.run(serve(ServeArgs(
         genesis=args.genesis, key=args.key, node=args.node, listen=args.listen, ledger=args.ledger,
         verifier=args.verifier, peers=[parse_peer(s) for s in specs], metrics_port=args.metrics_port or None,
-        config=config,
+        config=config, submit_tx_rate=args.peer_tx_rate, submit_tx_burst=args.peer_tx_burst,
+        gossip_tx_rate=args.gossip_tx_rate,
     )))
     return 0
 

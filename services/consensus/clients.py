@@ -11,6 +11,7 @@ from zkpot import chain, grpcutil
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2, verifier_pb2, verifier_pb2_grpc
 
 from .checks import tx_shape_refusal
+from .runtime import REAL, Runtime
 
 LEDGER_DEADLINE_S = 30.0
 VERIFY_DEADLINE_S = 600.0  # a batch of real proofs takes a while
@@ -70,7 +71,8 @@ class TxChecker:
     verifier verdicts by tx id (the id covers the proof and every claim it binds).
     """
 
-    def __init__(self, verifier_target: str | None) -> None:
+    def __init__(self, verifier_target: str | None, runtime: Runtime = REAL) -> None:
+        self.rt = runtime
         self.verifier_target = verifier_target
         self._channel = grpcutil.channel(verifier_target) if verifier_target else None
         self._stub = verifier_pb2_grpc.VerifierStub(self._channel) if self._channel else None
@@ -85,7 +87,7 @@ class TxChecker:
         out: list[str | None] = [tx_shape_refusal(tx) for tx in txs]
         need_sig = [i for i in range(len(txs)) if out[i] is None and (ids[i], txs[i].signature) not in self._sig_ok]
         if need_sig:
-            oks = await asyncio.to_thread(lambda: [chain.tx_signature_ok(txs[i]) for i in need_sig])
+            oks = await self.rt.offload(lambda: [chain.tx_signature_ok(txs[i], ids[i]) for i in need_sig])
             for i, ok in zip(need_sig, oks, strict=True):
                 if ok:
                     self._sig_ok.put((ids[i], txs[i].signature), True)

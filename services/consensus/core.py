@@ -31,12 +31,15 @@ from .leader import LeaderElector
 from .mempool import Mempool
 from .network import Network
 from .pacemaker import Pacemaker
+from .runtime import REAL, Runtime
 from .safety import SafetyState, SafetyStore, vote_refusal
 from .synchronizer import Synchronizer
 
 log = logging.getLogger("zkpot.consensus.core")
 
 MAX_FUTURE_MS = 10_000  # a proposer's clock may run ahead of ours by at most this much
+LEADER_EVIDENCE_BLOCKS = 4096  # committed blocks re-read at start for the leader skip rule
+REGOSSIP_BATCH = 2000  # txs per re-gossip request
 SYNC_GRACE_S = 0.5      # wait this long for a certified block's proposal before fetching it
 
 
@@ -51,6 +54,7 @@ class Config:
     max_block_bytes: int = 8 * 1024 * 1024
     mempool_max_txs: int = 50_000
     mempool_max_bytes: int = 256 * 1024 * 1024
+    mempool_max_per_sender: int = 0  # 0: no per-sender quota (the CLI defaults to a quarter of the pool)
 
 
 class Core:
@@ -62,6 +66,7 @@ class Core:
         ledger: LedgerClient,
         network: Network,
         checker: TxChecker,
+        runtime: Runtime = REAL,
     ) -> None:
         if key.public not in genesis.validator_keys:
             raise ValueError("this replica's key is not a genesis validator")
@@ -72,7 +77,9 @@ class Core:
         self.ledger = ledger
         self.network = network
         self.checker = checker
+        self.rt = runtime
         self.validators = genesis.validator_keys
+        self.participants = genesis.participant_keys
         self.quorum = genesis.quorum
         self.f = chain.max_faulty(len(genesis.validators))
         self.chain_id = genesis.chain_id
@@ -86,8 +93,8 @@ class Core:
         self.leaders = LeaderElector([v.public_key for v in genesis.validators])
         self.votes = VoteAggregator(self.validators, self.quorum)
         self.timeouts = TimeoutAggregator(self.validators, self.quorum)
-        self.mempool = Mempool(config.mempool_max_txs, config.mempool_max_bytes)
-        self.store = BlockStore(self.genesis_block, self.genesis_hash, None)
+        self.mempool = Mempool(config.mempool_max_txs, config.mempool_max_bytes, config.mempool_max_per_sender)
+        self.store = BlockStore(self.genesis_block, self.genesis_hash, None, runtime.now)
         self.sync = Synchronizer(
             fetch=network.fetch_blocks,
             peers=list(network.peers),
@@ -95,8 +102,11 @@ class Core:
             committed_height=lambda: self.store.committed_height,
             validate=self._validate_fetched,
             deliver=self._deliver_synced,
+            offload=runtime.offload,
         )
-        self.pacemaker = Pacemaker(config.base_timeout_s, config.idle_block_s, config.max_timeout_s, self._on_expiry)
+        self.pacemaker = Pacemaker(
+            config.base_timeout_s, config.idle_block_s, config.max_timeout_s, self._on_expiry, runtime.now
+        )
 
         self.view = 1
         self.high_qc = self.genesis_qc
@@ -107,6 +117,8 @@ class Core:
         self._tasks: set[asyncio.Task] = set()
         self.appended_height = 0
         self._syncing: set[bytes] = set()
+        self._my_timeout: tuple[consensus_pb2.Timeout, float] | None = None  # last one signed, when
+        self._echoed: dict[bytes, float] = {}  # peer -> when we last echoed our timeout to it
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,8 +132,9 @@ class Core:
             if stored is None:
                 raise RuntimeError(f"ledger head {head.height} has no block")
             root_hash = chain.block_hash(stored.block.header)
-            self.store = BlockStore(stored.block, root_hash, stored.qc if stored.qc.votes else None)
+            self.store = BlockStore(stored.block, root_hash, stored.qc if stored.qc.votes else None, self.rt.now)
         self.appended_height = head.height
+        await self._replay_leader_evidence(head.height)
         self.safety = self.safety_store.load()
         self.high_qc = self.genesis_qc
         for qc in (self.safety.high_qc, self.store.certs.get(self.store.committed_hash)):
@@ -140,8 +153,21 @@ class Core:
         self._proposed_view = self.view
         self._spawn(self.pacemaker.run())
         self._spawn(self._committer())
+        self._spawn(self._regossip())
         self.pacemaker.restart(progress=True)
         self._maybe_lead()
+
+    async def _replay_leader_evidence(self, height: int) -> None:
+        """The leader skip rule reads committed blocks of the current epoch: re-read the recent
+        ones from the ledger after a restart (an epoch is far shorter than this window)."""
+        h = max(1, height - LEADER_EVIDENCE_BLOCKS + 1)
+        while h <= height:
+            stored = await self.ledger.blocks(h, 256)
+            if not stored:
+                break
+            for sb in stored:
+                self.leaders.note_committed(sb.block)
+            h = stored[-1].block.header.height + 1
 
     async def _ledger_head(self, wait_s: float):  # noqa: ANN202 - ledger_pb2.HeadResponse
         deadline = time.monotonic() + wait_s
@@ -188,7 +214,7 @@ class Core:
     async def on_proposal(self, proposal: consensus_pb2.Proposal) -> None:
         """Raises Rejected for a message that must be dropped."""
         block = proposal.block
-        h, ids = await asyncio.to_thread(
+        h, ids = await self.rt.offload(
             checks.check_proposal, proposal, self.chain_id, self.validators, self.quorum, self.genesis_hash
         )
         if block.header.proposer != self.leaders.leader(block.header.view):
@@ -214,7 +240,7 @@ class Core:
             raise Rejected("unknown_parent", "parent block was pruned")
         if hdr.height != parent.header.height + 1:
             raise Rejected("malformed", "height is not parent height + 1")
-        if hdr.timestamp_ms < parent.header.timestamp_ms or hdr.timestamp_ms > time.time() * 1000 + MAX_FUTURE_MS:
+        if hdr.timestamp_ms < parent.header.timestamp_ms or hdr.timestamp_ms > self.rt.wall_ms() + MAX_FUTURE_MS:
             raise Rejected("bad_timestamp", "timestamp before its parent's or too far in the future")
         if hdr.height <= self.store.committed_height:
             return  # an old block (e.g. a late duplicate): nothing to do
@@ -252,25 +278,29 @@ class Core:
         self._on_vote_locked(vote)
 
     async def _persist(self) -> None:
-        await asyncio.to_thread(self.safety_store.save, self.safety)
+        await self.rt.offload(self.safety_store.save, self.safety)
 
     # ------------------------------------------------------------------ votes
 
     async def on_vote(self, vote: consensus_pb2.Vote) -> None:
         checks.check_vote(vote, self.validators)
         async with self.lock:
+            # honest replicas send each vote once: a second one in a live view is a replay or an
+            # equivocation (refused and counted; a late vote for a certified view is just ignored)
+            if vote.view > self.high_qc.view and self.votes.has_voted(vote.view, vote.signature.signer):
+                raise Rejected("duplicate_vote", f"a vote by this validator in view {vote.view} was counted already")
             self._on_vote_locked(vote)
 
     def _on_vote_locked(self, vote: consensus_pb2.Vote) -> None:
         if vote.view <= self.high_qc.view:
             return  # a QC for that view or later exists already
         m.votes_received.inc()
-        self._first_vote_at.setdefault((vote.view, vote.block_hash), time.monotonic())
+        self._first_vote_at.setdefault((vote.view, vote.block_hash), self.rt.now())
         qc = self.votes.add(vote)
         if qc is not None:
             started = self._first_vote_at.pop((vote.view, vote.block_hash), None)
             if started is not None:
-                m.qc_formation.observe(time.monotonic() - started)
+                m.qc_formation.observe(self.rt.now() - started)
             log.debug("QC formed for view %d height %d", qc.view, qc.height)
             self._process_qc(qc)
 
@@ -323,7 +353,7 @@ class Core:
             log.warning("cannot commit %s yet: ancestors missing", target[:4].hex())
             self._spawn(self.sync.sync(target))
             return
-        now = time.monotonic()
+        now = self.rt.now()
         for h, block in blocks:
             qc = self.store.certs.get(h)
             if qc is None:  # cannot happen: a block's child (or the QC) certifies it
@@ -331,6 +361,7 @@ class Core:
                 return
             seen = self.store.seen_at(h)
             self.store.mark_committed(h)
+            self.leaders.note_committed(block)
             self.mempool.mark_committed(self.store.tx_ids(h))
             if seen is not None:
                 m.commit_latency.observe(now - seen)
@@ -393,18 +424,27 @@ class Core:
             self.safety.high_qc = self.high_qc
             await self._persist()  # never vote in a view after signing its timeout
         timeout = chain.make_timeout(self.key, view, self.high_qc if self.high_qc.votes else None)
+        if self.last_tc is not None and self.last_tc.view >= self.high_qc.view and self.last_tc.view < view:
+            # the TC that brought us here: a replica that missed it (lost timeouts) follows us
+            # instead of waiting forever in the old view for timeouts nobody sends any more
+            timeout.last_tc.CopyFrom(self.last_tc)
+        if self._my_timeout is None or self._my_timeout[0].view != view:
+            self._my_timeout = (timeout, self.rt.now())
         m.timeouts_sent.inc()
         self.network.broadcast_timeout(timeout)
         await self._on_timeout_locked(timeout)
 
     async def on_timeout(self, timeout: consensus_pb2.Timeout) -> None:
-        await asyncio.to_thread(checks.check_timeout, timeout, self.validators, self.quorum, self.genesis_hash)
+        await self.rt.offload(checks.check_timeout, timeout, self.validators, self.quorum, self.genesis_hash)
         async with self.lock:
             await self._on_timeout_locked(timeout)
 
     async def _on_timeout_locked(self, timeout: consensus_pb2.Timeout) -> None:
         if timeout.HasField("high_qc"):
             self._process_qc(timeout.high_qc)
+        if timeout.HasField("last_tc"):
+            self._process_tc(timeout.last_tc)
+        self._echo_timeout(timeout)
         if timeout.view < self.view:
             return
         count, tc = self.timeouts.add(timeout)
@@ -417,6 +457,24 @@ class Core:
                 m.view.set(self.view)
                 m.view_changes.labels(cause="join").inc()
             await self._time_out(timeout.view)
+
+    def _echo_timeout(self, timeout: consensus_pb2.Timeout) -> None:
+        """A peer still timing out in a view we gave up on long ago missed our timeout or the TC
+        that followed (lost messages): send it ours again, which carries our high QC and last TC.
+        Only then (not when everyone times out together) and at most once per base timeout per
+        peer, so this costs nothing on a healthy network and heals a lossy one within one RTT."""
+        mine = self._my_timeout
+        sender = timeout.signature.signer
+        if mine is None or sender == self.me or mine[0].view < timeout.view:
+            return
+        now = self.rt.now()
+        if now - mine[1] < self.config.base_timeout_s / 2:
+            return
+        if now - self._echoed.get(sender, -1e9) < self.config.base_timeout_s:
+            return
+        self._echoed[sender] = now
+        m.timeouts_sent.inc()
+        self.network.send_timeout(sender, mine[0])
 
     # ------------------------------------------------------------------ proposing
 
@@ -439,7 +497,7 @@ class Core:
         return bool(self.store.tx_ids(tip)) or bool(parent and self.store.tx_ids(parent.header.parent_hash))
 
     async def _lead(self, view: int) -> None:
-        started = time.monotonic()
+        started = self.rt.now()
         work_since: float | None = None
         while True:
             async with self.lock:
@@ -448,7 +506,7 @@ class Core:
                 self.mempool.changed.clear()  # before looking, so no admission can slip past the wait
                 ready = self._ready(view)
                 work = ready and self._has_work()
-            now = time.monotonic()
+            now = self.rt.now()
             if work:
                 work_since = work_since or now
                 wait = self.config.min_block_interval_s - (now - work_since)
@@ -476,7 +534,7 @@ class Core:
         ids = [i for i, _ in batch]
         parent = self.store.get(parent_qc.block_hash)
         assert parent is not None  # _ready() waited for it
-        now_ms = int(time.time() * 1000)
+        now_ms = self.rt.wall_ms()
         header = types_pb2.BlockHeader(
             chain_id=self.chain_id,
             height=parent_qc.height + 1,
@@ -541,7 +599,7 @@ class Core:
     # ------------------------------------------------------------------ transactions
 
     async def submit(self, txs: list[types_pb2.Transaction], gossip: bool) -> list[consensus_pb2.TxAdmission]:
-        ids = await asyncio.to_thread(lambda: [chain.tx_id(tx) for tx in txs])
+        ids = await self.rt.offload(checks.tx_ids, txs)
         results = [consensus_pb2.TxAdmission(tx_id=i) for i in ids]
         todo: list[int] = []
         seen: set[bytes] = set()
@@ -549,6 +607,9 @@ class Core:
             reason = self.mempool.refusal(tx_id, tx.ByteSize())
             if reason is None and tx_id in seen:
                 reason = "duplicate: twice in this request"
+            if reason is None and tx.WhichOneof("body") == "submit_proof" and tx.sender not in self.participants:
+                # before the costly proof check: only genesis participants may submit proofs
+                reason = "unknown_signer: submit_proof by a key that is not a genesis participant"
             seen.add(tx_id)
             if reason is None:
                 todo.append(k)
@@ -571,6 +632,22 @@ class Core:
         if gossip and admitted:
             self.network.gossip(consensus_pb2.SubmitTxRequest(txs=admitted))
         return results
+
+    async def _regossip(self) -> None:
+        """Gossip again the transactions that have waited a whole period: their first gossip may
+        have been lost (partition) and this replica may not lead soon (or at all, if the leader
+        skip rule passes it over), so without this they could sit here for ever."""
+        period = max(2 * self.config.base_timeout_s, 4 * self.config.idle_block_s)
+        waiting: set[bytes] = set()
+        while True:
+            await asyncio.sleep(period)
+            async with self.lock:
+                pending = self.store.uncommitted_tx_ids(self.high_qc.block_hash)
+                stale = [tx for tx_id, tx in self.mempool.items() if tx_id in waiting and tx_id not in pending]
+                waiting = {tx_id for tx_id, _ in self.mempool.items()}
+            for i in range(0, len(stale), REGOSSIP_BATCH):
+                m.regossiped_txs.inc(len(stale[i : i + REGOSSIP_BATCH]))
+                self.network.gossip(consensus_pb2.SubmitTxRequest(txs=stale[i : i + REGOSSIP_BATCH]))
 
     def _mempool_metrics(self) -> None:
         m.mempool_txs.set(len(self.mempool))

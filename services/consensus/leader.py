@@ -1,11 +1,24 @@
-"""Leader of a view: zkpot.schedule.leader_for_view over the ledger's committed schedule."""
+"""Leader of a view: zkpot.schedule.leader_for_view over the ledger's committed schedule, skipping
+validators that failed to lead earlier in the same epoch.
+
+Skip rule (a pure function of committed blocks; docs/consensus.md has the fairness and liveness
+argument): a committed block whose view is above parent_qc.view + 1 was proposed after a TC, so
+the leaders of the views in that gap produced no certified block. For view v, F(v) = leaders of
+gap views found in committed blocks of v's epoch whose own view is <= v - SKIP_LAG. If the
+scheduled leader is in F(v), the next validator of the epoch's order not in F(v) leads instead.
+F(v) is ignored when it holds more than f validators (plain rotation), so at most f are ever
+skipped and they are forgiven when the next epoch starts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from zkpot import schedule
-from zkpot.v1 import ledger_pb2
+from zkpot import chain, schedule
+from zkpot.v1 import ledger_pb2, types_pb2
+
+SKIP_LAG = schedule.ACTIVATION_LAG  # evidence counts from this many views after its block
+MAX_GAP = 64  # views of one gap examined (a gap is a run of timeouts; longer ones add nothing)
 
 
 class LeaderElector:
@@ -16,8 +29,45 @@ class LeaderElector:
             epoch=0, activation_view=0, leaders=tuple(genesis_order), scores=tuple(0 for _ in genesis_order)
         )
 
+        self.f = chain.max_faulty(len(self.validators))
+        self._evidence: list[tuple[int, int]] = []  # (view of the committed block, failed view)
+        self._memo: dict[int, bytes] = {}
+        self._last_noted_height = 0
+
+    def _epoch(self, view: int) -> tuple[int, tuple[bytes, ...]]:
+        s = self.schedule
+        if view >= s.activation_view or not s.previous_leaders:
+            return (s.activation_view if view >= s.activation_view else 0), s.leaders
+        return s.previous_activation_view, s.previous_leaders
+
     def leader(self, view: int) -> bytes:
-        return schedule.leader_for_view(self.schedule, view)
+        cached = self._memo.get(view)
+        if cached is not None:
+            return cached
+        base = schedule.leader_for_view(self.schedule, view)
+        start, order = self._epoch(view)
+        # evidence is appended in view order, so a prefix holds everything committed by view - LAG
+        failed = {
+            self.leader(fv) for ev, fv in self._evidence if ev <= view - SKIP_LAG and self._epoch(fv)[0] == start
+        }
+        out = base
+        if base in failed and len(failed) <= self.f:
+            k = order.index(base)
+            later = (order[(k + i) % len(order)] for i in range(1, len(order)))
+            out = next((c for c in later if c not in failed), base)
+        self._memo[view] = out
+        return out
+
+    def note_committed(self, block: types_pb2.Block) -> None:
+        """Record the failed-leader evidence of a newly committed block (call in height order)."""
+        hdr = block.header
+        if hdr.height <= self._last_noted_height:
+            return
+        self._last_noted_height = hdr.height
+        gap = range(max(hdr.parent_qc.view + 1, hdr.view - MAX_GAP), hdr.view)
+        if gap:
+            self._evidence.extend((hdr.view, fv) for fv in gap)
+            self._memo.clear()
 
     def update(self, resp: ledger_pb2.LeaderScheduleResponse) -> bool:
         """Adopt the ledger's schedule; refuse one naming non-validators (returns whether it changed)."""
@@ -35,4 +85,6 @@ class LeaderElector:
         )
         changed = new != self.schedule
         self.schedule = new
+        if changed:
+            self._memo.clear()
         return changed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 
 from zkpot.v1 import types_pb2
@@ -15,9 +15,13 @@ FULL = "resource_exhausted"
 
 
 class Mempool:
-    def __init__(self, max_txs: int, max_bytes: int) -> None:
+    def __init__(self, max_txs: int, max_bytes: int, max_per_sender: int = 0) -> None:
         self.max_txs = max_txs
         self.max_bytes = max_bytes
+        # quota per (signature-checked) sender key, so one submitter cannot fill the pool for
+        # everyone (0: none; `zkpot consensus serve` defaults to a quarter of the pool)
+        self.max_per_sender = max_per_sender or max_txs
+        self._per_sender: Counter[bytes] = Counter()
         self._txs: OrderedDict[bytes, tuple[types_pb2.Transaction, int]] = OrderedDict()
         self._bytes = 0
         self._committed: OrderedDict[bytes, None] = OrderedDict()
@@ -47,9 +51,12 @@ class Mempool:
         """Admit a checked transaction; returns the refusal reason or None."""
         size = tx.ByteSize()
         reason = self.refusal(tx_id, size)
+        if reason is None and self._per_sender[tx.sender] >= self.max_per_sender:
+            reason = f"{FULL}: sender quota ({self.max_per_sender} txs in the mempool)"
         if reason is None:
             self._txs[tx_id] = (tx, size)
             self._bytes += size
+            self._per_sender[tx.sender] += 1
             self.changed.set()
         return reason
 
@@ -58,6 +65,10 @@ class Mempool:
             entry = self._txs.pop(tx_id, None)
             if entry is not None:
                 self._bytes -= entry[1]
+                sender = entry[0].sender
+                self._per_sender[sender] -= 1
+                if self._per_sender[sender] <= 0:
+                    del self._per_sender[sender]
 
     def mark_committed(self, tx_ids: Iterable[bytes]) -> None:
         ids = list(tx_ids)
@@ -66,6 +77,10 @@ class Mempool:
             self._committed[tx_id] = None
         while len(self._committed) > COMMITTED_MEMORY:
             self._committed.popitem(last=False)
+
+    def items(self) -> Iterable[tuple[bytes, types_pb2.Transaction]]:
+        """Admitted transactions, oldest first."""
+        return ((tx_id, entry[0]) for tx_id, entry in self._txs.items())
 
     def has_new(self, exclude: set[bytes]) -> bool:
         return any(tx_id not in exclude for tx_id in self._txs)

@@ -33,3 +33,4 @@ admitted_txs = metrics.counter("zkpot_consensus_admitted_txs_total", "Transactio
 send_failures = metrics.counter("zkpot_consensus_send_failures_total", "Failed sends to peers", ["rpc"],
                                 known=("Propose", "SendVote", "SendTimeout"))
 append_failures = metrics.counter("zkpot_consensus_ledger_append_failures_total", "Failed ledger appends")
+regossiped_txs = metrics.counter("zkpot_consensus_regossiped_txs_total", "Mempool transactions gossiped again")

@@ -52,7 +52,7 @@ class Network:
         """`peers`: validator key -> (name, target), without this replica."""
         self.peers: dict[bytes, Peer] = {}
         for key, (name, target) in peers.items():
-            ch = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            ch = grpcutil.channel(target, options=CHANNEL_OPTIONS)  # mutual TLS when configured
             self.peers[key] = Peer(name, key, target, ch, consensus_pb2_grpc.ConsensusStub(ch))
         self._tasks: set[asyncio.Task] = set()
 
@@ -82,6 +82,11 @@ class Network:
     def broadcast_timeout(self, timeout: consensus_pb2.Timeout) -> None:
         for peer in self.peers.values():
             self._fire("SendTimeout", peer, lambda p=peer: p.stub.SendTimeout(timeout, timeout=SEND_DEADLINE_S))
+
+    def send_timeout(self, key: bytes, timeout: consensus_pb2.Timeout) -> None:
+        peer = self.peers.get(key)
+        if peer is not None:
+            self._fire("SendTimeout", peer, lambda: peer.stub.SendTimeout(timeout, timeout=SEND_DEADLINE_S))
 
     def gossip(self, req: consensus_pb2.SubmitTxRequest) -> None:
         for peer in self.peers.values():

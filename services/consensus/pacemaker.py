@@ -17,15 +17,21 @@ from collections.abc import Awaitable, Callable
 
 class Pacemaker:
     def __init__(
-        self, base_s: float, idle_s: float, max_s: float, on_expiry: Callable[[], Awaitable[None]]
+        self,
+        base_s: float,
+        idle_s: float,
+        max_s: float,
+        on_expiry: Callable[[], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self.base_s = base_s
         self.idle_s = idle_s
         self.max_s = max_s
         self.consecutive_timeouts = 0
         self._on_expiry = on_expiry
         self.wait_s = idle_s
-        self._deadline = time.monotonic() + self.duration()
+        self._deadline = self._clock() + self.duration()
         self._moved = asyncio.Event()
 
     def duration(self) -> float:
@@ -37,12 +43,12 @@ class Pacemaker:
         if progress:
             self.consecutive_timeouts = 0
         self.wait_s = self.idle_s if wait_s is None else min(wait_s, self.idle_s)
-        self._deadline = time.monotonic() + self.duration()
+        self._deadline = self._clock() + self.duration()
         self._moved.set()
 
     async def run(self) -> None:
         while True:
-            delay = self._deadline - time.monotonic()
+            delay = self._deadline - self._clock()
             if delay > 0:
                 self._moved.clear()
                 try:
@@ -51,5 +57,5 @@ class Pacemaker:
                     pass
                 continue
             self.consecutive_timeouts += 1
-            self._deadline = time.monotonic() + self.duration()
+            self._deadline = self._clock() + self.duration()
             await self._on_expiry()

@@ -13,6 +13,7 @@ from zkpot import grpcutil
 from zkpot import metrics as zmetrics
 from zkpot.crypto import KeyPair
 from zkpot.genesis import Genesis
+from zkpot.ratelimit import TokenBuckets
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc
 
 from . import metrics as m
@@ -26,33 +27,60 @@ log = logging.getLogger("zkpot.consensus.server")
 MAX_TXS_PER_REQUEST = 10_000
 MAX_FETCH_BLOCKS = 512
 
+# Per-peer transaction rates (tokens = transactions; a request larger than the burst never passes).
+# Gossip from validators carries the whole network's load, so it gets a larger budget.
+SUBMIT_TX_RATE, SUBMIT_TX_BURST = 10_000.0, 20_000.0
+GOSSIP_TX_RATE, GOSSIP_TX_BURST = 50_000.0, 100_000.0
+
+_SERVICE = "/zkpot.v1.Consensus/"
+# Methods whose honest requests are small get a cap far below the server-wide 64 MiB
+# (Timeout carries a QC: ~100 bytes per validator signature).
+REQUEST_LIMITS = {
+    _SERVICE + "SendVote": 4 * 1024,
+    _SERVICE + "SendTimeout": 128 * 1024,
+    _SERVICE + "Status": 1024,
+    _SERVICE + "FetchBlocks": 1024,
+}
+
 
 class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(
+        self, core: Core, submit_limit: TokenBuckets | None = None, gossip_limit: TokenBuckets | None = None
+    ) -> None:
         self.core = core
+        self.submit_limit = TokenBuckets(SUBMIT_TX_RATE, SUBMIT_TX_BURST) if submit_limit is None else submit_limit
+        self.gossip_limit = TokenBuckets(GOSSIP_TX_RATE, GOSSIP_TX_BURST) if gossip_limit is None else gossip_limit
 
     async def _reject(self, context: grpc.aio.ServicerContext, exc: Rejected) -> None:
         m.rejected.labels(reason=exc.reason).inc()
         log.info("rejected %s: %s", type(self).__name__, exc)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
-    async def _txs(self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext) -> None:
+    async def _txs(
+        self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext, limit: TokenBuckets
+    ) -> None:
         if not request.txs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "txs is empty")
         if len(request.txs) > MAX_TXS_PER_REQUEST:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_TXS_PER_REQUEST} txs per request")
+        peer = grpcutil.peer_id(context)
+        if not limit.try_take(peer, len(request.txs)):
+            m.rejected.labels(reason="rate_limited").inc()
+            wait = limit.retry_after(peer, len(request.txs))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"rate limited: {peer} is over {limit.rate:.0f} txs/s (retry in {wait:.2f}s)")
 
     async def SubmitTx(  # noqa: N802 - gRPC method name
         self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.SubmitTxResponse:
-        await self._txs(request, context)
+        await self._txs(request, context, self.submit_limit)
         results = await self.core.submit(list(request.txs), gossip=True)
         return consensus_pb2.SubmitTxResponse(results=results)
 
     async def GossipTxs(  # noqa: N802
         self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.Ack:
-        await self._txs(request, context)
+        await self._txs(request, context, self.gossip_limit)
         await self.core.submit(list(request.txs), gossip=False)
         return consensus_pb2.Ack()
 
@@ -112,6 +140,9 @@ class ServeArgs:
     peers: list[tuple[str, str]]  # (name, target)
     metrics_port: int | None
     config: Config
+    submit_tx_rate: float = SUBMIT_TX_RATE    # per peer, txs/s (SubmitTx)
+    submit_tx_burst: float = SUBMIT_TX_BURST
+    gossip_tx_rate: float = GOSSIP_TX_RATE    # per peer, txs/s (GossipTxs)
 
 
 def peer_map(genesis: Genesis, me: bytes, peers: list[tuple[str, str]]) -> dict[bytes, tuple[str, str]]:
@@ -142,7 +173,12 @@ async def serve(args: ServeArgs) -> None:
         await checker.close()
 
     def register(server: grpc.aio.Server) -> str:
-        consensus_pb2_grpc.add_ConsensusServicer_to_server(ConsensusServicer(core), server)
+        servicer = ConsensusServicer(
+            core,
+            TokenBuckets(args.submit_tx_rate, args.submit_tx_burst),  # a request over the burst never passes
+            TokenBuckets(args.gossip_tx_rate, max(GOSSIP_TX_BURST, args.gossip_tx_rate)),
+        )
+        consensus_pb2_grpc.add_ConsensusServicer_to_server(servicer, server)
         return consensus_pb2.DESCRIPTOR.services_by_name["Consensus"].full_name
 
-    await grpcutil.serve(args.listen, [register], on_stop=on_stop)
+    await grpcutil.serve(args.listen, [register], on_stop=on_stop, request_limits=REQUEST_LIMITS)

@@ -40,7 +40,9 @@ class Synchronizer:
         committed_height: Callable[[], int],
         validate: Validate,
         deliver: Deliver,
+        offload: Callable[..., Awaitable] | None = None,
     ) -> None:
+        self._offload = offload or asyncio.to_thread
         self._fetch = fetch
         self._peers = list(peers)
         self._known = known
@@ -77,7 +79,7 @@ class Synchronizer:
                     return False
             fetched.reverse()
             try:
-                checked = await asyncio.to_thread(lambda: [self._validate(b) for b in fetched])
+                checked = await self._offload(lambda: [self._validate(b) for b in fetched])
             except Rejected as exc:
                 m.rejected.labels(reason=f"sync_{exc.reason}").inc()
                 log.warning("sync: fetched chain rejected: %s", exc)

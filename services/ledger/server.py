@@ -27,6 +27,7 @@ from zkpot.grpcutil import Registrar
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger("zkpot.ledger")
+_cleanups: set[asyncio.Task] = set()  # backup scratch removals in flight (kept referenced until done)
 
 DEFAULT_CHUNK = 1024 * 1024
 MAX_CHUNK = 4 * 1024 * 1024
@@ -350,9 +351,27 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         chunk = request.chunk_size or DEFAULT_CHUNK
         self._backup_running = True
         scratch = backup.scratch_dir(self.ledger.store.path, "backup")
+        checkpointing: asyncio.Future | None = None
+
+        async def remove_scratch() -> None:
+            if checkpointing is not None and not checkpointing.done():
+                # cut off mid-checkpoint: the thread still writes `scratch`; remove it once it is done
+                await asyncio.wait([checkpointing])
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+        def on_rpc_done(_: object) -> None:
+            # a cancelled stream may leave this generator suspended (its `finally` runs only when it is
+            # garbage-collected): clean up when the RPC ends, whatever state the generator is in
+            self._backup_running = False
+            task = asyncio.get_running_loop().create_task(remove_scratch())
+            _cleanups.add(task)
+            task.add_done_callback(_cleanups.discard)
+
+        context.add_done_callback(on_rpc_done)
         try:
             async with self._checkpoint_lock:
-                await asyncio.to_thread(self.ledger.store.checkpoint, scratch)
+                checkpointing = asyncio.ensure_future(asyncio.to_thread(self.ledger.store.checkpoint, scratch))
+                await asyncio.shield(checkpointing)
             head, files = await asyncio.to_thread(_describe_checkpoint, scratch)
             log.info("backup: checkpoint at height %d, %d files", head.height, len(files))
             yield ledger_pb2.BackupChunk(
@@ -377,7 +396,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
                             break
         finally:
             self._backup_running = False
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
+            await remove_scratch()
 
     def _read_range(self, lo: int, hi: int) -> list[ledger_pb2.StoredBlock]:
         out = []

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from zkpot import grpcutil
 from zkpot import log as zlog
 
 
@@ -18,7 +19,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--metrics-port", type=int, default=0)
     s.add_argument("--node", required=True, help="name in logs and metrics")
     s.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: system temp)")
+    s.add_argument("--prove-workers", type=int, default=2,
+                   help="worker processes; the task's test-set shards are proven in parallel across them")
     s.add_argument("--log-level", default="INFO")
+    grpcutil.add_tls_args(s)
     s.set_defaults(func=_serve)
 
 
@@ -27,5 +31,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     zlog.setup("prover", args.node, args.log_level)
     asyncio.run(serve(ServeArgs(task_dir=args.task_dir, shard=args.shard, listen=args.listen, node=args.node,
-                                metrics_port=args.metrics_port or None, workdir=args.workdir)))
+                                metrics_port=args.metrics_port or None, workdir=args.workdir,
+                                prove_workers=args.prove_workers)))
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
@@ -78,6 +79,9 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
             return grpc.StatusCode.INVALID_ARGUMENT, f"participant must be a {PUBLIC_KEY_LEN}-byte ed25519 public key"
         if request.local_epochs > MAX_EPOCHS:
             return grpc.StatusCode.INVALID_ARGUMENT, f"local_epochs must be 0..{MAX_EPOCHS}"
+        if request.behaviour and request.behaviour not in model.BEHAVIOURS:
+            return (grpc.StatusCode.INVALID_ARGUMENT,
+                    f"behaviour must be empty or one of {', '.join(model.BEHAVIOURS)}; got {request.behaviour[:40]!r}")
         try:
             net = model.decode(request.global_model, self.task.hidden)
         except ModelFormatError as exc:
@@ -102,7 +106,8 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
             self.m.busy.set(1)
             try:
                 yield prover_pb2.ProveRoundProgress(stage="training")
-                trained = await self._run(worker.train, request.global_model, request.local_epochs, request.seed)
+                trained = await self._run(worker.train, request.global_model, request.local_epochs, request.seed,
+                                         request.behaviour)
                 self.m.train_seconds.observe(trained.train_seconds)
                 yield prover_pb2.ProveRoundProgress(stage="compiling")
                 compile_s = await self._run(worker.compile_job, job, trained.model_params)
@@ -165,8 +170,9 @@ async def serve(args: ServeArgs) -> None:
     workbase = Path(tempfile.mkdtemp(prefix=f"zkpot-prover-{args.node}-", dir=args.workdir))
     ctx = multiprocessing.get_context("spawn")  # no fork of a process running gRPC threads
     workers = max(1, args.prove_workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker.init,
-                               initargs=(str(args.task_dir), str(args.shard), str(workbase)))
+                               initargs=(str(args.task_dir), str(args.shard), str(workbase), threads))
     # start every worker (imports torch/ezkl, loads the task, reads the pk) before reporting SERVING
     loop = asyncio.get_running_loop()
     await asyncio.gather(*(loop.run_in_executor(pool, worker.ping) for _ in range(workers)))

@@ -1,8 +1,11 @@
-"""The prover's worker process: holds the task and the shard, runs training, witness and proving.
+"""The prover's worker processes: hold the task and the shard, run training, witness and proving.
 
-Runs in a separate process (ProcessPoolExecutor, spawn) so the service's event loop keeps
-answering (health checks included) during a proof. State loaded once per process and reused
-across rounds: the task (keys, settings, test set) and the private shard.
+Run as a ProcessPoolExecutor (spawn) of --prove-workers processes so the service's event loop keeps
+answering (health checks included) during a proof, and so the shards of one round are proven in
+parallel. State loaded once per process and reused across rounds: the task (settings, vk, test
+set), the private shard, and the proving key's file, read once at start so that every ezkl.prove
+(which takes the key by path) finds it in the page cache. Each worker's ezkl (rayon) thread pool
+gets cores / workers threads, so parallel shard proofs share the cores instead of fighting for them.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ _shard: data.Dataset | None = None
 _workbase: Path | None = None
 
 
-def init(task_dir: str, shard_path: str, workbase: str) -> None:
+def init(task_dir: str, shard_path: str, workbase: str, threads: int = 0) -> None:
     global _task, _shard, _workbase
+    if threads > 0:  # ezkl's rayon pool reads this on first use: N workers x threads = the cores, no oversubscription
+        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
     import torch
 
     torch.set_num_threads(int(os.environ.get("ZKPOT_TORCH_THREADS", "1")))  # deterministic, shares the cores
-    _task = load_task(Path(task_dir))
+    _task = load_task(Path(task_dir))  # reads (and content-checks) every artefact, the pk included
     _shard = data.load(Path(shard_path))
     _workbase = Path(workbase)
     _workbase.mkdir(parents=True, exist_ok=True)
@@ -35,21 +40,30 @@ def _state() -> tuple[Task, data.Dataset, Path]:
     return _task, _shard, _workbase
 
 
-def train(global_model: bytes, epochs: int, seed: int) -> prove.Trained:
+def train(global_model: bytes, epochs: int, seed: int, behaviour: str = "") -> prove.Trained:
     task, shard, _ = _state()
-    return prove.train_step(task, global_model, shard, epochs, seed)
+    return prove.train_step(task, global_model, shard, epochs, seed, behaviour)
 
 
-def witness(job: str, model_params: bytes, round_: int, participant: bytes) -> prove.Witnessed:
+def compile_job(job: str, model_params: bytes) -> float:
     task, _, base = _state()
-    return prove.circuit_step(task, model_params, round_, participant, base / job)
+    return prove.compile_step(task, model_params, base / job)
 
 
-def prove_job(job: str) -> prove.Proven:
+def witness(job: str, index: int, round_: int, participant: bytes) -> prove.Witnessed:
     task, _, base = _state()
-    return prove.prove_step(task, base / job)
+    return prove.witness_step(task, base / job, index, round_, participant)
+
+
+def prove_shard(job: str, index: int) -> prove.Proven:
+    task, _, base = _state()
+    return prove.prove_shard_step(task, base / job, index)
 
 
 def cleanup(job: str) -> None:
     _, _, base = _state()
     shutil.rmtree(base / job, ignore_errors=True)
+
+
+def ping() -> int:
+    return os.getpid()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from zkpot import grpcutil
 from zkpot import log as zlog
 
 
@@ -20,6 +21,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int, default=1, help="verification worker processes")
     s.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: system temp)")
     s.add_argument("--log-level", default="INFO")
+    grpcutil.add_tls_args(s)
     s.set_defaults(func=_serve)
 
 

@@ -38,7 +38,24 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="also run a real Prometheus (Debian's prometheus) scraping every process")
     parser.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
                         help="keep the network (and Prometheus) up this long after the last round")
+    parser.add_argument("--behaviour", action="append", default=[], metavar="NAME=KIND",
+                        help="make participant NAME (p0, p1, ...) Byzantine: label_flip, scaled, random, free_ride, "
+                             "copy or silent (repeatable; experiments, see `zkpot experiment`)")
     parser.set_defaults(func=_run)
+
+
+def parse_behaviours(items: list[str], participants: int) -> dict[str, str]:
+    from zkpot.devnet.run import BEHAVIOURS
+
+    out: dict[str, str] = {}
+    names = {f"p{j}" for j in range(participants)}
+    for item in items:
+        name, sep, kind = item.partition("=")
+        if not sep or name not in names or kind not in BEHAVIOURS:
+            raise SystemExit(f"--behaviour {item!r}: expected NAME=KIND with NAME one of p0..p{participants - 1} "
+                             f"and KIND one of {', '.join(BEHAVIOURS)}")
+        out[name] = kind
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -58,5 +75,6 @@ def _run(args: argparse.Namespace) -> int:
         round_deadline_blocks=args.round_deadline_blocks, min_correct=args.min_correct,
         report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,
         prometheus=args.prometheus, linger_s=args.linger,
+        behaviours=parse_behaviours(args.behaviour, args.participants),
     )
     return main(config)

@@ -59,6 +59,14 @@ class DevnetConfig:
     attack_checks: bool = True          # submit forged copies of a real proof and expect rejection
     prometheus: bool = False            # also run a real Prometheus scraping every process
     linger_s: float = 0.0               # keep the network up this long after the last round
+    # experiments: participant name -> Byzantine behaviour (BEHAVIOURS); absent: honest
+    behaviours: dict[str, str] = field(default_factory=dict)
+
+
+# label_flip / scaled / random / free_ride: the prover trains so (zkpot.zkp.model.train_as) and proves
+# the result honestly; copy: resubmit another participant's proof under one's own key (the proof's
+# binding to its submitter must get it refused); silent: never submit (the round closes at its deadline)
+BEHAVIOURS = ("honest", "label_flip", "scaled", "random", "free_ride", "copy", "silent")
 
 
 @dataclass
@@ -71,6 +79,7 @@ class Devnet:
     rounds: dict[int, RoundStats] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     attacks: list[dict] = field(default_factory=list)
+    admitted_txs: dict[int, dict[str, types_pb2.Transaction]] = field(default_factory=dict)  # round -> name -> tx
 
 
 def prepare_data_dir(config: DevnetConfig) -> None:
@@ -169,8 +178,14 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
         ledger = ledger_pb2_grpc.LedgerStub(lch)
         prover = prover_pb2_grpc.ProverStub(pch)
         consensus = consensus_pb2_grpc.ConsensusStub(cch)
+        behaviour = net.config.behaviours.get(p.name, "honest")
         for r in range(1, net.config.rounds + 1):
             summary = await _wait_round(ledger, r, lambda s: s is not None)
+            if behaviour in ("silent", "copy"):  # experiments: no training, no proof of its own
+                if behaviour == "copy":
+                    await _submit_copy(net, ledger, consensus, p, key, r)
+                await _wait_round(ledger, r, lambda s: s is not None and s.closed)
+                continue
             global_model = await _get_model(ledger, summary.global_model_cid)
             stats = SubmissionStats(participant=p.name, round=r)
             net.rounds[r].submissions[p.name] = stats
@@ -179,7 +194,8 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
                 request = prover_pb2.ProveRoundRequest(task_id=task_id, round=r, participant=key.public,
                                                        global_model=global_model,
                                                        local_epochs=net.config.local_epochs,
-                                                       seed=net.config.seed * 1000 + r * 10 + p.index)
+                                                       seed=net.config.seed * 1000 + r * 10 + p.index,
+                                                       behaviour="" if behaviour == "honest" else behaviour)
                 t0 = time.monotonic()
                 async for event in prover.ProveRound(request, timeout=1800):
                     if event.WhichOneof("event") == "result":
@@ -201,6 +217,7 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
             stats.admitted, stats.admission_reason = admission.admitted, admission.reason
             net.progress.submitted += 1
             if admission.admitted:
+                net.admitted_txs.setdefault(r, {})[p.name] = tx
                 net.progress.verified += 1
                 height = await _wait_tx(ledger, bytes.fromhex(stats.tx_id))
                 stats.commit_s = time.monotonic() - t_submit
@@ -212,6 +229,31 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
             if net.config.attack_checks and p.index == 0 and admission.admitted:
                 await run_attack_checks(net, consensus, tx, r)
             await _wait_round(ledger, r, lambda s: s is not None and s.closed)
+
+
+async def _submit_copy(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub, consensus: consensus_pb2_grpc.ConsensusStub,
+                       p: ParticipantPlan, key: KeyPair, r: int) -> None:
+    """Experiments' copier: resubmit the first admitted round-r submission of someone else under its own
+    key (re-signed); the proof's binding to its real submitter must get it refused at admission."""
+    while True:
+        others = {n: t for n, t in net.admitted_txs.get(r, {}).items() if n != p.name}
+        if others:
+            break
+        summary = await _get_round(ledger, r)
+        if summary is not None and summary.closed:
+            return  # nothing to copy before the round closed
+        await asyncio.sleep(0.25)
+    tx = types_pb2.Transaction()
+    tx.CopyFrom(others[min(others)])
+    tx.submit_proof.participant = key.public
+    chain.sign_tx(key, tx)
+    stats = SubmissionStats(participant=p.name, round=r, claimed_correct=tx.submit_proof.claimed_correct,
+                            tx_id=chain.tx_id(tx).hex())
+    net.rounds[r].submissions[p.name] = stats
+    resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[tx]), timeout=300)
+    stats.admitted, stats.admission_reason = resp.results[0].admitted, resp.results[0].reason
+    net.progress.say(f"{p.name} (copier): round {r} copied submission "
+                     f"{'ADMITTED (bug!)' if stats.admitted else 'rejected: ' + stats.admission_reason}")
 
 
 def forged_variants(net: Devnet, tx: types_pb2.Transaction) -> list[tuple[str, types_pb2.Transaction]]:

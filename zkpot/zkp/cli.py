@@ -29,6 +29,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--min-correct", type=int, default=d.min_correct)
     c.add_argument("--round-deadline-blocks", type=int, default=d.round_deadline_blocks)
     c.add_argument("--seed", type=int, default=d.seed)
+    c.add_argument("--aggregation-rule", default=d.aggregation_rule,
+                   help="fedavg-threshold (default), fedavg-accuracy, median or trimmed-mean (zkpot.aggregation)")
     c.add_argument("--srs", type=Path, default=None,
                    help="KZG SRS from a real ceremony (default: INSECURE dev SRS from ezkl.gen_srs)")
     c.set_defaults(func=_create)
@@ -53,7 +55,7 @@ def _create(args: argparse.Namespace) -> int:
         name=args.name, test_set_size=args.test_set_size, hidden=args.hidden, scale=args.scale,
         decomp_base=args.decomp_base, decomp_legs=args.decomp_legs, weight_bound=args.weight_bound,
         rounds=args.rounds, min_correct=args.min_correct, round_deadline_blocks=args.round_deadline_blocks,
-        seed=args.seed, srs=args.srs, shard_size=args.shard_size,
+        seed=args.seed, srs=args.srs, shard_size=args.shard_size, aggregation_rule=args.aggregation_rule,
     )
     try:
         task = create_task(args.out, KeyPair.load(args.publisher_key), config)

@@ -141,3 +141,44 @@ def correct_count(model: MLP, data: Dataset) -> int:
 
 def float_accuracy(model: MLP, data: Dataset) -> float:
     return correct_count(model, data) / max(len(data), 1)
+
+
+# -- Byzantine behaviours (experiments) -------------------------------------------------------------
+# A participant's prover can be told to train badly on purpose. The proof stays honest: it proves
+# the accuracy of whatever model results, so a poisoned model proves a low count and falls below
+# the task's threshold. "copy" and "silent" need no prover (the participant's client does them).
+
+BEHAVIOURS = ("honest", "label_flip", "scaled", "random", "free_ride")
+SCALED_UPDATE_FACTOR = -10.0  # "scaled": the local update, sign-flipped and boosted (then clipped)
+
+
+def flip_labels(data: Dataset) -> Dataset:
+    """Label flipping: class c becomes 9 - c (every label wrong, systematically)."""
+    return Dataset(data.x, (N_CLASSES - 1 - data.y).astype(np.int64))
+
+
+def train_as(behaviour: str, model: MLP, data: Dataset, epochs: int, seed: int, weight_bound: float) -> MLP:
+    """Local training as `behaviour` ('' or 'honest': model.train). Weights always stay in bounds,
+    as they must for the model to be provable at all."""
+    if behaviour in ("", "honest"):
+        return train(model, data, epochs, seed, weight_bound)
+    if behaviour == "label_flip":
+        return train(model, flip_labels(data), epochs, seed, weight_bound)
+    if behaviour == "free_ride":  # no work: the unchanged global model
+        clip_(model, weight_bound)
+        return model.eval()
+    if behaviour == "random":
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.empty(p.shape).uniform_(-weight_bound, weight_bound, generator=gen))
+        return model.eval()
+    if behaviour == "scaled":
+        start = [p.detach().clone() for p in model.parameters()]
+        trained = train(model, data, epochs, seed, weight_bound)
+        with torch.no_grad():
+            for p, p0 in zip(trained.parameters(), start, strict=True):
+                p.copy_(p0 + SCALED_UPDATE_FACTOR * (p - p0))
+        clip_(trained, weight_bound)
+        return trained.eval()
+    raise ValueError(f"unknown behaviour {behaviour!r} (known: {', '.join(BEHAVIOURS)})")

@@ -102,10 +102,12 @@ def decode_global(task: Task, global_model: bytes) -> model.MLP:
         raise ProveInputError(f"global model: {exc}") from exc
 
 
-def train_step(task: Task, global_model: bytes, shard: Dataset, epochs: int, seed: int) -> Trained:
+def train_step(task: Task, global_model: bytes, shard: Dataset, epochs: int, seed: int,
+               behaviour: str = "") -> Trained:
+    """Local training; `behaviour` (experiments) trains as a Byzantine participant would."""
     t0 = time.perf_counter()
     net = decode_global(task, global_model)
-    net = model.train(net, shard, epochs or DEFAULT_LOCAL_EPOCHS, seed, task.weight_bound)
+    net = model.train_as(behaviour, net, shard, epochs or DEFAULT_LOCAL_EPOCHS, seed, task.weight_bound)
     params = model.encode(net)
     revealed = model.decode(params, task.hidden)  # what validators will see and aggregate
     return Trained(params, model_codec.model_cid(params), model.correct_count(revealed, task.test_set),

@@ -18,7 +18,7 @@ from pathlib import Path
 import ezkl
 import torch
 
-from zkpot import chain
+from zkpot import aggregation, chain
 from zkpot.codec import content_id
 from zkpot.crypto import KeyPair
 from zkpot.v1 import types_pb2
@@ -63,6 +63,7 @@ class TaskConfig:
     seed: int = 7
     reference_models: int = 3       # trained to calibrate the settings on realistic models
     shard_size: int = 0             # samples per shard proof (must divide test_set_size); 0: one shard
+    aggregation_rule: str = ""      # zkpot.aggregation rule; "": fedavg-threshold (manifest unchanged)
     srs: Path | None = None         # a real ceremony's SRS; None: ezkl.gen_srs (INSECURE, dev only)
 
     def check(self) -> None:
@@ -78,6 +79,8 @@ class TaskConfig:
             raise TaskError(f"shard_size must divide test_set_size ({self.test_set_size}); got {self.shard_size}")
         if self.min_correct > self.test_set_size:
             raise TaskError("min_correct exceeds the test set size")
+        if self.aggregation_rule and self.aggregation_rule not in aggregation.RULES:
+            raise TaskError(f"aggregation_rule must be one of {', '.join(aggregation.RULES)}")
         if self.rounds < 1 or self.round_deadline_blocks < 1:
             raise TaskError("rounds and round_deadline_blocks must be >= 1")
 
@@ -276,6 +279,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         round_deadline_blocks=config.round_deadline_blocks,
         publisher=publisher.public,
         shard_size=config.shard_size,  # 0 (one shard) keeps the manifest, and so the task id, of older tasks
+        aggregation_rule=config.aggregation_rule,  # "" likewise
     )
     for name, path in paths.items():
         manifest.artefacts[name] = content_id(path.read_bytes())
@@ -310,6 +314,7 @@ def summarize(manifest: types_pb2.TaskManifest) -> dict:
         "logrows": manifest.logrows,
         "rounds": manifest.rounds,
         "min_correct": manifest.min_correct,
+        "aggregation_rule": manifest.aggregation_rule or "fedavg-threshold",
         "round_deadline_blocks": manifest.round_deadline_blocks,
         "insecure_dev_srs": manifest.insecure_dev_srs,
         "publisher": manifest.publisher.hex(),

@@ -1,0 +1,341 @@
+"""Consensus throughput and commit latency: n real replicas (+ their ledgers) as processes on
+loopback vs a plain gRPC echo server measured in the same run.
+
+For each n (default 4, 7, 10) it starts n `zkpot ledger serve` + n `zkpot consensus serve`
+processes, then clients submit signed 256-byte payload transactions (batches of BATCH, spread
+over all replicas, at most WINDOW uncommitted at a time: a closed loop that finds the saturation
+throughput) and a watcher reads replica 0's ledger to time each commit. Reported per n:
+committed tx/s, p50/p99 submit->commit latency at saturation, and p50 at light load; for the
+first n also with one replica killed (-9). The baseline is an echo server process that returns
+each SubmitTxRequest's bytes (same batches, same client code): the transport's own ceiling.
+Ends with one JSON line.
+
+  python bench/consensus.py [--sizes 4,7,10] [--seconds 8] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the shared genesis builder and process helper live there
+
+import grpc  # noqa: E402
+from chain_factory import make_genesis  # noqa: E402
+from ledger_process import LedgerProcess, free_port  # noqa: E402
+
+from zkpot import chain  # noqa: E402
+from zkpot.crypto import KeyPair  # noqa: E402
+from zkpot.grpcutil import CHANNEL_OPTIONS  # noqa: E402
+from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_grpc, types_pb2  # noqa: E402
+
+BATCH = 250
+WINDOW = 12_000
+SENDERS = 16
+ECHO_METHOD = "/zkpot.bench.Echo/Echo"
+
+
+def make_txs(count: int, tag: int) -> tuple[list[types_pb2.Transaction], list[bytes]]:
+    keys = [KeyPair.generate() for _ in range(SENDERS)]
+    out = []
+    for i in range(count):
+        payload = tag.to_bytes(4, "big") + i.to_bytes(8, "big") + os.urandom(244)
+        out.append(chain.sign_tx(keys[i % SENDERS], types_pb2.Transaction(payload=payload, nonce=i)))
+    return out, [chain.tx_id(tx) for tx in out]
+
+
+# ---------------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Net:
+    n: int
+    root: Path
+    ledgers: list[LedgerProcess] = field(default_factory=list)
+    procs: list[subprocess.Popen | None] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        fx = make_genesis(n_validators=self.n, n_participants=1)
+        genesis = self.root / "genesis.json"
+        fx.genesis.save(genesis)
+        ports = [free_port() for _ in range(self.n)]
+        self.targets = [f"127.0.0.1:{p}" for p in ports]
+        peers = [f"{m.name}@{t}" for m, t in zip(fx.genesis.validators, self.targets, strict=True)]
+        for i, member in enumerate(fx.genesis.validators):
+            d = self.root / member.name
+            d.mkdir(parents=True)
+            fx.validator_keys[i].save(d / "key.json")
+            led = LedgerProcess(d / "ledger-db", genesis, free_port(), free_port(), d / "ledger.log")
+            led.start(timeout_s=120)
+            self.ledgers.append(led)
+        for i, member in enumerate(fx.genesis.validators):
+            d = self.root / member.name
+            cmd = [
+                sys.executable, "-m", "zkpot.cli", "consensus", "serve", "--genesis", str(genesis),
+                "--key", str(d / "key.json"), "--node", member.name, "--listen", self.targets[i],
+                "--ledger", self.ledgers[i].target, "--data-dir", str(d / "consensus"),
+                "--idle-block-ms", "200", "--base-timeout-ms", "1000", "--log-level", "WARNING",
+                "--mempool-max-txs", "200000", "--mempool-max-per-sender", "200000",
+                "--peer-tx-rate", "1000000", "--peer-tx-burst", "1000000", "--gossip-tx-rate", "1000000",
+                *[f"--peer={p}" for p in peers],
+            ]  # fmt: skip
+            log = open(d / "consensus.log", "ab")  # noqa: SIM115 - handed to the child
+            self.procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+
+    def kill9(self, i: int) -> None:
+        proc = self.procs[i]
+        if proc is not None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            self.procs[i] = None
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            if proc is not None:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for led in self.ledgers:
+            led.stop()
+
+
+def start_echo(port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)], cwd=REPO)
+
+
+async def echo_server(port: int) -> None:
+    def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        "zkpot.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+# ---------------------------------------------------------------------------------------- load
+
+
+@dataclass
+class Figures:
+    tx_s: float
+    p50_ms: float
+    p99_ms: float
+    committed: int
+    used: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"tx_s": round(self.tx_s, 1), "p50_ms": round(self.p50_ms, 1), "p99_ms": round(self.p99_ms, 1)}
+
+
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+async def run_load(
+    targets: list[str], watch: str, txs: list[types_pb2.Transaction], ids: list[bytes], seconds: float, window: int
+) -> Figures:
+    """Closed loop: keep up to `window` txs submitted-but-uncommitted; measure commits on `watch`."""
+    channels = [grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for t in targets]
+    stubs = [consensus_pb2_grpc.ConsensusStub(c) for c in channels]
+    ledger_ch = grpc.aio.insecure_channel(watch, options=CHANNEL_OPTIONS)
+    ledger = ledger_pb2_grpc.LedgerStub(ledger_ch)
+    sent_at: dict[bytes, float] = {}
+    latencies: list[float] = []
+    committed_in_window = 0
+    outstanding = asyncio.Semaphore(window // BATCH)
+    stop = time.monotonic() + seconds
+    start_height = (await ledger.Head(ledger_pb2.HeadRequest(), timeout=10)).height
+    measuring_from = time.monotonic() + min(2.0, seconds / 4)  # skip the ramp-up
+    used = 0
+    rejections: dict[str, int] = {}
+    pending: dict[bytes, asyncio.Semaphore] = {}
+
+    async def submitter(k: int) -> None:
+        nonlocal used
+        i = k * BATCH
+        while time.monotonic() < stop and i + BATCH <= len(txs):
+            used = max(used, i + BATCH)
+            await outstanding.acquire()
+            batch = txs[i : i + BATCH]
+            now = time.monotonic()
+            for j in range(i, i + BATCH):
+                sent_at[ids[j]] = now
+            pending[ids[i + BATCH - 1]] = outstanding
+            try:
+                resp = await stubs[(i // BATCH) % len(stubs)].SubmitTx(
+                    consensus_pb2.SubmitTxRequest(txs=batch), timeout=30
+                )
+                refused = [r.reason for r in resp.results if not r.admitted]
+            except grpc.aio.AioRpcError as exc:
+                refused = [exc.code().name]
+            if refused:
+                rejections[refused[0].split(":")[0]] = rejections.get(refused[0].split(":")[0], 0) + len(refused)
+                if pending.pop(ids[i + BATCH - 1], None) is not None:
+                    outstanding.release()
+            i += BATCH * clients
+
+    async def watcher() -> None:
+        nonlocal committed_in_window
+        height = start_height
+        while time.monotonic() < stop + 1.0:
+            resp = await ledger.GetBlocks(ledger_pb2.GetBlocksRequest(from_height=height + 1, limit=100), timeout=10)
+            now = time.monotonic()
+            for sb in resp.blocks:
+                height = max(height, sb.block.header.height)
+                for r in sb.results:
+                    tid = r.tx_id
+                    t0 = sent_at.pop(tid, None)
+                    if t0 is not None and measuring_from <= now <= stop:
+                        latencies.append(now - t0)
+                        committed_in_window += 1
+                    sem = pending.pop(tid, None)
+                    if sem is not None:
+                        sem.release()
+            if not resp.blocks:
+                await asyncio.sleep(0.01)
+
+    clients = max(1, min(8, len(txs) // BATCH))
+    await asyncio.gather(watcher(), *(submitter(k) for k in range(clients)))
+    for c in [*channels, ledger_ch]:
+        await c.close()
+    if rejections:
+        print(f"  refused submissions: {rejections}", flush=True)
+    span = stop - measuring_from
+    return Figures(committed_in_window / span, percentile(latencies, 0.5) * 1000,
+                   percentile(latencies, 0.99) * 1000, committed_in_window, used)
+
+
+async def run_echo(target: str, txs: list[types_pb2.Transaction], seconds: float) -> Figures:
+    channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    call = channel.unary_unary(ECHO_METHOD)
+    lat: list[float] = []
+    done = 0
+    stop = time.monotonic() + seconds
+    batches = [consensus_pb2.SubmitTxRequest(txs=txs[i : i + BATCH]) for i in range(0, len(txs) - BATCH + 1, BATCH)]
+
+    async def client(k: int) -> None:
+        nonlocal done
+        j = k
+        while time.monotonic() < stop:
+            req = batches[j % len(batches)]
+            t0 = time.monotonic()
+            # the same work a replica's transport does: serialize, send, receive, parse
+            body = await call(req.SerializeToString(), timeout=10)
+            consensus_pb2.SubmitTxRequest.FromString(body)
+            lat.append(time.monotonic() - t0)
+            done += BATCH
+            j += 8
+
+    await asyncio.gather(*(client(k) for k in range(8)))
+    await channel.close()
+    return Figures(done / seconds, percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000, done)
+
+
+async def wait_ready(targets: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for t in targets:
+        async with grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) as ch:
+            stub = consensus_pb2_grpc.ConsensusStub(ch)
+            while True:
+                try:
+                    st = await stub.Status(consensus_pb2.StatusRequest(), timeout=2)
+                    if st.view >= 1:
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replica {t} not up")
+                await asyncio.sleep(0.3)
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="4,7,10")
+    ap.add_argument("--seconds", type=float, default=8.0, help="load per measurement")
+    ap.add_argument("--quick", action="store_true", help="n=4 only, short runs (smoke test)")
+    ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.echo_server:
+        asyncio.run(echo_server(args.echo_server))
+        return 0
+    sizes = [4] if args.quick else [int(x) for x in args.sizes.split(",")]
+    seconds = 3.0 if args.quick else args.seconds
+    ntx = 20_000 if args.quick else 150_000
+    print(f"signing {ntx} transactions of 256-byte payloads ...", flush=True)
+    t0 = time.monotonic()
+    txs, ids = make_txs(ntx, 1)
+    print(f"  {time.monotonic() - t0:.1f}s", flush=True)
+
+    port = free_port()
+    echo = start_echo(port)
+    try:
+        time.sleep(1.5)
+        base = asyncio.run(run_echo(f"127.0.0.1:{port}", txs, seconds))
+    finally:
+        echo.terminate()
+        echo.wait()
+    print(f"gRPC echo baseline: {base.tx_s:,.0f} tx/s  p50 {base.p50_ms:.1f} ms/batch of {BATCH}", flush=True)
+
+    results: dict[str, object] = {"bench": "consensus", "payload_bytes": 256, "batch": BATCH,
+                                  "echo_tx_s": round(base.tx_s, 1), "echo_p50_ms": round(base.p50_ms, 1)}
+    for n in sizes:
+        root = Path(tempfile.mkdtemp(prefix=f"zkpot-bench-consensus-{n}-"))
+        net = Net(n, root)
+        try:
+            net.start()
+            asyncio.run(wait_ready(net.targets, 120))
+            watch = net.ledgers[0].target
+            # each network starts from genesis, so the same txs serve every n; within one network
+            # every run takes fresh ones (a committed tx would be refused as a duplicate)
+            light = asyncio.run(run_load(net.targets, watch, txs[:4000], ids[:4000], seconds, BATCH))
+            off = 4000
+            sat = asyncio.run(run_load(net.targets, watch, txs[off:], ids[off:], seconds, WINDOW))
+            off += sat.used
+            print(f"n={n:2d}: {sat.tx_s:8,.0f} tx/s committed ({sat.tx_s / base.tx_s:.2f}x echo)  "
+                  f"p50 {sat.p50_ms:.0f} ms  p99 {sat.p99_ms:.0f} ms  | light load p50 {light.p50_ms:.0f} ms",
+                  flush=True)
+            results[f"n{n}"] = {**sat.as_dict(), "light_p50_ms": round(light.p50_ms, 1),
+                                "vs_echo": round(sat.tx_s / base.tx_s, 3)}
+            if n == sizes[0]:
+                net.kill9(n - 1)
+                down = asyncio.run(run_load(net.targets[: n - 1], watch, txs[off:], ids[off:], seconds + 3, WINDOW))
+                print(f"n={n:2d}, one replica down: {down.tx_s:8,.0f} tx/s  p50 {down.p50_ms:.0f} ms  "
+                      f"p99 {down.p99_ms:.0f} ms", flush=True)
+                results[f"n{n}_one_down"] = {**down.as_dict(), "vs_all_up": round(down.tx_s / max(sat.tx_s, 1), 3)}
+        finally:
+            net.stop()
+            shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Federated learning under attack: Byzantine behaviours, the in-process baselines, and
+`zkpot experiment` end to end on the real services (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from zkpot import model_codec
+from zkpot.devnet.cli import parse_behaviours
+from zkpot.experiment import simulate
+from zkpot.experiment.config import ExperimentConfig, attackers
+from zkpot.zkp import data, model
+
+
+def _config(tmp_path: Path, **kw) -> ExperimentConfig:
+    base = {"participants": 4, "rounds": 2, "fractions": (0.0, 0.5), "zkpot": False}
+    return ExperimentConfig(out_dir=tmp_path, **{**base, **kw})
+
+
+def test_attackers_are_the_first_participants_by_fraction(tmp_path):
+    cfg = ExperimentConfig(out_dir=tmp_path, participants=10, attacks=("label_flip", "copy"))
+    assert attackers(cfg, 0.0) == {}
+    assert attackers(cfg, 0.2) == {"p0": "label_flip", "p1": "copy"}
+    assert len(attackers(cfg, 0.3)) == 3 and len(attackers(cfg, 0.4)) == 4
+    with pytest.raises(ValueError):
+        ExperimentConfig(out_dir=tmp_path, attacks=("krum",)).check()
+
+
+def test_devnet_behaviour_flag_parsing():
+    assert parse_behaviours(["p0=label_flip", "p2=silent"], 3) == {"p0": "label_flip", "p2": "silent"}
+    for bad in (["p3=copy"], ["p0"], ["p0=evil"]):
+        with pytest.raises(SystemExit):
+            parse_behaviours(bad, 3)
+
+
+def test_behaviours_stay_provable_and_differ_as_described():
+    shard = data.dirichlet_shards(4, 0.5, seed=7)[0]
+    test = data.public_test_set(16, seed=7)
+    start = model.init_model(16, 7)
+    model.clip_(start, 1.0)
+    start_bytes = model.encode(start)
+    out = {}
+    for b in model.BEHAVIOURS:
+        net = model.train_as(b, model.decode(start_bytes, 16), shard, 3, seed=5, weight_bound=1.0)
+        assert model.max_abs_weight(net) <= 1.0  # inside the circuit's range: the prover can prove it
+        out[b] = net
+    assert model.encode(out["free_ride"]) == start_bytes
+    honest = model.correct_count(out["honest"], test)
+    assert model.correct_count(out["label_flip"], test) < 4 <= honest  # below the task's threshold
+    assert model.correct_count(out["random"], test) < honest
+    with pytest.raises(ValueError, match="unknown behaviour"):
+        model.train_as("evil", start, shard, 1, 0, 1.0)
+
+
+def test_label_flippers_are_excluded_for_their_proven_count(tmp_path):
+    cfg = _config(tmp_path)
+    s = simulate.setting(cfg)
+    flippers = attackers(cfg, 0.5)
+    zk = simulate.federated(cfg, s, flippers, zkpot_rules=True)
+    plain = simulate.federated(cfg, s, flippers, zkpot_rules=False)
+    for r in zk:
+        for name in flippers:
+            assert r.correct[name] < s.min_correct
+            assert r.excluded[name] == f"proven {r.correct[name]}/16 < threshold {s.min_correct}"
+        assert set(r.included) == {"p2", "p3"}
+    assert all(not r.excluded for r in plain)  # plain FedAvg averages everyone, flippers included
+    assert zk[-1].accuracy > plain[-1].accuracy
+    # same shards and training: with no attackers the two agree within a point
+    honest_zk = simulate.federated(cfg, s, {}, zkpot_rules=True)
+    honest_plain = simulate.federated(cfg, s, {}, zkpot_rules=False)
+    assert abs(honest_zk[-1].accuracy - honest_plain[-1].accuracy) <= 0.01
+
+
+def test_free_riders_and_copiers_are_excluded_for_the_right_reason(tmp_path):
+    cfg = _config(tmp_path, rounds=1)
+    s = simulate.setting(cfg)
+    (r,) = simulate.federated(cfg, s, {"p0": "free_ride", "p1": "copy", "p2": "silent"}, zkpot_rules=True)
+    assert r.excluded == {"p0": "the round's global model unchanged (free-riding)",
+                          "p1": "proof bound to another submitter (refused at admission)",
+                          "p2": "silent (submitted nothing)"}
+    assert r.included == ["p3"]
+    (plain,) = simulate.federated(cfg, s, {"p0": "free_ride", "p1": "copy"}, zkpot_rules=False)
+    assert plain.included == ["p0", "p1", "p2", "p3"]
+
+
+def test_simulated_updates_match_the_provers_training(tmp_path):
+    """The in-process FedAvg trains exactly as the devnet's prover (prove.train_step) does."""
+    from zkpot.zkp.prove import train_step
+
+    cfg = _config(tmp_path)
+    s = simulate.setting(cfg)
+
+    class _Task:  # the three attributes train_step reads
+        hidden, weight_bound = 16, 1.0
+        test_set = s.test_set
+
+    for behaviour in ("honest", "label_flip", "scaled"):
+        ours = simulate.local_update(cfg, s, s.initial, 1, 1, behaviour)
+        theirs = train_step(_Task(), s.initial, s.shards[1], s.epochs, cfg.seed * 1000 + 10 + 1,  # type: ignore[arg-type]
+                            "" if behaviour == "honest" else behaviour)
+        assert ours == theirs.model_params
+    assert model_codec.decode_fixed(ours)  # decodes
+
+
+def _free_base_port(participants: int, validators: int) -> int:
+    for _ in range(50):
+        base = random.randrange(30000, 45000, 1000)
+        ports = [base + 10 * i + k for i in range(validators) for k in (0, 1, 2, 5, 6, 7)]
+        ports += [base + 500 + 10 * j + k for j in range(participants) for k in (0, 5)] + [base + 905]
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port range")
+
+
+@pytest.mark.slow
+def test_experiment_quick_end_to_end(tmp_path):
+    """`zkpot experiment --quick`, shrunk to one ZKPoT scenario of one round: real task, real devnet,
+    a label flipper whose real proof shows a count below the threshold; table, JSON and plots."""
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "zkpot.cli", "experiment", "--quick", "--out", str(out), "--rounds", "1",
+           "--fractions", "0.25", "--test-set-size", "8", "--min-correct", "4",
+           "--base-port", str(_free_base_port(4, 4))]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    print(proc.stdout[-4000:], proc.stderr[-3000:], f"took {time.monotonic() - t0:.0f}s", sep="\n")
+    assert proc.returncode == 0
+    results = json.loads((out / "results.json").read_text())
+    for name in ("accuracy.png", "leaders.png", "proof_time.png", "results.md"):
+        assert (out / name).stat().st_size > 1000, name
+    kinds = {sc["kind"] for sc in results["scenarios"]}
+    assert kinds == {"centralized", "fedavg", "zkpot-rule-sim", "zkpot"}
+    (zk,) = [sc for sc in results["scenarios"] if sc["kind"] == "zkpot"]
+    assert zk["ok"] and zk["ledgers_agree"] and zk["attackers"] == {"p0": "label_flip"}
+    (r1,) = zk["rounds"]
+    assert r1["correct"]["p0"] < 4 and r1["excluded"]["p0"] == f"proven {r1['correct']['p0']}/8 < threshold 4"
+    assert "p0" not in r1["included"] and len(r1["included"]) >= 2
+    assert r1["aggregation_rule"] == "fedavg-threshold(min_correct=4)"
+    assert not r1["leader_is_attacker"] and r1["prove_s_mean"] > 0
+    assert 0 < r1["accuracy"] <= 1 and "leadership" in results["targets"]
+    assert "| zkpot-25% |" in (out / "results.md").read_text()

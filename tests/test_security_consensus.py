@@ -1,0 +1,204 @@
+"""Authentication of consensus messages and per-peer throttling, against a real replica process over gRPC.
+
+One replica (validator-0 of four, with its own ledger, long timers so it only moves when told)
+receives forged, unsigned, unknown-signer and replayed Propose / SendVote / SendTimeout messages:
+each forgery is refused with INVALID_ARGUMENT and counted in
+zkpot_consensus_rejected_messages_total{reason}; replays are never counted twice. Then a flood of
+submissions from one peer is throttled (RESOURCE_EXHAUSTED) and one sender's mempool quota fills,
+while another peer and another sender still get in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from chain_factory import Fixture, make_genesis
+from security_procs import Service, consensus_service, ledger_service, metric, stop_all
+
+from zkpot import chain
+from zkpot.crypto import KeyPair
+from zkpot.grpcutil import CHANNEL_OPTIONS
+from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, types_pb2
+
+STRANGER = KeyPair.from_seed(b"\x77" * 32)
+RATE, BURST, QUOTA = 20, 40, 25
+
+
+@dataclass
+class Net:
+    fx: Fixture
+    replica: Service
+    genesis_hash: bytes
+
+    def stub(self, fresh: bool = False) -> consensus_pb2_grpc.ConsensusStub:
+        # a local subchannel pool: a new TCP connection, so a new peer address for the rate limiter
+        opts = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)] if fresh else CHANNEL_OPTIONS
+        return consensus_pb2_grpc.ConsensusStub(grpc.insecure_channel(self.replica.target, options=opts))
+
+    def rejected(self, reason: str) -> float:
+        return metric(self.replica.metrics_port, "zkpot_consensus_rejected_messages_total", reason=reason)
+
+    def status(self) -> consensus_pb2.StatusResponse:
+        return self.stub().Status(consensus_pb2.StatusRequest(), timeout=10)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sec-consensus")
+    fx = make_genesis(n_validators=4, n_participants=2)
+    genesis = tmp / "genesis.json"
+    fx.genesis.save(genesis)
+    key = tmp / "key.json"
+    fx.validator_keys[0].save(key)
+    ledger = ledger_service(tmp, genesis)
+    replica = consensus_service(tmp, genesis, key, "validator-0", ledger.target, [
+        "--idle-block-ms", "60000", "--base-timeout-ms", "60000", "--max-timeout-ms", "60000",
+        "--peer-tx-rate", str(RATE), "--peer-tx-burst", str(BURST), "--mempool-max-per-sender", str(QUOTA)])
+    try:
+        ledger.start().wait_healthy()
+        replica.start().wait_healthy()
+        yield Net(fx, replica, chain.block_hash(fx.genesis.block().header))
+    finally:
+        stop_all([replica, ledger])
+
+
+def refused(call, msg, reason: str, net: Net) -> None:  # noqa: ANN001 - a stub method
+    before = net.rejected(reason)
+    with pytest.raises(grpc.RpcError) as err:
+        call(msg, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert reason in err.value.details()
+    assert net.rejected(reason) == before + 1, f"{reason} not counted"
+
+
+def _proposal(net: Net, view: int = 1, signer: KeyPair | None = None) -> consensus_pb2.Proposal:
+    fx = net.fx
+    header = types_pb2.BlockHeader(chain_id=fx.genesis.chain_id, height=1, view=view, parent_hash=net.genesis_hash,
+                                   txs_root=chain.txs_root([]), timestamp_ms=int(time.time() * 1000))
+    leader = fx.validator_keys[view % 4]  # genesis order, round robin
+    return consensus_pb2.Proposal(block=chain.sign_block(signer or leader, types_pb2.Block(header=header)))
+
+
+def test_forged_proposals_are_refused_and_a_replay_gets_no_second_vote(net: Net) -> None:
+    stub = net.stub()
+    refused(stub.Propose, _proposal(net, signer=STRANGER), "unknown_signer", net)
+    unsigned = _proposal(net)
+    unsigned.block.signature = b""
+    refused(stub.Propose, unsigned, "bad_signature", net)
+    tampered = _proposal(net)
+    tampered.block.header.timestamp_ms += 1  # the leader's signature no longer covers the header
+    refused(stub.Propose, tampered, "bad_signature", net)
+    wrong_leader = _proposal(net, signer=net.fx.validator_keys[2])  # a validator, but not view 1's leader
+    refused(stub.Propose, wrong_leader, "wrong_leader", net)
+    assert net.status().last_voted_view == 0
+
+    good = _proposal(net)
+    stub.Propose(good, timeout=10)
+    votes = metric(net.replica.metrics_port, "zkpot_consensus_votes_sent_total")
+    assert net.status().last_voted_view == 1 and votes == 1
+    stub.Propose(good, timeout=10)  # replayed: idempotent, never a second vote
+    assert metric(net.replica.metrics_port, "zkpot_consensus_votes_sent_total") == votes
+
+
+def test_forged_and_replayed_votes_are_refused(net: Net) -> None:
+    stub = net.stub()
+    bh = chain.block_hash(_proposal(net).block.header)
+    refused(stub.SendVote, chain.make_vote(STRANGER, bh, 1, 1), "unknown_signer", net)
+    no_signature = consensus_pb2.Vote(block_hash=bh, view=1, height=1)
+    refused(stub.SendVote, no_signature, "unknown_signer", net)
+    unsigned = chain.make_vote(net.fx.validator_keys[1], bh, 1, 1)
+    unsigned.signature.signature = b""
+    refused(stub.SendVote, unsigned, "bad_signature", net)
+    wrong = chain.make_vote(net.fx.validator_keys[1], bh, 1, 1)
+    wrong.view = 2  # signed for view 1
+    refused(stub.SendVote, wrong, "bad_signature", net)
+    other_key = chain.make_vote(net.fx.validator_keys[2], bh, 1, 1)
+    other_key.signature.signer = net.fx.validator_keys[1].public  # someone else's signature
+    refused(stub.SendVote, other_key, "bad_signature", net)
+
+    vote = chain.make_vote(net.fx.validator_keys[1], bh, 1, 1)
+    stub.SendVote(vote, timeout=10)  # counted once (with the replica's own: 2 of 3, no QC)
+    refused(stub.SendVote, vote, "duplicate_vote", net)  # replayed
+    equivocation = chain.make_vote(net.fx.validator_keys[1], b"\x01" * 32, 1, 1)
+    refused(stub.SendVote, equivocation, "duplicate_vote", net)  # a second vote in the view
+    assert net.status().high_qc_view == 0
+
+
+def test_forged_timeouts_are_refused_and_replays_count_once(net: Net) -> None:
+    stub = net.stub()
+    keys = net.fx.validator_keys
+    refused(stub.SendTimeout, chain.make_timeout(STRANGER, 5, None), "unknown_signer", net)
+    unsigned = chain.make_timeout(keys[1], 5, None)
+    unsigned.signature.signature = b""
+    refused(stub.SendTimeout, unsigned, "bad_signature", net)
+    wrong = chain.make_timeout(keys[1], 5, None)
+    wrong.view = 6
+    refused(stub.SendTimeout, wrong, "bad_signature", net)
+
+    view = net.status().view
+    assert view < 5
+    t1 = chain.make_timeout(keys[1], 5, None)
+    for _ in range(5):  # one validator's timeout, replayed: still one of the f+1 = 2 needed to join view 5
+        stub.SendTimeout(t1, timeout=10)
+    assert net.status().view == view
+    stub.SendTimeout(chain.make_timeout(keys[2], 5, None), timeout=10)  # a second validator: join
+    assert net.status().view >= 5
+
+
+def _payloads(key: KeyPair, n: int, tag: bytes) -> list[types_pb2.Transaction]:
+    base = time.time_ns()
+    return [chain.sign_tx(key, types_pb2.Transaction(payload=tag + bytes([i % 256]), nonce=base + i)) for i in range(n)]
+
+
+def test_flood_from_one_peer_is_throttled_without_hurting_others(net: Net) -> None:
+    flooder, other = net.stub(fresh=True), net.stub(fresh=True)
+    alice, bob = KeyPair.from_seed(b"\x31" * 32), KeyPair.from_seed(b"\x32" * 32)
+    before = net.rejected("rate_limited")
+
+    # alice floods from one connection: her quota fills first, then the peer's token bucket runs dry
+    admitted, quota_refusals, throttled = 0, 0, 0
+    txs = _payloads(alice, 100, b"flood")
+    for i in range(0, len(txs), 10):
+        try:
+            resp = flooder.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs[i : i + 10]), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+            assert "rate limited" in exc.details()
+            throttled += 1
+            continue
+        admitted += sum(r.admitted for r in resp.results)
+        quota_refusals += sum("sender quota" in r.reason for r in resp.results)
+    assert admitted == QUOTA
+    assert quota_refusals >= BURST - QUOTA
+    assert throttled >= 3  # 100 txs against a burst of 40 at 20/s
+    assert net.rejected("rate_limited") == before + throttled
+
+    # another peer, another sender: served at once
+    resp = other.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(bob, 10, b"bob")), timeout=10)
+    assert all(r.admitted for r in resp.results), [r.reason for r in resp.results]
+    # another peer cannot launder alice's transactions past her quota
+    resp = other.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(alice, 5, b"more")), timeout=10)
+    assert not any(r.admitted for r in resp.results)
+    assert net.status().mempool_size == QUOTA + 10
+
+    # the flooder's bucket refills at RATE/s
+    time.sleep(10 / RATE + 0.2)
+    resp = flooder.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(bob, 10, b"later")), timeout=10)
+    assert all(r.admitted for r in resp.results), [r.reason for r in resp.results]
+
+
+def test_submit_proof_from_a_stranger_is_refused_before_any_proof_check(net: Net) -> None:
+    fx = net.fx
+    member = fx.submit(0, round_=1, claimed=20)
+    stranger = fx.submit(1, round_=1, claimed=20, signer=STRANGER)
+    stranger.submit_proof.participant = STRANGER.public
+    chain.sign_tx(STRANGER, stranger)
+    before = metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total", reason="unknown_signer")
+    resp = net.stub(fresh=True).SubmitTx(consensus_pb2.SubmitTxRequest(txs=[member, stranger]), timeout=10)
+    assert [r.admitted for r in resp.results] == [False, False]
+    assert resp.results[0].reason.startswith("no_verifier")  # a participant's proof goes on to the verifier
+    assert resp.results[1].reason.startswith("unknown_signer")
+    assert metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total", reason="unknown_signer") == before + 1

@@ -1,0 +1,68 @@
+"""What an experiment runs: scenarios, participants, which of them attack and how."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# behaviours a participant can have (zkpot.devnet.run.BEHAVIOURS minus "honest")
+ATTACKS = ("label_flip", "scaled", "random", "free_ride", "copy", "silent")
+
+
+@dataclass
+class ExperimentConfig:
+    out_dir: Path
+    participants: int = 10
+    validators: int = 4
+    rounds: int = 4
+    fractions: tuple[float, ...] = (0.0, 0.2, 0.3)
+    attacks: tuple[str, ...] = ("label_flip",)   # attacker i behaves as attacks[i % len(attacks)]
+    alpha: float = 0.5
+    seed: int = 7
+    local_epochs: int = 0                          # 0: the prover's default (zkpot.zkp.prove)
+    test_set_size: int = 16                        # the task's public test set (proofs)
+    min_correct: int = 0                           # 0: the task default
+    hidden: int = 16
+    weight_bound: float = 1.0
+    base_port: int = 27300
+    parallel_proofs: int = 2
+    round_deadline_blocks: int = 600               # the task's; silent attackers make every round wait for it
+    zkpot: bool = True                             # False: only the in-process scenarios
+    devnet_dir: Path | None = None                 # default OUT/devnet-<participants>p-<rounds>r-...
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.participants < 1 or self.validators < 1 or self.rounds < 1:
+            raise ValueError("participants, validators and rounds must be at least 1")
+        if any(not 0.0 <= f <= 0.5 for f in self.fractions):
+            raise ValueError("attacker fractions must be in 0..0.5")
+        bad = [a for a in self.attacks if a not in ATTACKS]
+        if bad or not self.attacks:
+            raise ValueError(f"attacks must be among {', '.join(ATTACKS)}; got {bad or 'none'}")
+
+    def devnet_path(self) -> Path:
+        if self.devnet_dir is not None:
+            return self.devnet_dir
+        # the devnet reuses its task, keys and shards across scenarios: key the folder by what shapes them
+        return self.out_dir / (f"devnet-{self.participants}p-{self.validators}v-{self.rounds}r-"
+                               f"t{self.test_set_size}-k{self.min_correct}-d{self.round_deadline_blocks}-a{self.alpha:g}-s{self.seed}")
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        out["out_dir"] = str(self.out_dir)
+        out["devnet_dir"] = str(self.devnet_path())
+        return out
+
+
+def attackers(config: ExperimentConfig, fraction: float) -> dict[str, str]:
+    """Participant name -> behaviour for this fraction: the first round(fraction * n) participants.
+
+    The first participants are the ones that operate validators (p_j runs v_j for j < validators),
+    so attackers are in a position to win leadership if the protocol let them.
+    """
+    k = int(round(fraction * config.participants + 1e-9))
+    return {f"p{i}": config.attacks[i % len(config.attacks)] for i in range(k)}
+
+
+def label(kind: str, fraction: float) -> str:
+    return f"{kind}-{round(100 * fraction)}%"

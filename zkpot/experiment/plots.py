@@ -1,0 +1,95 @@
+"""PNG plots of an experiment's results (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+STYLE = {"centralized": ("black", "--"), "fedavg": ("tab:orange", "-"), "zkpot": ("tab:blue", "-"),
+         "zkpot-rule-sim": ("tab:blue", ":")}
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy(results: dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+    fractions = results["config"]["fractions"]
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 3.6), sharey=True, squeeze=False)
+    for ax, fraction in zip(axes[0], fractions, strict=True):
+        for sc in results["scenarios"]:
+            if sc["kind"] != "centralized" and sc["fraction"] != fraction:
+                continue
+            color, ls = STYLE[sc["kind"]]
+            rounds = [r["round"] for r in sc["rounds"]]
+            ax.plot(rounds, [100 * r["accuracy"] for r in sc["rounds"]], color=color, linestyle=ls, marker="o",
+                    markersize=3, label=sc["kind"])
+        ax.set_title(f"{round(100 * fraction)}% attackers ({', '.join(results['config']['attacks'])})")
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("global model accuracy, held-out split (%)")
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def leaders(results: dict[str, Any], path: Path) -> Path | None:
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+    runs = [sc for sc in results["scenarios"] if sc["kind"] == "zkpot"]
+    if not runs:
+        return None
+    n_validators = results["config"]["validators"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    width = 0.8 / len(runs)
+    for i, sc in enumerate(runs):
+        rounds = [r["round"] + (i - (len(runs) - 1) / 2) * width for r in sc["rounds"]]
+        idx = [int(r["leader"][1:]) if r["leader"] else -1 for r in sc["rounds"]]
+        colors = ["tab:red" if r["leader_is_attacker"] else "tab:green" for r in sc["rounds"]]
+        ax.scatter(rounds, idx, c=colors, marker="os^dv"[i % 5], s=60, label=sc["name"], edgecolors="black")
+    ax.set_yticks(range(n_validators), [f"v{j} (p{j})" for j in range(n_validators)])
+    ax.set_xlabel("round closed (leader of the next epoch)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("first leader")
+    ax.set_title("leader per round: green = honest operator, red = attacker")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def proof_time(results: dict[str, Any], path: Path) -> Path | None:
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+    runs = [sc for sc in results["scenarios"] if sc["kind"] == "zkpot"]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for sc in runs:
+        rounds = [r["round"] for r in sc["rounds"]]
+        (line,) = ax.plot(rounds, [r["prove_s_mean"] for r in sc["rounds"]], marker="o", label=f"{sc['name']} mean")
+        ax.plot(rounds, [r["prove_s_max"] for r in sc["rounds"]], linestyle=":", color=line.get_color(),
+                label=f"{sc['name']} max")
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("SNARK proving time per submission (s)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"proof time per round ({results['config']['test_set_size']} test samples)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,116 @@
+"""ZKPoT scenarios on the real services: one devnet per scenario (zkpot.devnet.run.run_devnet).
+
+Every scenario of one experiment shares a devnet folder, so the task (circuit, keys), the
+participants' keys and their shards are made once and reused (--existing reuse-task); each
+scenario starts a fresh chain. The figures come from the devnet's report.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from zkpot.experiment.config import ExperimentConfig
+
+
+def devnet_config(config: ExperimentConfig, behaviours: dict[str, str], report: Path,  # noqa: ANN201
+                  base_port: int | None = None):
+    from zkpot.devnet.run import DevnetConfig
+
+    return DevnetConfig(
+        data_dir=config.devnet_path().resolve(), validators=config.validators, participants=config.participants,
+        rounds=config.rounds, base_port=config.base_port if base_port is None else base_port, existing="reuse-task",
+        test_set_size=config.test_set_size, local_epochs=config.local_epochs, alpha=config.alpha, seed=config.seed,
+        parallel_proofs=config.parallel_proofs, round_deadline_blocks=config.round_deadline_blocks,
+        min_correct=config.min_correct, report_path=report.resolve(),
+        attack_checks=False, behaviours=dict(behaviours),
+    )
+
+
+def run_scenario(config: ExperimentConfig, behaviours: dict[str, str], report: Path, index: int = 0) -> dict[str, Any]:
+    """Scenario `index` uses the port plan at base_port + 1000 * index: the previous devnet's
+    processes may still hold their ports for a moment after it stopped."""
+    from zkpot.devnet.plan import make_plan
+    from zkpot.devnet.procs import ports_in_use
+    from zkpot.devnet.run import run_devnet
+
+    report.parent.mkdir(parents=True, exist_ok=True)
+    base = config.base_port + 1000 * index
+    if (config.devnet_path() / "keys").is_dir():  # an earlier run made the keys: planning only reads them
+        ports = make_plan(config.devnet_path().resolve(), config.validators, config.participants, base).ports()
+        deadline = time.monotonic() + 60
+        while ports_in_use(ports) and time.monotonic() < deadline:
+            time.sleep(1)
+    async def runner() -> dict[str, Any]:
+        # SIGINT / SIGTERM cancel the run, so that the devnet stops every process it started
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await run_devnet(devnet_config(config, behaviours, report, base))
+
+    t0 = time.monotonic()
+    result = asyncio.run(runner())
+    result["_wall_s"] = time.monotonic() - t0
+    return result
+
+
+def leader_operator(validator: str, config: ExperimentConfig) -> str:
+    """The participant operating validator v<i> in the devnet plan: p<i>."""
+    return "p" + validator[1:] if validator.startswith("v") else validator
+
+
+def summarize(report: dict[str, Any], config: ExperimentConfig, behaviours: dict[str, str]) -> dict[str, Any]:
+    """Per-round figures of one ZKPoT scenario, from a devnet report."""
+    min_correct = None
+    rounds = []
+    for r in report["rounds"]:
+        rule = r.get("aggregation_rule") or ""
+        if "min_correct=" in rule:
+            min_correct = int(rule.split("min_correct=")[1].rstrip(")"))
+        leader = r["next_leaders"][0] if r["next_leaders"] else ""
+        operator = leader_operator(leader, config)
+        excluded = {}
+        for s in r["submissions"]:
+            if s["aggregated"]:
+                continue
+            if not s["admitted"]:
+                why = f"refused at admission: {s['admission_reason']}"
+            elif min_correct is not None and s["claimed_correct"] < min_correct:
+                why = f"proven {s['claimed_correct']}/{s['test_set_size']} < threshold {min_correct}"
+            else:
+                why = "proof valid, refused by the ledger's state rules (free-riding) or after the round closed"
+            excluded[s["participant"]] = why
+        for name, b in behaviours.items():
+            if b == "silent":
+                excluded[name] = "silent (submitted nothing)"
+        proofs = [s["prove_s"] for s in r["submissions"] if s["prove_s"] > 0]
+        rounds.append({
+            "round": r["round"],
+            "accuracy": r["global_accuracy_holdout"],
+            "test_accuracy": r["global_accuracy"],
+            "aggregation_rule": rule,
+            "global_model_cid": r["next_global_model_cid"],
+            "included": sorted((s["participant"] for s in r["submissions"] if s["aggregated"]),
+                               key=lambda n: int(n[1:])),
+            "excluded": excluded,
+            "correct": {s["participant"]: s["claimed_correct"] for s in r["submissions"]},
+            "leader": leader,
+            "leader_operator": operator,
+            "leader_is_attacker": operator in behaviours,
+            "leader_score": r["next_leader_scores"][0] if r["next_leader_scores"] else 0,
+            "prove_s_mean": sum(proofs) / len(proofs) if proofs else 0.0,
+            "prove_s_max": max(proofs, default=0.0),
+            "round_wall_s": r["wall_s"],
+        })
+    return {"ok": bool(report.get("ok")), "ledgers_agree": report["ledgers"]["agree"], "rounds": rounds,
+            "where_time_went": report.get("where_time_went", {}), "wall_s": report.get("_wall_s")}
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
