@@ -34,6 +34,11 @@ OPERATOR_COMPONENT = K8S / "components" / "prometheus-operator"
 # Native sidecars (restartable init containers) need Kubernetes >= 1.29.
 MIN_K8S = "1.29.0"
 VALIDATOR_PORTS = {"consensus": 26000, "verifier": 26001, "ledger": 26002}
+# Plaintext gRPC health-only ports (ZKPOT_HEALTH_LISTEN): kubelet probes cannot do mutual TLS.
+HEALTH_PORTS = {"consensus": 26010, "verifier": 26011, "ledger": 26012, "prover": 26510}
+# Secrets written by deploy/scripts/make-secrets.sh, never committed
+SECRETS = {"zkpot-validator-keys", "zkpot-publisher-key", "zkpot-participant", "zkpot-validator-tls",
+           "zkpot-prover-tls", "zkpot-client-tls"}
 LONG_RUNNING = ("Deployment", "StatefulSet")
 
 
@@ -193,12 +198,14 @@ def test_validator_statefulset_keeps_a_quorum_and_its_state(overlay):
     # three services per pod: ledger and verifier as native sidecars, started before consensus
     pod = spec["template"]["spec"]
     assert [c["name"] for c in long_running(pod)] == ["ledger", "verifier", "consensus"]
-    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-genesis", "ledger", "verifier"], "start order"
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-genesis", "tls", "ledger", "verifier"], \
+        "start order"
     for c in long_running(pod):
         port = VALIDATOR_PORTS[c["name"]]
-        assert {p["containerPort"] for p in c["ports"]} >= {port, port + 5}
+        assert {p["containerPort"] for p in c["ports"]} >= {port, port + 5, HEALTH_PORTS[c["name"]]}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"]["port"] == port, f"{c['name']} {probe} must use the gRPC health service"
+            assert c[probe]["grpc"]["port"] == HEALTH_PORTS[c["name"]], \
+                f"{c['name']} {probe} must use the gRPC health service on the health-only port"
     mounts = {m["name"]: m["mountPath"] for m in next(c for c in pod["containers"] if c["name"] == "consensus")[
         "volumeMounts"]}
     assert mounts["consensus"] == "/var/lib/zkpot/consensus" and mounts["keys"] == "/etc/zkpot/keys"
@@ -217,7 +224,7 @@ def test_pods_are_restricted_and_bounded(overlay):
             assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), (name, c["name"])
             assert {"cpu", "memory"} <= c["resources"]["limits"].keys(), (name, c["name"])
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
-            if c.get("name") != "wait-for-genesis":
+            if c.get("name") not in ("wait-for-genesis", "tls"):   # shell-only init steps
                 assert "/tmp" in mounts, f"{name}/{c['name']}: read-only root needs a writable /tmp"
 
 
@@ -226,8 +233,7 @@ def test_every_referenced_object_is_rendered_or_documented(overlay):
     docs = rendered(overlay)
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     # created by deploy/scripts/make-secrets.sh (deploy/README.md), never committed
-    external = {("Secret", "zkpot-validator-keys"), ("Secret", "zkpot-publisher-key"), ("Secret", "zkpot-participant"),
-                ("ConfigMap", "zkpot-members")}
+    external = {("Secret", name) for name in SECRETS} | {("ConfigMap", "zkpot-members")}
     for d in docs:
         if d["kind"] not in ("Deployment", "StatefulSet", "Job"):
             continue
@@ -282,6 +288,56 @@ def test_network_policies_open_only_the_needed_ports(overlay):
             if any("namespaceSelector" in peer for peer in rule["from"]):
                 scraped |= {p["port"] for p in rule["ports"]}
     assert scraped == metrics_ports == {26005, 26006, 26007, 26505}
+    # the plaintext health-only ports are for the kubelet (node traffic), never opened to pods
+    opened = {p["port"] for policy in policies.values() for rule in policy.get("ingress", []) for p in rule["ports"]}
+    assert not opened & set(HEALTH_PORTS.values())
+
+
+def _env(container: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_grpc_server_runs_mutual_tls_with_probes_on_a_health_only_port(overlay):
+    """Every zkpot server container reads its TLS identity from a mounted Secret (directly, or the
+    validator's own pair copied out of the per-ordinal Secret by the init container `tls`), and
+    its probes use a plaintext health-only port that is not the mTLS service port."""
+    servers = 0
+    for name, spec in pod_specs(rendered(overlay)):
+        if name.startswith("Job/"):
+            continue   # the task publisher talks no gRPC
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        health_ports: list[int] = []
+        for c in long_running(spec):
+            env = _env(c)
+            where = f"{overlay} {name}/{c['name']}"
+            assert "ZKPOT_TLS_DIR" in env, f"{where}: mutual TLS off"
+            servers += 1
+            mount = next((m for m in c["volumeMounts"] if m["mountPath"] == env["ZKPOT_TLS_DIR"]), None)
+            assert mount is not None and mount.get("readOnly") is True, f"{where}: TLS dir not mounted read-only"
+            volume = volumes[mount["name"]]
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in SECRETS and "items" not in volume["secret"], where
+            else:
+                # filled by the init container `tls` from the validators' Secret, before any server starts
+                assert volume["emptyDir"]["medium"] == "Memory", where
+                init = next(i for i in spec["initContainers"] if i["name"] == "tls")
+                inits = [i["name"] for i in spec["initContainers"]]
+                assert c["name"] not in inits or inits.index("tls") < inits.index(c["name"]), f"{where} starts first"
+                assert "restartPolicy" not in init and _env(init)["ZKPOT_TLS_DIR"] == env["ZKPOT_TLS_DIR"], where
+                init_mounts = {m["name"]: m for m in init["volumeMounts"]}
+                assert init_mounts[mount["name"]]["mountPath"] == env["ZKPOT_TLS_DIR"], where
+                assert not init_mounts[mount["name"]].get("readOnly"), where
+                bundles = [volumes[n]["secret"]["secretName"] for n in init_mounts if "secret" in volumes[n]]
+                assert bundles == ["zkpot-validator-tls"], where
+            host, port = env["ZKPOT_HEALTH_LISTEN"].rsplit(":", 1)
+            assert host == "0.0.0.0" and int(port) == HEALTH_PORTS[c["name"]], f"{where}: health port"
+            assert int(port) in {p["containerPort"] for p in c["ports"]}, where
+            health_ports.append(int(port))
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert c[probe] == {**c[probe], "grpc": {"port": int(port)}}, f"{where}: {probe} not on {port}"
+        assert len(health_ports) == len(set(health_ports)), f"{name}: containers share a health port"
+    assert servers == 4   # ledger, verifier, consensus, prover
 
 
 def test_consensus_script_peers_with_every_other_validator(tmp_path):
@@ -391,12 +447,15 @@ def test_container_commands_are_accepted_by_the_cli(overlay, tmp_path):
     assert len(parsed["consensus"].peer) == int(env_values["VALIDATORS"]) - 1
 
 
-def test_make_secrets_script_feeds_the_genesis_script(tmp_path):
+@pytest.fixture(scope="module")
+def secrets_out(tmp_path_factory) -> tuple[Path, dict[tuple[str, str], dict]]:
+    """deploy/scripts/make-secrets.sh run once (4 validators, 5 participants): its output directory
+    and the Kubernetes objects it wrote, each validated against the schemas."""
     zkpot = Path(sys.executable).parent / "zkpot"
     if not zkpot.exists():
         pytest.skip("needs the zkpot console script in the venv (make install)")
     env = {**os.environ, "ZKPOT": str(zkpot), "KUBECTL": kubectl(), "CHAIN_ID": "zkpot-test-k8s"}
-    out = tmp_path / "net"
+    out = tmp_path_factory.mktemp("secrets") / "net"
     proc = subprocess.run(["sh", str(DEPLOY / "scripts" / "make-secrets.sh"), str(out), "4", "5"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -405,8 +464,16 @@ def test_make_secrets_script_feeds_the_genesis_script(tmp_path):
         d = yaml.safe_load(f.read_text())
         kv().validate(d, MIN_K8S, strict=True)
         objects[(d["kind"], d["metadata"]["name"])] = d
-    assert set(objects) == {("Secret", "zkpot-publisher-key"), ("Secret", "zkpot-validator-keys"),
-                            ("Secret", "zkpot-participant"), ("ConfigMap", "zkpot-members")}
+    # a second run must not replace the identities (nor the CA) it made
+    again = subprocess.run(["sh", str(DEPLOY / "scripts" / "make-secrets.sh"), str(out), "4"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode != 0 and "refusing to overwrite" in again.stderr
+    return out, objects
+
+
+def test_make_secrets_script_feeds_the_genesis_script(secrets_out):
+    out, objects = secrets_out
+    assert set(objects) == {("Secret", n) for n in SECRETS} | {("ConfigMap", "zkpot-members")}
     assert set(objects[("Secret", "zkpot-validator-keys")]["data"]) == {f"validator-{i}.json" for i in range(4)}
     members = json.loads(objects[("ConfigMap", "zkpot-members")]["data"]["members.json"])
     assert [v["name"] for v in members["validators"]] == [f"validator-{i}" for i in range(4)]
@@ -429,6 +496,114 @@ def test_make_secrets_script_feeds_the_genesis_script(tmp_path):
     members["participants"][0]["validator"] = "validator-9"
     with pytest.raises(ValueError, match="unknown validator"):
         module.build(members, publish_tx, 0)
+
+
+def _secret_file(secret: dict, key: str) -> bytes:
+    import base64
+
+    return base64.b64decode(secret["data"][key])
+
+
+def test_make_secrets_script_issues_mtls_certificates_for_every_name_dialled(secrets_out):
+    """One dev CA; each validator pod, the provers and clients get a certificate that chains to it
+    and names every host it is dialled by (peers use validator-<i>.validator, consensus.sh; clients
+    the Services; a pod's own containers 127.0.0.1)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from zkpot.tls import TlsMaterial
+
+    out, objects = secrets_out
+    ca = x509.load_pem_x509_certificate((out / "tls" / "ca" / "ca.crt").read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert (out / "tls" / "ca" / "ca.key").stat().st_mode & 0o077 == 0
+    bundle = objects[("Secret", "zkpot-validator-tls")]
+    assert bundle.get("type", "Opaque") == "Opaque"
+    assert set(bundle["data"]) == {"ca.crt"} | {f"validator-{i}.{ext}" for i in range(4) for ext in ("crt", "key")}
+    assert _secret_file(bundle, "ca.crt") == (out / "tls" / "ca" / "ca.crt").read_bytes()
+
+    def check(pem_cert: bytes, pem_key: bytes, cn: str, hosts: set[str]) -> None:
+        cert = x509.load_pem_x509_certificate(pem_cert)
+        cert.verify_directly_issued_by(ca)   # raises unless the CA signed it
+        assert TlsMaterial(pem_cert, pem_key, b"").common_name() == cn
+        key = serialization.load_pem_private_key(pem_key, password=None)
+        assert key.public_key().public_numbers() == cert.public_key().public_numbers(), f"{cn}: key/cert mismatch"
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert hosts <= set(san.get_values_for_type(x509.DNSName)), f"{cn}: missing SANs"
+        assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
+
+    svc = "zkpot.svc.cluster.local"
+    for i in range(4):
+        pod = f"validator-{i}"
+        check(_secret_file(bundle, f"{pod}.crt"), _secret_file(bundle, f"{pod}.key"), pod,
+              {"localhost", f"{pod}.validator", f"{pod}.validator.{svc}", "consensus", f"consensus.{svc}", "ledger",
+               f"ledger.{svc}"})
+        assert _secret_file(bundle, f"{pod}.crt") == (out / "tls" / pod / "tls.crt").read_bytes()
+    for name, hosts in (("prover", {"prover", f"prover.{svc}", "localhost"}), ("client", {"localhost"})):
+        secret = objects[("Secret", f"zkpot-{name}-tls")]
+        assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+        assert _secret_file(secret, "ca.crt") == _secret_file(bundle, "ca.crt"), "one CA for everyone"
+        check(_secret_file(secret, "tls.crt"), _secret_file(secret, "tls.key"), name, hosts)
+    # what a pod mounts is what --tls-dir loads
+    assert TlsMaterial.load(out / "tls" / "prover").common_name() == "prover"
+
+
+def test_make_secrets_certificates_complete_a_mutual_tls_handshake(secrets_out):
+    """gRPC's TLS stack accepts them: a server with validator-1's certificate serves the client
+    certificate under the names peers and clients dial, and a name not in its SANs is refused."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from zkpot.tls import TlsMaterial
+
+    out, _ = secrets_out
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_secure_port("127.0.0.1:0", TlsMaterial.load(out / "tls" / "validator-1").server_credentials())
+    server.start()
+    try:
+        client = TlsMaterial.load(out / "tls" / "client").channel_credentials()
+
+        def check(host: str) -> grpc.StatusCode:
+            with grpc.secure_channel(f"127.0.0.1:{port}", client,
+                                     options=[("grpc.ssl_target_name_override", host)]) as ch:
+                try:
+                    health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                except grpc.RpcError as exc:
+                    return exc.code()
+                return grpc.StatusCode.OK
+
+        for host in ("validator-1.validator", "consensus.zkpot.svc.cluster.local", "ledger", "localhost"):
+            assert check(host) == grpc.StatusCode.OK, host
+        assert check("validator-2.validator") == grpc.StatusCode.UNAVAILABLE   # another pod's name
+    finally:
+        server.stop(0)
+
+
+def test_pick_tls_script_installs_the_pods_own_certificate(tmp_path):
+    bundle, dest = tmp_path / "bundle", tmp_path / "tls"
+    bundle.mkdir()
+    dest.mkdir()
+    for i in range(3):
+        (bundle / f"validator-{i}.crt").write_text(f"cert {i}")
+        (bundle / f"validator-{i}.key").write_text(f"key {i}")
+    (bundle / "ca.crt").write_text("ca")
+    script = K8S / "base" / "scripts" / "pick-tls.sh"
+
+    def pick(pod: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "POD_NAME": pod, "TLS_BUNDLE": str(bundle), "ZKPOT_TLS_DIR": str(dest)}
+        return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
+
+    assert pick("validator-2").returncode == 0
+    assert {f.name: f.read_text() for f in dest.iterdir()} == {"tls.crt": "cert 2", "tls.key": "key 2", "ca.crt": "ca"}
+    assert (dest / "tls.key").stat().st_mode & 0o077 == 0
+    missing = pick("validator-3")   # a pod the Secret has no certificate for fails its init step
+    assert missing.returncode != 0 and "lacks validator-3.crt" in missing.stderr
+    assert (dest / "tls.crt").read_text() == "cert 2"
 
 
 # ---- Prometheus -----------------------------------------------------------------------------
