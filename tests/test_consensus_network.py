@@ -205,8 +205,9 @@ def test_four_replicas_commit_identically_and_survive_crashes(network) -> None:
 
 def test_submit_proof_refused_without_verifier(network) -> None:
     fx, replicas, _, _ = network
-    wait_for("replica up", lambda: replicas[0].stub().Status(consensus_pb2.StatusRequest(), timeout=2), 60,
-             [replicas[0].log_path])
+    for replica in replicas:  # the CLI below talks to replica 1 and reads replica 2: all must be up
+        wait_for("replica up", lambda r=replica: r.stub().Status(consensus_pb2.StatusRequest(), timeout=2), 60,
+                 [replica.log_path])
     tx = fx.submit(0, round_=1, claimed=20)
     bad = fx.payload(b"x")
     bad.signature = bytes(64)
