@@ -53,8 +53,9 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, int]:
     data_dir = tmp_path_factory.mktemp("devnet")
     base = _free_base_port()
     cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--validators", str(VALIDATORS), "--participants",
-           str(PARTICIPANTS), "--rounds", str(ROUNDS), "--test-set-size", "8", "--data-dir", str(data_dir),
-           "--base-port", str(base), "--round-deadline-blocks", "600"]
+           str(PARTICIPANTS), "--rounds", str(ROUNDS), "--test-set-size", "8", "--shard-size", "4",
+           "--prove-workers", "2", "--data-dir", str(data_dir), "--base-port", str(base),
+           "--round-deadline-blocks", "600"]
     if shutil.which("prometheus"):
         # a real Prometheus scrapes every process; the dashboards' queries run while the network lingers
         cmd += ["--prometheus", "--linger", "300"]
@@ -210,9 +211,11 @@ async def _check_chain(genesis: Genesis, ledgers: list[str], verifier: str) -> N
         assert all(r.valid for r in resp.results), [r.message for r in resp.results]
         tampered = types_pb2.Transaction()
         tampered.CopyFrom(proofs[0])
-        raw = bytearray(tampered.submit_proof.proof)
+        # the devnet above proves its test set in two shards: tamper with the second shard's proof
+        assert len(tampered.submit_proof.shards) == 2
+        raw = bytearray(tampered.submit_proof.shards[1].proof)
         raw[len(raw) // 3] ^= 0x40
-        tampered.submit_proof.proof = bytes(raw)
+        tampered.submit_proof.shards[1].proof = bytes(raw)
         bad = (await stub.Verify(verifier_pb2.VerifyRequest(txs=[tampered]), timeout=120)).results[0]
         assert not bad.valid and bad.message
     assert genesis.task_id == proofs[0].submit_proof.task_id

@@ -255,7 +255,9 @@ async def _tx(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int
     if kind == "submit_proof":
         sp = r.tx.submit_proof
         print(f"  round {sp.round}  claimed correct {sp.claimed_correct}  model {sp.model_cid}")
-        print(f"  proof {len(sp.proof)} bytes  model {len(sp.model_params)} bytes")
+        proof_bytes = len(sp.proof) + sum(len(s.proof) for s in sp.shards)
+        shards = f" in {len(sp.shards)} shard proofs" if sp.shards else ""
+        print(f"  proof {proof_bytes} bytes{shards}  model {len(sp.model_params)} bytes")
     print(f"  {'accepted' if r.result.accepted else 'REJECTED: ' + r.result.reason}")
     return 0
 

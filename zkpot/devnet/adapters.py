@@ -29,7 +29,8 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
         try:
             task = load_task(plan.task_dir)
             m = task.manifest
-            if m.rounds == config.rounds and config.test_set_size in (0, m.test_set_size):
+            if (m.rounds == config.rounds and config.test_set_size in (0, m.test_set_size)
+                    and config.shard_size in (0, m.shard_size)):
                 progress.say(f"reusing the task in {plan.task_dir}")
                 return {}
             progress.say("the earlier task has other rounds or test-set size; creating a new task")
@@ -45,6 +46,8 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
         kwargs["test_set_size"] = config.test_set_size
     if config.min_correct:
         kwargs["min_correct"] = config.min_correct
+    if config.shard_size:
+        kwargs["shard_size"] = config.shard_size
     task = create_task(plan.task_dir, KeyPair.load(publisher_key), TaskConfig(**kwargs))
     return dict(getattr(task, "timings", {}) or {})
 

@@ -22,6 +22,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "task, keys and shards and start a fresh chain (skips the slow setup), or stop")
     parser.add_argument("--test-set-size", type=int, default=0,
                         help="public test set samples (0: the task default, 16)")
+    parser.add_argument("--shard-size", type=int, default=0,
+                        help="prove the public test set in shards of this many samples (0: one proof)")
+    parser.add_argument("--prove-workers", type=int, default=1,
+                        help="worker processes per prover; shards are proven in parallel across them")
     parser.add_argument("--local-epochs", type=int, default=0, help="local epochs per round (0: prover default)")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the non-IID shards")
     parser.add_argument("--seed", type=int, default=7)
@@ -71,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     config = DevnetConfig(
         data_dir=args.data_dir.resolve(), validators=args.validators, participants=args.participants,
         rounds=args.rounds, base_port=args.base_port, existing=args.existing, test_set_size=args.test_set_size,
+        shard_size=args.shard_size, prove_workers=args.prove_workers,
         local_epochs=args.local_epochs, alpha=args.alpha, seed=args.seed, parallel_proofs=args.parallel_proofs,
         round_deadline_blocks=args.round_deadline_blocks, min_correct=args.min_correct,
         report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,

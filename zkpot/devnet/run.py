@@ -48,6 +48,8 @@ class DevnetConfig:
     base_port: int = 26000
     existing: str = "replace"           # replace | reuse-task | fail
     test_set_size: int = 0               # 0: task default
+    shard_size: int = 0                  # 0: one proof over the whole public test set
+    prove_workers: int = 1               # per prover; the devnet's provers share the machine
     local_epochs: int = 0               # 0: prover default
     alpha: float = 0.5
     seed: int = 7
@@ -121,7 +123,9 @@ async def start_services(net: Devnet) -> None:
     for p in plan.participants:
         procs.start(f"{p.name}-prover", ["prover", "serve", "--task-dir", str(plan.task_dir), "--shard",
                                          str(p.shard_path), "--listen", p.prover, "--metrics-port",
-                                         str(p.prover_metrics), "--node", p.name])
+                                         str(p.prover_metrics), "--node", p.name,
+                                         # the participants' provers share this machine's cores
+                                         "--prove-workers", str(net.config.prove_workers)])
     await _wait_all(net, [v.ledger for v in plan.validators] + [v.verifier for v in plan.validators])
     for v in plan.validators:
         procs.start(f"{v.name}-consensus", _service_args(plan, v, net.config)["consensus"])
@@ -207,7 +211,7 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
             tx = types_pb2.Transaction(submit_proof=types_pb2.SubmitProof(
                 task_id=task_id, round=r, participant=key.public, model_commitment=result.model_commitment,
                 claimed_correct=result.claimed_correct, proof=result.proof, model_params=result.model_params,
-                model_cid=result.model_cid))
+                model_cid=result.model_cid, shards=result.shards))
             chain.sign_tx(key, tx)
             stats.tx_id = chain.tx_id(tx).hex()
             t_submit = time.monotonic()
@@ -271,9 +275,10 @@ def forged_variants(net: Devnet, tx: types_pb2.Transaction) -> list[tuple[str, t
         variants.append((name, chain.sign_tx(key, forged)))
 
     def tamper(sp: types_pb2.SubmitProof) -> None:
-        proof = bytearray(sp.proof)
+        target = sp.shards[0] if sp.shards else sp
+        proof = bytearray(target.proof)
         proof[len(proof) // 2] ^= 0x01
-        sp.proof = bytes(proof)
+        target.proof = bytes(proof)
 
     def inflate(sp: types_pb2.SubmitProof) -> None:
         sp.claimed_correct = sp.claimed_correct + 1
