@@ -154,12 +154,12 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
         proven = ev.correct if failed == 0 else _shard_count(task, net, failed, limbs, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    where = f"shard {failed}" if task.n_shards > 1 else "the test set"
+    where = f"shard {failed} of the task's test set" if task.n_shards > 1 else "the task's test set"
     claimed = shards[failed][1]
     if proven is not None and proven != claimed:
         return _reject(R.REJECT_REASON_CLAIM_MISMATCH, f"claimed {claimed} correct but the committed model scores "
                                                        f"{proven} on {where}", timings)
-    return _reject(R.REJECT_REASON_INVALID_PROOF, f"proof does not verify on {where} of the task's test set, the "
+    return _reject(R.REJECT_REASON_INVALID_PROOF, f"proof does not verify on {where}, the "
                                                   "claimed count and the binding of (task, round, sender)", timings)
 
 
