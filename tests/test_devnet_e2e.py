@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 
 from zkpot import grpcutil
@@ -268,3 +269,38 @@ def test_second_run_reuses_task_and_ctrl_c_stops_every_child(devnet: tuple[Path,
                 proc.kill()
         for pid in _processes_mentioning(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_devnet_over_mutual_tls_refuses_plaintext(tmp_path: Path) -> None:
+    """`zkpot devnet --tls`: every process speaks mTLS with its own certificate; plaintext is refused."""
+    base = _free_base_port()
+    cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--tls", "--validators", str(VALIDATORS), "--participants",
+           "1", "--rounds", "1", "--test-set-size", "4", "--data-dir", str(tmp_path), "--base-port", str(base),
+           "--no-attack-checks", "--linger", "120"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (tmp_path / "report.json").exists():
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "devnet over mTLS did not finish"
+            time.sleep(1)
+        assert json.loads((tmp_path / "report.json").read_text())["ok"]
+        ledger = f"127.0.0.1:{base + 2}"
+
+        async def head(tls_dir: Path | None) -> int:
+            from zkpot.tls import TlsMaterial
+
+            # plaintext on purpose, whatever TLS this test process may have configured globally
+            ch = (grpcutil.channel(ledger, tls=TlsMaterial.load(tls_dir)) if tls_dir
+                  else grpc.aio.insecure_channel(ledger))
+            async with ch:
+                resp = await ledger_pb2_grpc.LedgerStub(ch).Head(ledger_pb2.HeadRequest(), timeout=5)
+                return resp.height
+
+        assert asyncio.run(head(tmp_path / "tls" / "devnet")) >= 1
+        with pytest.raises(grpc.aio.AioRpcError):
+            asyncio.run(head(None))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)

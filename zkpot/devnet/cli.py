@@ -38,6 +38,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-block-ms", type=int, default=1000, help="empty block interval when idle")
     parser.add_argument("--no-attack-checks", dest="attack_checks", action="store_false",
                         help="skip submitting forged copies of a real proof (tampered, inflated, copied, replayed)")
+    parser.add_argument("--tls", action="store_true",
+                        help="mutual TLS between every process: a dev CA and one certificate per node in DATA_DIR/tls")
     parser.add_argument("--prometheus", action="store_true",
                         help="also run a real Prometheus (Debian's prometheus) scraping every process")
     parser.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
@@ -79,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         local_epochs=args.local_epochs, alpha=args.alpha, seed=args.seed, parallel_proofs=args.parallel_proofs,
         round_deadline_blocks=args.round_deadline_blocks, min_correct=args.min_correct,
         report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,
-        prometheus=args.prometheus, linger_s=args.linger,
+        prometheus=args.prometheus, linger_s=args.linger, tls=args.tls,
         behaviours=parse_behaviours(args.behaviour, args.participants),
     )
     return main(config)

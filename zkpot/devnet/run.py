@@ -60,6 +60,7 @@ class DevnetConfig:
     idle_block_ms: int = 1000
     attack_checks: bool = True          # submit forged copies of a real proof and expect rejection
     prometheus: bool = False            # also run a real Prometheus scraping every process
+    tls: bool = False                   # mutual TLS between every process (dev CA, one cert per node)
     linger_s: float = 0.0               # keep the network up this long after the last round
     # experiments: participant name -> Byzantine behaviour (BEHAVIOURS); absent: honest
     behaviours: dict[str, str] = field(default_factory=dict)
@@ -113,26 +114,44 @@ def _service_args(plan: DevnetPlan, v: ValidatorPlan, config: DevnetConfig) -> d
     }
 
 
+def setup_tls(plan: DevnetPlan) -> dict[str, dict[str, str]]:
+    """A dev CA and one certificate per node (its own identity for rate limits); the orchestrator
+    and observer share a client certificate. Returns each process's environment."""
+    from zkpot import tls
+
+    root = plan.data_dir / "tls"
+    tls.make_ca(root / "ca")
+    env = {}
+    for name in [*(v.name for v in plan.validators), *(p.name for p in plan.participants), "devnet"]:
+        tls.issue(root / "ca", name, root / name)
+        env[name] = {grpcutil.ENV_TLS_DIR: str(root / name)}
+    grpcutil.configure_tls(root / "devnet")
+    return env
+
+
 async def start_services(net: Devnet) -> None:
     plan, procs = net.plan, net.procs
     t0 = time.monotonic()
+    tls_env = setup_tls(plan) if net.config.tls else {}
     # ledgers and verifiers first: a replica needs both before it can vote
     for kind in ("ledger", "verifier"):
         for v in plan.validators:
-            procs.start(f"{v.name}-{kind}", _service_args(plan, v, net.config)[kind])
+            procs.start(f"{v.name}-{kind}", _service_args(plan, v, net.config)[kind], env=tls_env.get(v.name))
     for p in plan.participants:
         procs.start(f"{p.name}-prover", ["prover", "serve", "--task-dir", str(plan.task_dir), "--shard",
                                          str(p.shard_path), "--listen", p.prover, "--metrics-port",
                                          str(p.prover_metrics), "--node", p.name,
                                          # the participants' provers share this machine's cores
-                                         "--prove-workers", str(net.config.prove_workers)])
+                                         "--prove-workers", str(net.config.prove_workers)],
+                    env=tls_env.get(p.name))
     await _wait_all(net, [v.ledger for v in plan.validators] + [v.verifier for v in plan.validators])
     for v in plan.validators:
-        procs.start(f"{v.name}-consensus", _service_args(plan, v, net.config)["consensus"])
+        procs.start(f"{v.name}-consensus", _service_args(plan, v, net.config)["consensus"], env=tls_env.get(v.name))
     await _wait_all(net, [v.consensus for v in plan.validators] + [p.prover for p in plan.participants])
     v0 = plan.validators[0]
     procs.start("observer", ["observer", "serve", "--ledger", v0.ledger, "--genesis", str(plan.genesis_path),
-                             "--task-dir", str(plan.task_dir), "--metrics-port", str(plan.observer_metrics)])
+                             "--task-dir", str(plan.task_dir), "--metrics-port", str(plan.observer_metrics)],
+                env=tls_env.get("devnet"))
     if net.config.prometheus:
         binary = prometheus.binary()
         if binary is None:
