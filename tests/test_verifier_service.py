@@ -122,3 +122,25 @@ def test_verifier_refuses_a_genesis_of_another_task(tmp_path) -> None:
                           "--listen", f"127.0.0.1:{free_port()}", "--node", "vx"], log_path)
     assert proc.wait(60) != 0
     assert "is not the genesis task" in log_path.read_text()
+
+
+def test_a_flood_of_distinct_checks_is_refused_at_once_and_service_goes_on(verifier) -> None:
+    """The queue of pending checks is bounded: too many at once -> RESOURCE_EXHAUSTED, no work done."""
+    import grpc
+
+    from services.verifier.server import MAX_PENDING
+
+    target, _ = verifier
+    env = shared_env()
+    flood = []
+    for nonce in range(MAX_PENDING + 1):
+        tx = types_pb2.Transaction()
+        tx.CopyFrom(env.honest_tx)
+        tx.nonce = 10_000 + nonce  # a distinct transaction each
+        flood.append(resign(tx, env.alice))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        _verify(target, flood)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "verifier busy" in info.value.details()
+    (ok,) = _verify(target, [env.honest_tx])
+    assert ok.valid

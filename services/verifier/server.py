@@ -30,6 +30,9 @@ from .cache import CachedVerdict, VerdictCache
 
 log = logging.getLogger("zkpot.verifier")
 MAX_BATCH = 1024
+# Distinct checks queued for the worker pool at once (all callers together): a bounded queue, so
+# a flood of distinct submissions is refused at once instead of growing memory and latency.
+MAX_PENDING = 256
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,12 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         keys = [(i, tx.signature) for i, tx in zip(ids, request.txs, strict=True)]
         cached = [self.cache.get(k) for k in keys]
         todo: dict[tuple[bytes, bytes], asyncio.Task[CachedVerdict]] = {}
+        fresh = {k for k, hit in zip(keys, cached, strict=True) if hit is None and k not in self.inflight}
+        if len(self.inflight) + len(fresh) > MAX_PENDING:
+            self.m.rejections.labels(reason="overloaded").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"verifier busy: {len(self.inflight)} checks queued, {len(fresh)} more asked, "
+                                f"limit {MAX_PENDING}; retry later or send smaller batches")
         for k, tx, hit in zip(keys, request.txs, cached, strict=True):
             if hit is None and k not in todo:
                 todo[k] = asyncio.ensure_future(self._check(k, tx.SerializeToString()))
