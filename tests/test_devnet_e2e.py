@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ import grpc
 import pytest
 
 from zkpot import grpcutil
+from zkpot.devnet.plan import free_base_port
 from zkpot.genesis import Genesis
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2, verifier_pb2, verifier_pb2_grpc
 
@@ -34,25 +33,10 @@ VALIDATORS = 4
 PARTICIPANTS = 2
 
 
-def _free_base_port() -> int:
-    for _ in range(50):
-        base = random.randrange(30000, 45000, 1000)
-        ports = [base + 10 * i + k for i in range(VALIDATORS) for k in (0, 1, 2, 5, 6, 7)]
-        ports += [base + 500 + 10 * j + k for j in range(PARTICIPANTS) for k in (0, 5)]
-        try:
-            for port in ports:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port range")
-
-
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, int]:
     data_dir = tmp_path_factory.mktemp("devnet")
-    base = _free_base_port()
+    base = free_base_port(VALIDATORS, PARTICIPANTS)
     cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--validators", str(VALIDATORS), "--participants",
            str(PARTICIPANTS), "--rounds", str(ROUNDS), "--test-set-size", "8", "--shard-size", "4",
            "--prove-workers", "2", "--data-dir", str(data_dir), "--base-port", str(base),
@@ -239,7 +223,7 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_second_run_reuses_task_and_ctrl_c_stops_every_child(devnet: tuple[Path, dict, int]) -> None:
     """A second run keeps the task (no slow setup); SIGINT mid-run leaves no process behind."""
     data_dir, report, _ = devnet
-    base = _free_base_port()
+    base = free_base_port(VALIDATORS, PARTICIPANTS)
     cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--validators", str(VALIDATORS), "--participants",
            str(PARTICIPANTS), "--rounds", str(ROUNDS), "--test-set-size", "8", "--data-dir", str(data_dir),
            "--base-port", str(base), "--existing", "reuse-task"]
@@ -273,7 +257,7 @@ def test_second_run_reuses_task_and_ctrl_c_stops_every_child(devnet: tuple[Path,
 
 def test_devnet_over_mutual_tls_refuses_plaintext(tmp_path: Path) -> None:
     """`zkpot devnet --tls`: every process speaks mTLS with its own certificate; plaintext is refused."""
-    base = _free_base_port()
+    base = free_base_port(VALIDATORS, PARTICIPANTS)
     cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--tls", "--validators", str(VALIDATORS), "--participants",
            "1", "--rounds", "1", "--test-set-size", "4", "--data-dir", str(tmp_path), "--base-port", str(base),
            "--no-attack-checks", "--linger", "120"]

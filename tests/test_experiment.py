@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ import pytest
 
 from zkpot import model_codec
 from zkpot.devnet.cli import parse_behaviours
+from zkpot.devnet.plan import free_base_port
 from zkpot.experiment import simulate
 from zkpot.experiment.config import ExperimentConfig, attackers
 from zkpot.zkp import data, model
@@ -111,21 +110,6 @@ def test_simulated_updates_match_the_provers_training(tmp_path):
     assert model_codec.decode_fixed(ours)  # decodes
 
 
-def _free_base_port(participants: int, validators: int) -> int:
-    for _ in range(50):
-        base = random.randrange(30000, 45000, 1000)
-        ports = [base + 10 * i + k for i in range(validators) for k in (0, 1, 2, 5, 6, 7)]
-        ports += [base + 500 + 10 * j + k for j in range(participants) for k in (0, 5)] + [base + 905]
-        try:
-            for port in ports:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port range")
-
-
 @pytest.mark.slow
 def test_experiment_quick_end_to_end(tmp_path):
     """`zkpot experiment --quick`, shrunk to one ZKPoT scenario of one round: real task, real devnet,
@@ -133,7 +117,7 @@ def test_experiment_quick_end_to_end(tmp_path):
     out = tmp_path / "exp"
     cmd = [sys.executable, "-m", "zkpot.cli", "experiment", "--quick", "--out", str(out), "--rounds", "1",
            "--fractions", "0.25", "--test-set-size", "8", "--min-correct", "4",
-           "--base-port", str(_free_base_port(4, 4))]
+           "--base-port", str(free_base_port(4, 4))]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     print(proc.stdout[-4000:], proc.stderr[-3000:], f"took {time.monotonic() - t0:.0f}s", sep="\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,23 @@ class DevnetPlan:
             out[f"{p.name}/prover"] = f"{HOST}:{p.prover_metrics}"
         out["observer/observer"] = f"{HOST}:{self.observer_metrics}"
         return out
+
+
+def plan_ports(base: int, n_validators: int, n_participants: int) -> list[int]:
+    """Every port a devnet with this base uses (see make_plan)."""
+    ports = [base + 10 * i + k for i in range(n_validators) for k in (0, 1, 2, 5, 6, 7)]
+    ports += [base + 500 + 10 * j + k for j in range(n_participants) for k in (0, 5)]
+    return ports + [base + 905, base + 909]
+
+
+def free_base_port(n_validators: int, n_participants: int, lo: int = 30000, hi: int = 45000) -> int:
+    """A base port whose whole plan is free on loopback now (tests, and a hint when ours is busy)."""
+    from zkpot.devnet.procs import ports_in_use
+
+    for base in random.sample(range(lo, hi, 1000), k=len(range(lo, hi, 1000))):
+        if not ports_in_use(plan_ports(base, n_validators, n_participants)):
+            return base
+    raise RuntimeError(f"no free port range between {lo} and {hi}")
 
 
 def _key(path: Path) -> KeyPair:

@@ -20,7 +20,14 @@ import grpc
 from zkpot import chain, grpcutil
 from zkpot.crypto import KeyPair
 from zkpot.devnet import adapters, prometheus
-from zkpot.devnet.plan import DevnetPlan, ParticipantPlan, ValidatorPlan, make_genesis, make_plan
+from zkpot.devnet.plan import (
+    DevnetPlan,
+    ParticipantPlan,
+    ValidatorPlan,
+    free_base_port,
+    make_genesis,
+    make_plan,
+)
 from zkpot.devnet.procs import ProcessGroup, ports_in_use
 from zkpot.devnet.progress import Progress
 from zkpot.devnet.report import RoundStats, SubmissionStats, write_report
@@ -404,7 +411,8 @@ async def run_devnet(config: DevnetConfig) -> dict:
     plan = make_plan(config.data_dir, config.validators, config.participants, config.base_port)
     busy = ports_in_use(plan.ports())
     if busy:
-        raise SystemExit(f"ports {busy[:8]} are in use (another devnet?); choose another --base-port")
+        hint = free_base_port(config.validators, config.participants)
+        raise SystemExit(f"ports {busy[:8]} are in use (another devnet?); try --base-port {hint}")
     progress = Progress(config.rounds, config.participants)
     progress.stage = "publishing task"
     progress.say(f"zkpot devnet: {config.validators} validators, {config.participants} participants, "
