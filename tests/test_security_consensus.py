@@ -202,3 +202,16 @@ def test_submit_proof_from_a_stranger_is_refused_before_any_proof_check(net: Net
     assert resp.results[0].reason.startswith("no_verifier")  # a participant's proof goes on to the verifier
     assert resp.results[1].reason.startswith("unknown_signer")
     assert metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total", reason="unknown_signer") == before + 1
+
+
+def test_a_proposal_larger_than_any_valid_block_is_refused_before_parsing(net: Net) -> None:
+    """Propose is capped at --max-block-bytes (default 8 MiB) plus header/QC/TC overhead."""
+    from services.consensus.server import PROPOSAL_OVERHEAD_BYTES
+
+    proposal = _proposal(net)
+    proposal.block.txs.append(types_pb2.Transaction(payload=bytes(8 * 1024 * 1024 + PROPOSAL_OVERHEAD_BYTES)))
+    before = net.status().last_voted_view
+    with pytest.raises(grpc.RpcError) as err:
+        net.stub().Propose(proposal, timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+    assert net.status().last_voted_view == before  # nothing was voted on

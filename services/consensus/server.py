@@ -33,6 +33,7 @@ SUBMIT_TX_RATE, SUBMIT_TX_BURST = 10_000.0, 20_000.0
 GOSSIP_TX_RATE, GOSSIP_TX_BURST = 50_000.0, 100_000.0
 
 _SERVICE = "/zkpot.v1.Consensus/"
+PROPOSAL_OVERHEAD_BYTES = 1024 * 1024
 # Methods whose honest requests are small get a cap far below the server-wide 64 MiB
 # (Timeout carries a QC: ~100 bytes per validator signature).
 REQUEST_LIMITS = {
@@ -181,4 +182,6 @@ async def serve(args: ServeArgs) -> None:
         consensus_pb2_grpc.add_ConsensusServicer_to_server(servicer, server)
         return consensus_pb2.DESCRIPTOR.services_by_name["Consensus"].full_name
 
-    await grpcutil.serve(args.listen, [register], on_stop=on_stop, request_limits=REQUEST_LIMITS)
+    # a proposal holds at most max_block_bytes of transactions plus header, QC and TC
+    limits = {**REQUEST_LIMITS, _SERVICE + "Propose": args.config.max_block_bytes + PROPOSAL_OVERHEAD_BYTES}
+    await grpcutil.serve(args.listen, [register], on_stop=on_stop, request_limits=limits)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from zkpot import grpcutil, metrics
+from zkpot import grpcutil, metrics, model_codec
 from zkpot.crypto import PUBLIC_KEY_LEN
 from zkpot.model_codec import ModelFormatError
 from zkpot.v1 import prover_pb2, prover_pb2_grpc
@@ -188,4 +188,6 @@ async def serve(args: ServeArgs) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(workbase, ignore_errors=True)
 
-    await grpcutil.serve(args.listen, [register], on_stop=on_stop)
+    # a ProveRound request carries one global model plus a few small fields
+    limits = {"/zkpot.v1.Prover/ProveRound": model_codec.MAX_MODEL_BYTES + 64 * 1024}
+    await grpcutil.serve(args.listen, [register], on_stop=on_stop, request_limits=limits)
