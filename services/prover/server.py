@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from zkpot import grpcutil, metrics, model_codec
+from zkpot import grpcutil, metrics, model_codec, workerpool
 from zkpot.crypto import PUBLIC_KEY_LEN
 from zkpot.model_codec import ModelFormatError
 from zkpot.v1 import prover_pb2, prover_pb2_grpc
@@ -165,28 +162,24 @@ def to_proto(r: prove.RoundProof, workers: int = 1) -> prover_pb2.ProveRoundResu
 
 async def serve(args: ServeArgs) -> None:
     task = load_task(args.task_dir)
-    data.load(args.shard)  # fail fast on a bad shard, before the worker starts
+    shard = data.load(args.shard)  # fail fast on a bad shard, before the workers start
     metrics.init("prover", args.node, args.metrics_port)
-    workbase = Path(tempfile.mkdtemp(prefix=f"zkpot-prover-{args.node}-", dir=args.workdir))
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process running gRPC threads
     workers = max(1, args.prove_workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker.init,
-                               initargs=(str(args.task_dir), str(args.shard), str(workbase), threads))
-    # start every worker (imports torch/ezkl, loads the task, reads the pk) before reporting SERVING
-    loop = asyncio.get_running_loop()
-    await asyncio.gather(*(loop.run_in_executor(pool, worker.ping) for _ in range(workers)))
-    servicer = ProverServicer(task, pool, workers)
+    # each worker imports torch/ezkl, loads the task and reads the pk before we report SERVING
+    pool = await workerpool.start(
+        workers, f"zkpot-prover-{args.node}-", worker.init,
+        lambda workdir: (str(args.task_dir), str(args.shard), str(workdir), threads), worker.ping, args.workdir)
+    servicer = ProverServicer(task, pool.executor, workers)
     log.info("task %s, shard %s (%d samples), %d test-set shard(s) of %d, %d prove worker(s)",
-             task.task_id.hex()[:16], args.shard, len(data.load(args.shard)), task.n_shards, task.shard_size, workers)
+             task.task_id.hex()[:16], args.shard, len(shard), task.n_shards, task.shard_size, workers)
 
     def register(server: grpc.aio.Server) -> str:
         prover_pb2_grpc.add_ProverServicer_to_server(servicer, server)
         return prover_pb2.DESCRIPTOR.services_by_name["Prover"].full_name
 
     async def on_stop() -> None:
-        pool.shutdown(wait=False, cancel_futures=True)
-        shutil.rmtree(workbase, ignore_errors=True)
+        pool.close()
 
     # a ProveRound request carries one global model plus a few small fields
     limits = {"/zkpot.v1.Prover/ProveRound": model_codec.MAX_MODEL_BYTES + 64 * 1024}

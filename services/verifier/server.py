@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from zkpot import chain, grpcutil, metrics
+from zkpot import chain, grpcutil, metrics, workerpool
 from zkpot.genesis import Genesis
 from zkpot.v1 import verifier_pb2, verifier_pb2_grpc
 from zkpot.zkp.task import load_task
@@ -142,14 +139,10 @@ async def serve(args: ServeArgs) -> None:
         raise SystemExit(f"task {task.task_id.hex()[:16]} in {args.task_dir} is not the genesis task "
                          f"{genesis.task_id.hex()[:16]}")
     metrics.init("verifier", args.node, args.metrics_port)
-    workbase = Path(tempfile.mkdtemp(prefix=f"zkpot-verifier-{args.node}-", dir=args.workdir))
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=ctx, initializer=worker.init,
-                               initargs=(str(args.task_dir), str(workbase)))
-    # start every worker (load the task once each) before reporting SERVING
-    loop = asyncio.get_running_loop()
-    await asyncio.gather(*(loop.run_in_executor(pool, worker.ping) for _ in range(max(1, args.workers))))
-    servicer = VerifierServicer(pool)
+    # every worker loads the task once before we report SERVING
+    pool = await workerpool.start(args.workers, f"zkpot-verifier-{args.node}-", worker.init,
+                                  lambda workdir: (str(args.task_dir), str(workdir)), worker.ping, args.workdir)
+    servicer = VerifierServicer(pool.executor)
     log.info("task %s (%s, %d test samples, logrows %d)", task.task_id.hex()[:16], task.manifest.architecture,
              task.manifest.test_set_size, task.manifest.logrows)
 
@@ -158,7 +151,6 @@ async def serve(args: ServeArgs) -> None:
         return verifier_pb2.DESCRIPTOR.services_by_name["Verifier"].full_name
 
     async def on_stop() -> None:
-        pool.shutdown(wait=False, cancel_futures=True)
-        shutil.rmtree(workbase, ignore_errors=True)
+        pool.close()
 
     await grpcutil.serve(args.listen, [register], on_stop=on_stop)
