@@ -29,6 +29,8 @@ from zkpot import model_codec
 
 DEFAULT_RULE = "fedavg-threshold"
 RULES = ("fedavg-threshold", "fedavg-accuracy", "median", "trimmed-mean")
+# rules that need only a weighted sum of the models: the ones secure aggregation can compute
+SUM_RULES = ("fedavg-threshold", "fedavg-accuracy")
 TRIM_DIVISOR = 5  # trimmed-mean drops floor(n / 5) values at each end of every coordinate
 
 
@@ -68,6 +70,15 @@ def passing(submissions: Iterable[Submission], min_correct: int) -> list[Submiss
     return sorted((s for s in submissions if s.claimed_correct >= min_correct), key=lambda s: s.participant)
 
 
+def sum_weight(name: str, claimed_correct: int) -> int:
+    """A sum rule's integer weight of one passing submission (its models are sum(w_i x_i) / sum(w_i)).
+    Secure aggregation: each member pre-scales its vector by this public weight before masking."""
+    rule = rule_name(name)
+    if rule not in SUM_RULES:
+        raise AggregationError(f"rule {rule!r} is not a weighted sum (secure aggregation needs one of {SUM_RULES})")
+    return 1 if rule == "fedavg-threshold" else max(1, claimed_correct)
+
+
 def aggregate(name: str, submissions: Iterable[Submission], min_correct: int) -> Aggregate:
     rule = rule_name(name)
     chosen = passing(submissions, min_correct)
@@ -81,7 +92,7 @@ def aggregate(name: str, submissions: Iterable[Submission], min_correct: int) ->
         out = model_codec.fedavg_fixed(models)
     elif rule == "fedavg-accuracy":
         # a passing count of 0 (min_correct 0) still gets weight 1: every included model counts
-        out = model_codec.fedavg_fixed(models, [max(1, s.claimed_correct) for s in chosen])
+        out = model_codec.fedavg_fixed(models, [sum_weight(rule, s.claimed_correct) for s in chosen])
     elif rule == "median":
         out = _coordinatewise(models, _median)
     else:

@@ -161,4 +161,8 @@ def tx_shape_refusal(tx: types_pb2.Transaction) -> str | None:
         return "malformed: signature must be 64 bytes"
     if body == "submit_proof" and tx.submit_proof.participant != tx.sender:
         return "malformed: submit_proof participant differs from the sender"
+    if body == "masked_update" and tx.masked_update.participant != tx.sender:
+        return "malformed: masked_update participant differs from the sender"
+    if body == "mask_reveal" and tx.mask_reveal.holder != tx.sender:
+        return "malformed: mask_reveal holder differs from the sender"
     return None

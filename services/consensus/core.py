@@ -35,6 +35,8 @@ from .runtime import REAL, Runtime
 from .safety import SafetyState, SafetyStore, vote_refusal
 from .synchronizer import Synchronizer
 
+# transaction bodies only genesis participants may send (the ledger re-checks; this is a cheap filter)
+PARTICIPANT_BODIES = ("submit_proof", "masked_update", "mask_reveal")
 log = logging.getLogger("zkpot.consensus.core")
 
 MAX_FUTURE_MS = 10_000  # a proposer's clock may run ahead of ours by at most this much
@@ -607,9 +609,10 @@ class Core:
             reason = self.mempool.refusal(tx_id, tx.ByteSize())
             if reason is None and tx_id in seen:
                 reason = "duplicate: twice in this request"
-            if reason is None and tx.WhichOneof("body") == "submit_proof" and tx.sender not in self.participants:
-                # before the costly proof check: only genesis participants may submit proofs
-                reason = "unknown_signer: submit_proof by a key that is not a genesis participant"
+            body = tx.WhichOneof("body")
+            if reason is None and body in PARTICIPANT_BODIES and tx.sender not in self.participants:
+                # before the costly proof check: only genesis participants may submit proofs (and masks)
+                reason = f"unknown_signer: {body} by a key that is not a genesis participant"
             seen.add(tx_id)
             if reason is None:
                 todo.append(k)

@@ -42,6 +42,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--listen", default="127.0.0.1:7300", help="gRPC address HOST:PORT")
     serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: off)")
     serve.add_argument("--node", default="ledger", help="node name in logs and metrics")
+    serve.add_argument("--task-dir", type=Path, help="the task's artefacts (vk, settings, SRS): required for a "
+                       "secure-aggregation task, whose aggregates are checked against the proofs' commitments")
     serve.add_argument("--log-level", default="INFO")
     grpcutil.add_tls_args(serve)
     serve.set_defaults(func=_serve)
@@ -108,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("zkpot.ledger")
     genesis = Genesis.load(args.genesis)
     try:
-        ledger = Ledger(args.data_dir, genesis)
+        ledger = Ledger(args.data_dir, genesis, _commitments(args.task_dir, genesis))
     except (GenesisMismatch, GenesisError) as exc:
         log.error("%s", exc)
         return 2
@@ -123,6 +125,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _commitments(task_dir: Path | None, genesis: Genesis):  # noqa: ANN202 - services.ledger.masking.Commitments | None
+    """The task's commitment scheme for secure aggregation (None for plain tasks or without --task-dir;
+    the state machine refuses a secure task without it)."""
+    from services.ledger.state import GenesisError
+
+    if task_dir is None or not genesis.manifest.secure_aggregation:
+        return None
+    from services.ledger.task_commitments import TaskCommitments
+    from zkpot.zkp.task import TaskError, load_task
+
+    try:
+        task = load_task(task_dir)
+    except (TaskError, OSError) as exc:
+        raise GenesisError(f"--task-dir {task_dir}: {exc}") from exc
+    if task.task_id != genesis.task_id:
+        raise GenesisError(f"--task-dir {task_dir} holds task {task.task_id.hex()[:16]}, not this chain's "
+                           f"{genesis.task_id.hex()[:16]}")
+    return TaskCommitments(task)
 
 
 # -- backup / restore ----------------------------------------------------------------------------

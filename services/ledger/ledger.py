@@ -183,11 +183,11 @@ def check_cid(cid: str) -> None:
 
 
 class Ledger:
-    def __init__(self, data_dir: Path, genesis: Genesis) -> None:
+    def __init__(self, data_dir: Path, genesis: Genesis, commitments: st.masking.Commitments | None = None) -> None:
         self.genesis = genesis
         self.validators = genesis.validator_keys
         self.quorum = genesis.quorum
-        self.machine = st.StateMachine(genesis)
+        self.machine = st.StateMachine(genesis, commitments)
         self.store = Store(Path(data_dir))
         try:
             self._init_genesis()

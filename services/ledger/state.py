@@ -60,6 +60,7 @@ from typing import Protocol
 
 import numpy as np
 
+from services.ledger import masking
 from zkpot import aggregation, chain, model_codec, schedule
 from zkpot.codec import content_id, u64_key
 from zkpot.genesis import Genesis
@@ -185,13 +186,19 @@ def _ser(msg: object) -> bytes:
 
 
 class StateMachine:
-    def __init__(self, genesis: Genesis) -> None:
+    def __init__(self, genesis: Genesis, commitments: masking.Commitments | None = None) -> None:
         self.genesis = genesis
         self.manifest = genesis.manifest
         self.task_id = genesis.task_id
         self.participants = genesis.participant_keys
+        self.participant_order = tuple(m.public_key for m in genesis.participants)  # share holders' order
         self.validators = tuple(m.public_key for m in genesis.validators)
         self._layouts: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+        # secure aggregation: the task's commitment scheme (needs its vk/settings/srs)
+        self.commitments = commitments
+        self.secure = self.manifest.secure_aggregation
+        self.secagg_threshold = masking.threshold(self.manifest, len(self.participant_order)) if self.secure else 0
+        self._global_commitments: dict[str, bytes] = {}
 
     # -- genesis -------------------------------------------------------------------------------
 
@@ -200,9 +207,16 @@ class StateMachine:
         publish = self.genesis.publish_task.publish_task
         cid = self.manifest.artefacts.get("initial_model", "")
         try:
-            aggregation.rule_name(self.manifest.aggregation_rule)
+            rule = aggregation.rule_name(self.manifest.aggregation_rule)
         except aggregation.AggregationError as exc:
             raise GenesisError(str(exc)) from exc
+        if self.secure:
+            if rule not in aggregation.SUM_RULES:
+                raise GenesisError(f"secure aggregation needs a sum rule ({', '.join(aggregation.SUM_RULES)}), "
+                                   f"the task names {rule!r}")
+            if self.commitments is None:
+                raise GenesisError("this task uses secure aggregation: the ledger needs the task's artefacts to "
+                                   "check aggregates against commitments (start it with --task-dir)")
         if not publish.initial_model:
             raise GenesisError("genesis task carries no initial model")
         if content_id(publish.initial_model) != cid:
@@ -260,6 +274,8 @@ class StateMachine:
             return self._submit(ov, tx, tid, height)
         if kind == "publish_task":
             return "task already published at genesis"
+        if kind in ("masked_update", "mask_reveal"):
+            return self._secagg_tx(ov, tx, tid, height, kind)
         return ""  # payload / unknown body: accepted, no state change
 
     def _submit(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> str:
@@ -281,6 +297,10 @@ class StateMachine:
         assert summary is not None  # the open round always has a summary
         if any(s.participant == sp.participant for s in summary.submissions):
             return f"duplicate submission for round {current}"
+        if summary.phase != masking.PHASE.ROUND_PHASE_PROOFS:
+            return f"round {current} no longer takes proofs ({masking.PHASE.Name(summary.phase)})"
+        if self.secure:
+            return self._submit_private(ov, summary, sp, tid, height)
         if sp.model_cid != content_id(sp.model_params):
             return "model_cid does not match model_params"
         # free-riding: proving someone else's work earns no score (the revealed params show it)
@@ -306,6 +326,77 @@ class StateMachine:
         ov.blobs[sp.model_cid] = sp.model_params
         return ""
 
+    def _submit_private(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, sp: types_pb2.SubmitProof,
+                        tid: bytes, height: int) -> str:
+        """SubmitProof of a secure-aggregation task: commitment, mask key and shares; no parameters."""
+        assert self.commitments is not None  # checked at genesis
+        reason = masking.check_submission(sp, len(self.participant_order) - 1, self.commitments)
+        if reason:
+            return reason
+        # free-riding, seen through the commitment (the parameters are private)
+        if sp.model_commitment == self._global_commitment(ov, summary.global_model_cid):
+            return "model is the round's global model unchanged (free-riding: same commitment)"
+        if any(s.model_commitment == sp.model_commitment for s in summary.submissions):
+            return "model copies an earlier submission of this round (free-riding: same commitment)"
+        if any(s.mask_public_key == sp.mask_public_key for s in summary.submissions):
+            return "mask_public_key reused from another submission"
+        shares_cid, shares = masking.shares_blob(sp)
+        summary.submissions.add(participant=sp.participant, tx_id=tid, claimed_correct=sp.claimed_correct,
+                                height=height, model_commitment=sp.model_commitment,
+                                mask_public_key=sp.mask_public_key, shares_cid=shares_cid,
+                                self_seed_commitment=sp.self_seed_commitment)
+        ov.put(round_key(summary.round), _ser(summary))
+        ov.put(score_key(summary.round, sp.participant), _U32.pack(sp.claimed_correct))
+        ov.blobs[shares_cid] = shares
+        return ""
+
+    def _global_commitment(self, ov: _Overlay, cid: str) -> bytes:
+        """Commitment of a global model (cached by content id): a resubmitted global model shows in it."""
+        assert self.commitments is not None
+        found = self._global_commitments.get(cid)
+        if found is None:
+            data = ov.blob(cid)
+            assert data is not None  # global models are stored before their round opens
+            found = self.commitments.commitment_of(data)
+            if len(self._global_commitments) >= 16:
+                self._global_commitments.clear()
+            self._global_commitments[cid] = found
+        return found
+
+    def _secagg_tx(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int, kind: str) -> str:
+        """MaskedUpdate / MaskReveal: the masking and unmasking phases (services.ledger.masking)."""
+        body = getattr(tx, kind)
+        who = body.participant if kind == "masked_update" else body.holder
+        if not self.secure:
+            return "this task does not use secure aggregation"
+        if body.task_id != self.task_id:
+            return "unknown task id"
+        current = read_current_round(ov.get)
+        if current > self.manifest.rounds or body.round != current:
+            return f"round {body.round} is not open (open round is {current})"
+        if tx.sender != who:
+            return "sender is not the participant" if kind == "masked_update" else "sender is not the holder"
+        if not chain.tx_signature_ok(tx, tid):
+            return "bad transaction signature"
+        summary = read_round(ov.get, current)
+        assert summary is not None and self.commitments is not None
+        if kind == "masked_update":
+            reason = masking.check_masked_update(summary, body, self.commitments.n_params)
+            if reason:
+                return reason
+            cid = content_id(body.masked)
+            ov.blobs[cid] = body.masked
+            for s in summary.submissions:
+                if s.participant == body.participant:
+                    s.masked, s.masked_cid = True, cid
+        else:
+            reason = masking.check_reveal(summary, body, self.participant_order, self.task_id, ov.get)
+            if reason:
+                return reason
+            masking.record_reveal(body, current, ov.put)
+        ov.put(round_key(current), _ser(summary))
+        return ""
+
     def _global_layout(self, ov: _Overlay, cid: str) -> list[tuple[str, tuple[int, ...]]]:
         """Layout of a global model; cached by content id (the bytes behind a cid never change)."""
         layout = self._layouts.get(cid)
@@ -326,16 +417,66 @@ class StateMachine:
             return
         summary = read_round(ov.get, current)
         assert summary is not None
+        if summary.phase != masking.PHASE.ROUND_PHASE_PROOFS:
+            self._advance_secure(ov, summary, height, view)
+            return
         submitted = {s.participant for s in summary.submissions}
         all_in = bool(self.participants) and self.participants <= submitted
         deadline = self.manifest.round_deadline_blocks
         timed_out = deadline > 0 and height >= summary.open_height + deadline
         if not (all_in or timed_out):
             return
+        if self.secure:
+            if masking.begin_masking(summary, self.manifest.min_correct, self.secagg_threshold, height):
+                ov.put(round_key(summary.round), _ser(summary))
+            else:
+                self._finish_round(ov, summary, None, height, view)
+            return
         self._close_round(ov, summary, height, view)
 
+    def _advance_secure(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, height: int, view: int) -> None:
+        """Masking -> (unmasking) -> closed, by the rules in services.ledger.masking."""
+        assert self.commitments is not None
+        deadline = self.manifest.round_deadline_blocks
+        rule = self.manifest.aggregation_rule
+        if summary.phase == masking.PHASE.ROUND_PHASE_MASKING:
+            if not masking.masking_done(summary, deadline, height):
+                return
+            alive = {s.participant for s in masking.survivors(summary)}
+            dropped = [p for p in summary.mask_set if p not in alive]
+            if len(alive) < self.secagg_threshold:
+                summary.aggregate_note = (f"only {len(alive)} member(s) sent masked updates, fewer than the "
+                                          f"{self.secagg_threshold} secure aggregation needs: no aggregate")
+                self._finish_round(ov, summary, None, height, view)
+                return
+            summary.dropped.extend(dropped)
+            summary.phase = masking.PHASE.ROUND_PHASE_UNMASKING  # the self masks always remain
+            summary.phase_height = height
+            ov.put(round_key(summary.round), _ser(summary))
+            return
+        # unmasking
+        found = masking.recover(summary, self.task_id, self.participant_order, self.secagg_threshold, ov.get,
+                                ov.blob)
+        if found is None:
+            if deadline > 0 and height >= summary.phase_height + deadline:
+                summary.aggregate_note = "the masks were not all removable in time (too few reveals): no aggregate"
+                self._finish_round(ov, summary, None, height, view)
+            return
+        model = masking.aggregate(summary, rule, self.task_id, *found, self.commitments, ov.blob)
+        self._finish_round(ov, summary, model, height, view)
+
+    def _finish_round(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, model: bytes | None, height: int,
+                      view: int) -> None:
+        """Close a secure-aggregation round with its aggregate (None: the global model carries over)."""
+        if model is not None:
+            next_cid = content_id(model)
+            ov.blobs[next_cid] = model
+        else:
+            next_cid = summary.global_model_cid
+        self._seal(ov, summary, next_cid, height, view)
+
     def _close_round(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, height: int, view: int) -> None:
-        r, k = summary.round, self.manifest.min_correct
+        k = self.manifest.min_correct
         subs = []
         for s in summary.submissions:
             blob = ov.blob(s.model_cid)
@@ -350,6 +491,12 @@ class StateMachine:
         passed = set(agg.included)
         for s in summary.submissions:
             s.aggregated = s.participant in passed
+        self._seal(ov, summary, next_cid, height, view)
+
+    def _seal(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, next_cid: str, height: int, view: int) -> None:
+        r = summary.round
+        if self.secure:  # plain tasks keep phase unset: their state bytes (and roots) stay as before
+            summary.phase = masking.PHASE.ROUND_PHASE_CLOSED
         summary.closed = True
         summary.close_height = height
         summary.next_global_model_cid = next_cid

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from zkpot.v1 import types_pb2
-from zkpot.zkp import verify
+from zkpot.zkp import commitment, verify
 from zkpot.zkp.task import Task, load_task
 
 _task: Task | None = None
@@ -20,6 +20,7 @@ def init(task_dir: str, workbase: str) -> None:
 
     torch.set_num_threads(int(os.environ.get("ZKPOT_TORCH_THREADS", "1")))
     _task = load_task(Path(task_dir))
+    commitment.layout(_task)  # learn the circuit's commitment layout once (~0.5 s), before SERVING
     _workbase = Path(workbase)
     _workbase.mkdir(parents=True, exist_ok=True)
 

@@ -30,7 +30,8 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
             task = load_task(plan.task_dir)
             m = task.manifest
             if (m.rounds == config.rounds and config.test_set_size in (0, m.test_set_size)
-                    and config.shard_size in (0, m.shard_size)):
+                    and config.shard_size in (0, m.shard_size) and m.aggregation_rule == config.aggregation_rule
+                    and m.secure_aggregation == config.secure_aggregation):
                 progress.say(f"reusing the task in {plan.task_dir}")
                 return {}
             progress.say("the earlier task has other rounds or test-set size; creating a new task")
@@ -48,6 +49,10 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
         kwargs["min_correct"] = config.min_correct
     if config.shard_size:
         kwargs["shard_size"] = config.shard_size
+    if config.aggregation_rule:
+        kwargs["aggregation_rule"] = config.aggregation_rule
+    if config.secure_aggregation:
+        kwargs["secure_aggregation"] = True
     task = create_task(plan.task_dir, KeyPair.load(publisher_key), TaskConfig(**kwargs))
     return dict(getattr(task, "timings", {}) or {})
 
@@ -71,6 +76,19 @@ def make_shards(plan: DevnetPlan, config: DevnetConfig) -> None:
 
 
 _tasks: dict[Path, Any] = {}
+
+
+def param_vector(task_dir: Path, model_params: bytes):  # noqa: ANN201 - np.ndarray
+    """The committed parameter vector of a model (what a secure-aggregation member masks)."""
+    from zkpot.zkp.commitment import param_vector as committed
+    from zkpot.zkp.task import load_task
+
+    if task_dir not in _tasks:
+        from zkpot.zkp import data
+
+        task = load_task(task_dir)
+        _tasks[task_dir] = (task, data.held_out(int(task.params.get("seed", 7))))
+    return committed(_tasks[task_dir][0], model_params)
 
 
 def global_accuracy(task_dir: Path, global_model: bytes) -> tuple[float, float]:

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from zkpot import aggregation
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -34,6 +36,11 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="a round closes after this many blocks even if not everyone submitted")
     parser.add_argument("--min-correct", type=int, default=0,
                         help="proven count needed to be aggregated (0: task default)")
+    parser.add_argument("--aggregation-rule", default="", choices=["", *aggregation.RULES],
+                        help="the task's aggregation rule (default fedavg-threshold)")
+    parser.add_argument("--secure-aggregation", action="store_true",
+                        help="pairwise-masked secure aggregation: validators see only the sum of the models, "
+                             "checked against the proofs' commitments (docs/privacy.md)")
     parser.add_argument("--report", type=Path, default=None, help="report path (default DATA_DIR/report.json)")
     parser.add_argument("--idle-block-ms", type=int, default=1000, help="empty block interval when idle")
     parser.add_argument("--no-attack-checks", dest="attack_checks", action="store_false",
@@ -83,5 +90,6 @@ def _run(args: argparse.Namespace) -> int:
         report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,
         prometheus=args.prometheus, linger_s=args.linger, tls=args.tls,
         behaviours=parse_behaviours(args.behaviour, args.participants),
+        aggregation_rule=args.aggregation_rule, secure_aggregation=args.secure_aggregation,
     )
     return main(config)

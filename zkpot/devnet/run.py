@@ -19,7 +19,7 @@ import grpc
 
 from zkpot import chain, grpcutil
 from zkpot.crypto import KeyPair
-from zkpot.devnet import adapters, prometheus
+from zkpot.devnet import adapters, prometheus, secure
 from zkpot.devnet.plan import (
     DevnetPlan,
     ParticipantPlan,
@@ -63,6 +63,8 @@ class DevnetConfig:
     parallel_proofs: int = 2
     round_deadline_blocks: int = 300
     min_correct: int = 0                # 0: task default
+    aggregation_rule: str = ""          # zkpot.aggregation rule; "": task default (fedavg-threshold)
+    secure_aggregation: bool = False    # pairwise-masked aggregation: no model leaves its participant
     report_path: Path | None = None
     idle_block_ms: int = 1000
     attack_checks: bool = True          # submit forged copies of a real proof and expect rejection
@@ -75,8 +77,18 @@ class DevnetConfig:
 
 # label_flip / scaled / random / free_ride: the prover trains so (zkpot.zkp.model.train_as) and proves
 # the result honestly; copy: resubmit another participant's proof under one's own key (the proof's
-# binding to its submitter must get it refused); silent: never submit (the round closes at its deadline)
-BEHAVIOURS = ("honest", "label_flip", "scaled", "random", "free_ride", "copy", "silent")
+# binding to its submitter must get it refused); silent: never submit (the round closes at its deadline).
+# Secure aggregation only: drop_mask proves, then never sends its masked update (the others' shares
+# recover its mask key); mask_cheat proves an honest model but masks a scaled one (the commitment
+# check must void the aggregate).
+BEHAVIOURS = ("honest", "label_flip", "scaled", "random", "free_ride", "copy", "silent", "drop_mask", "mask_cheat")
+
+
+def prover_behaviour(behaviour: str) -> str:
+    """What the prover trains as: the training-time behaviours; the others train honestly."""
+    from zkpot.zkp.model import BEHAVIOURS as TRAINING
+
+    return behaviour if behaviour in TRAINING and behaviour != "honest" else ""
 
 
 @dataclass
@@ -111,7 +123,8 @@ def _service_args(plan: DevnetPlan, v: ValidatorPlan, config: DevnetConfig) -> d
     peers = [f"--peer={o.name}@{o.consensus}" for o in plan.validators if o.name != v.name]
     return {
         "ledger": ["ledger", "serve", "--data-dir", str(v.data_dir / "ledger"), "--genesis", str(plan.genesis_path),
-                   "--listen", v.ledger, "--metrics-port", str(v.ledger_metrics), "--node", v.name],
+                   "--listen", v.ledger, "--metrics-port", str(v.ledger_metrics), "--node", v.name,
+                   "--task-dir", str(plan.task_dir)],
         "verifier": ["verifier", "serve", "--task-dir", str(plan.task_dir), "--genesis", str(plan.genesis_path),
                      "--listen", v.verifier, "--metrics-port", str(v.verifier_metrics), "--node", v.name],
         "consensus": ["consensus", "serve", "--genesis", str(plan.genesis_path), "--key", str(v.key_path),
@@ -225,7 +238,7 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
                                                        global_model=global_model,
                                                        local_epochs=net.config.local_epochs,
                                                        seed=net.config.seed * 1000 + r * 10 + p.index,
-                                                       behaviour="" if behaviour == "honest" else behaviour)
+                                                       behaviour=prover_behaviour(behaviour))
                 t0 = time.monotonic()
                 async for event in prover.ProveRound(request, timeout=1800):
                     if event.WhichOneof("event") == "result":
@@ -238,6 +251,12 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
                 task_id=task_id, round=r, participant=key.public, model_commitment=result.model_commitment,
                 claimed_correct=result.claimed_correct, proof=result.proof, model_params=result.model_params,
                 model_cid=result.model_cid, shards=result.shards))
+            masking = None
+            if net.genesis.manifest.secure_aggregation:  # the model stays here: deal mask-key shares instead
+                keys, self_seed = secure.deal(key, net.genesis, tx.submit_proof)
+                masking = secure.MaskingRound(r, keys, self_seed,
+                                              adapters.param_vector(net.plan.task_dir, result.model_params),
+                                              result.claimed_correct)
             chain.sign_tx(key, tx)
             stats.tx_id = chain.tx_id(tx).hex()
             t_submit = time.monotonic()
@@ -258,7 +277,38 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
             net.progress.draw()
             if net.config.attack_checks and p.index == 0 and admission.admitted:
                 await run_attack_checks(net, consensus, tx, r)
+            if net.genesis.manifest.secure_aggregation:
+                await _secure_phases(net, ledger, consensus, p, key, r, masking if admission.admitted else None)
             await _wait_round(ledger, r, lambda s: s is not None and s.closed)
+
+
+async def _secure_phases(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub, consensus: consensus_pb2_grpc.ConsensusStub,
+                         p: ParticipantPlan, key: KeyPair, r: int, masking: secure.MaskingRound | None) -> None:
+    """Masking (as a member of the mask set) and unmasking (as a holder of shares) of round r."""
+    behaviour = net.config.behaviours.get(p.name, "honest")
+    if behaviour == "drop_mask":  # experiments: proves, then goes offline for the rest of the round
+        return
+    phase = secure.PHASE
+    summary = await _wait_round(ledger, r,
+                                lambda s: s is not None and (s.closed or s.phase != phase.ROUND_PHASE_PROOFS))
+    if masking is not None and summary.phase == phase.ROUND_PHASE_MASKING and key.public in summary.mask_set:
+        tx = secure.masked_update_tx(key, net.genesis, masking, summary, cheat=behaviour == "mask_cheat")
+        await _submit_small(net, consensus, ledger, p, tx, f"round {r} masked update")
+    summary = await _wait_round(ledger, r,
+                                lambda s: s is not None and (s.closed or s.phase == phase.ROUND_PHASE_UNMASKING))
+    if not summary.closed:
+        tx = secure.reveal_tx(key, net.genesis, summary, masking)
+        if tx is not None:
+            await _submit_small(net, consensus, ledger, p, tx, f"round {r} mask-key reveal")
+
+
+async def _submit_small(net: Devnet, consensus: consensus_pb2_grpc.ConsensusStub, ledger: ledger_pb2_grpc.LedgerStub,
+                        p: ParticipantPlan, tx: types_pb2.Transaction, what: str) -> None:
+    resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[tx]), timeout=60)
+    if not resp.results[0].admitted:
+        net.progress.say(f"{p.name}: {what} refused: {resp.results[0].reason}")
+        return
+    await _wait_tx(ledger, chain.tx_id(tx))
 
 
 async def _submit_copy(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub, consensus: consensus_pb2_grpc.ConsensusStub,
@@ -403,6 +453,8 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
             f"({100 * stats.holdout_accuracy:.1f}% on the whole held-out split), "
             f"next leaders {' > '.join(stats.next_leaders)}"
         )
+        if summary.aggregate_note:
+            net.progress.say(f"round {r}: {summary.aggregate_note}")
 
 
 async def run_devnet(config: DevnetConfig) -> dict:

@@ -53,6 +53,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="the task's round deadline (default 600, ~10 min idle). A round closes early only when "
                              "every participant has an accepted submission, so with silent, copy or free_ride "
                              "attackers every round waits for it: lower it (e.g. 180) for those")
+    parser.add_argument("--secure-aggregation", action="store_true",
+                        help="run the ZKPoT scenarios with secure aggregation (models never revealed; docs/privacy.md)")
     parser.add_argument("--no-zkpot", dest="zkpot", action="store_false",
                         help="skip the real-services runs (in-process scenarios only)")
     parser.add_argument("--quick", action="store_true", help="a small scenario: 4 participants, 2 rounds, 0 and 25%%")
@@ -76,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         attacks=args.attack, alpha=args.alpha, seed=args.seed, local_epochs=args.local_epochs,
         test_set_size=args.test_set_size, min_correct=args.min_correct, base_port=args.base_port,
         parallel_proofs=args.parallel_proofs, zkpot=args.zkpot, round_deadline_blocks=args.round_deadline_blocks,
+        secure_aggregation=args.secure_aggregation,
     )
     try:
         config.check()

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # behaviours a participant can have (zkpot.devnet.run.BEHAVIOURS minus "honest")
-ATTACKS = ("label_flip", "scaled", "random", "free_ride", "copy", "silent")
+ATTACKS = ("label_flip", "scaled", "random", "free_ride", "copy", "silent", "drop_mask", "mask_cheat")
+SECURE_ONLY = ("drop_mask", "mask_cheat")  # attacks on the masking phases of secure aggregation
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ExperimentConfig:
     parallel_proofs: int = 2
     round_deadline_blocks: int = 600               # the task's; silent attackers make every round wait for it
     zkpot: bool = True                             # False: only the in-process scenarios
+    secure_aggregation: bool = False               # the ZKPoT runs' task: pairwise-masked aggregation
     devnet_dir: Path | None = None                 # default OUT/devnet-<participants>p-<rounds>r-...
     extra: dict = field(default_factory=dict)
 
@@ -39,13 +41,16 @@ class ExperimentConfig:
         bad = [a for a in self.attacks if a not in ATTACKS]
         if bad or not self.attacks:
             raise ValueError(f"attacks must be among {', '.join(ATTACKS)}; got {bad or 'none'}")
+        if not self.secure_aggregation and any(a in SECURE_ONLY for a in self.attacks):
+            raise ValueError(f"{', '.join(SECURE_ONLY)} attack secure aggregation: add --secure-aggregation")
 
     def devnet_path(self) -> Path:
         if self.devnet_dir is not None:
             return self.devnet_dir
         # the devnet reuses its task, keys and shards across scenarios: key the folder by what shapes them
         return self.out_dir / (f"devnet-{self.participants}p-{self.validators}v-{self.rounds}r-"
-                               f"t{self.test_set_size}-k{self.min_correct}-d{self.round_deadline_blocks}-a{self.alpha:g}-s{self.seed}")
+                               f"t{self.test_set_size}-k{self.min_correct}-d{self.round_deadline_blocks}-a{self.alpha:g}-s{self.seed}"
+                               + ("-secure" if self.secure_aggregation else ""))
 
     def as_json(self) -> dict:
         out = asdict(self)

@@ -81,7 +81,7 @@ def local_update(config: ExperimentConfig, s: Setting, global_model: bytes, inde
                  behaviour: str) -> bytes:
     """What participant `index` submits in round r (the devnet's prover does the same)."""
     net = model.decode(global_model, config.hidden)
-    kind = "" if behaviour in ("honest", "copy", "silent") else behaviour
+    kind = "" if behaviour in ("honest", "copy", "silent", "drop_mask", "mask_cheat") else behaviour
     trained = model.train_as(kind, net, s.shards[index], s.epochs, config.seed * 1000 + r * 10 + index,
                              config.weight_bound)
     return model.encode(trained)
@@ -92,7 +92,10 @@ def federated(config: ExperimentConfig, s: Setting, behaviours: dict[str, str], 
     """Rounds of FedAvg. zkpot_rules=False: plain FedAvg, every submission averaged with equal weight
     (a copier's submission counts as one more copy; silent participants send nothing).
     zkpot_rules=True: the ledger's rules (copies refused by the proof's binding, the unchanged global
-    model or a duplicate model refused as free-riding) and aggregation rule `rule` at the threshold."""
+    model or a duplicate model refused as free-riding) and aggregation rule `rule` at the threshold.
+    Secure-aggregation attacks: drop_mask trains and proves but its update never arrives (left out);
+    mask_cheat proves its honest model but sends the sign-flipped one — plain FedAvg averages that in,
+    under ZKPoT the commitment check voids the round's aggregate (the global model carries over)."""
     global_model = s.initial
     out = []
     for r in range(1, config.rounds + 1):
@@ -106,6 +109,8 @@ def federated(config: ExperimentConfig, s: Setting, behaviours: dict[str, str], 
             if behaviour == "copy":
                 continue  # after the others: copies someone's submission
             models[name] = local_update(config, s, global_model, i, r, behaviour)
+            if behaviour == "mask_cheat" and not zkpot_rules:  # what reaches a plain aggregator
+                models[name] = model_codec.encode_fixed([(n, -a) for n, a in model_codec.decode_fixed(models[name])])
         for i in range(config.participants):
             name = f"p{i}"
             if behaviours.get(name) == "copy":
@@ -133,6 +138,20 @@ def federated(config: ExperimentConfig, s: Setting, behaviours: dict[str, str], 
         agg = aggregation.aggregate(rule if zkpot_rules else aggregation.DEFAULT_RULE, subs,
                                     s.min_correct if zkpot_rules else 0)
         res.included = [p.decode() for p in agg.included]
+        dropped = [n for n in res.included if behaviours.get(n) == "drop_mask"]
+        if zkpot_rules and dropped:  # proven, never masked: recovered, left out of the sum
+            kept = [sub for sub in subs if sub.participant.decode() in res.included and sub.participant.decode()
+                    not in dropped]
+            agg = aggregation.aggregate(rule, kept, s.min_correct)
+            res.included = [p.decode() for p in agg.included]
+            for n in dropped:
+                res.excluded[n] = "dropped out of the masking phase (its masks removed from the sum)"
+        cheats = [n for n in res.included if behaviours.get(n) == "mask_cheat"]
+        if zkpot_rules and cheats:
+            agg = aggregation.Aggregate(None, (), agg.rule)
+            for n in res.included:
+                res.excluded[n] = f"aggregate voided: {', '.join(cheats)} masked another model than proven"
+            res.included = []
         for sub in subs:
             name = sub.participant.decode()
             if name not in res.included:

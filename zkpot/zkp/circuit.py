@@ -10,6 +10,8 @@ Soundness rules the verifier follows:
   claimed count and the expected binding (`public_instances`), never read from a submitted file.
 - The binding is sha256(task id, round, participant) split into 16 limbs of 16 bits (all 256 bits)
   so a proof cannot be replayed under another round, task or submitter.
+- A sample counts as correct only if its label's logit is strictly above every other logit: a tie
+  never counts (ezkl's SIGN op constrains sign(0) = 0, so a prover cannot turn a tie into a win).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zkpot.zkp.data import Dataset
+from zkpot.zkp.data import N_CLASSES, Dataset
 from zkpot.zkp.model import MLP
 
 N_LIMBS = 16
@@ -57,23 +59,47 @@ def binding_limbs(task_id: bytes, round_: int, participant: bytes) -> list[int]:
 
 
 class AccuracyCircuit(nn.Module):
-    """(x, y, binding) -> (number of samples the model classifies correctly, binding)."""
+    """(x, y, binding) -> (number of samples the model classifies correctly, binding).
+
+    correct_i = [logit_i[y_i] > logit_i[j] for every j != y_i]: the label's logit strictly beats
+    every other one, so a tie never counts (stricter than argmax's first-index rule). Laid out as
+    the label's logit (one-hot of y times the logits, summed), then one SIGN per (sample, class)
+    of logit[y] - logit[j]: the label's own entry is exactly 0, so the row's signs sum to
+    N_CLASSES - 1 only when all the others are +1. ezkl lays this out in about half the rows of
+    ArgMax + Equal (which sorts each row with a shuffle argument and looks the index up in a
+    dynamic table): -17 % rows for the whole 16-sample circuit, and no lookup or shuffle columns.
+    """
 
     def __init__(self, model: MLP) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = torch.argmax(self.model(x), dim=1)
+        logits = self.model(x)
+        onehot = y.unsqueeze(1) == torch.arange(N_CLASSES)
+        label_logit = (logits * onehot).sum(dim=1, keepdim=True)
+        # integer (scale 0) signs, sums and constant: the count stays an integer output
+        wins = torch.sign(label_logit - logits).long().sum(dim=1)
         # binding * 1 makes the binding an output, i.e. part of the relation the proof is about
+        return (wins == N_CLASSES - 1).long().sum(), binding * 1
+
+
+class ArgmaxAccuracyCircuit(AccuracyCircuit):
+    """The naive export: sum_i [argmax(logits_i) == y_i] (ties go to the first index). Benchmarks only."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = torch.argmax(self.model(x), dim=1)
         return (pred == y).sum(), binding * 1
 
 
 # ---------------------------------------------------------------------------- files for ezkl
 
 
-def export_onnx(model: MLP, test: Dataset, path: Path) -> None:
-    """Export Acc(model) for this test set's shape (opset 17, legacy exporter: what ezkl reads)."""
+def export_onnx(model: MLP, test: Dataset, path: Path, naive_argmax: bool = False) -> None:
+    """Export Acc(model) for this test set's shape (opset 17, legacy exporter: what ezkl reads).
+
+    naive_argmax: the ArgMax + Equal form instead (the benchmark's naive baseline; never a task's).
+    """
     import warnings
 
     x = torch.from_numpy(test.x)
@@ -82,7 +108,7 @@ def export_onnx(model: MLP, test: Dataset, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
-            AccuracyCircuit(model).eval(),
+            (ArgmaxAccuracyCircuit if naive_argmax else AccuracyCircuit)(model).eval(),
             (x, y, b),
             str(path),
             input_names=["x", "y", "binding"],

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from zkpot import chain, model_codec
 from zkpot.crypto import KeyPair
 from zkpot.model_codec import ModelFormatError
@@ -121,6 +123,18 @@ def check_range(task: Task, net: model.MLP) -> None:
                               f"±{task.weight_bound:g}; clip weights to the task's bound")
 
 
+def check_circuit_shape(task: Task, net: model.MLP) -> None:
+    """A tensor whose every value quantizes to 0 makes ezkl compile another circuit than the task's
+    (the constant is folded away); its proof would never finish (ezkl 23 hangs), so refuse it here."""
+    from zkpot.zkp import commitment  # its layout is learned once per process (~0.5 s)
+
+    for t in commitment.layout(task).tensors:
+        values = net.get_parameter(t.name).detach().cpu().numpy().ravel()
+        if not np.any(circuit.quantize(values, t.scale)):
+            raise ProveRangeError(f"{t.name} is all zeros at the circuit's scale 2^{t.scale}: ezkl would compile "
+                                  "another circuit than the task's; retrain or perturb the model")
+
+
 def shard_dir(workdir: Path, index: int) -> Path:
     return workdir / f"shard-{index}"
 
@@ -129,6 +143,7 @@ def compile_step(task: Task, model_params: bytes, workdir: Path) -> float:
     """Export + compile the revealed model once, for the shard shape, with the task's settings."""
     net = decode_global(task, model_params)
     check_range(task, net)
+    check_circuit_shape(task, net)
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     circuit.export_onnx(net, task.shard(0), workdir / "model.onnx")

@@ -64,6 +64,8 @@ class TaskConfig:
     reference_models: int = 3       # trained to calibrate the settings on realistic models
     shard_size: int = 0             # samples per shard proof (must divide test_set_size); 0: one shard
     aggregation_rule: str = ""      # zkpot.aggregation rule; "": fedavg-threshold (manifest unchanged)
+    secure_aggregation: bool = False  # pairwise-masked aggregation: models never leave participants
+    secagg_threshold: int = 0       # shares that recover a dropped member's mask key; 0: zkpot.secagg default
     srs: Path | None = None         # a real ceremony's SRS; None: ezkl.gen_srs (INSECURE, dev only)
 
     def check(self) -> None:
@@ -81,6 +83,11 @@ class TaskConfig:
             raise TaskError("min_correct exceeds the test set size")
         if self.aggregation_rule and self.aggregation_rule not in aggregation.RULES:
             raise TaskError(f"aggregation_rule must be one of {', '.join(aggregation.RULES)}")
+        if self.secure_aggregation and (self.aggregation_rule or aggregation.DEFAULT_RULE) not in aggregation.SUM_RULES:
+            raise TaskError(f"secure aggregation reveals only a (weighted) sum: aggregation_rule must be one of "
+                            f"{', '.join(aggregation.SUM_RULES)}")
+        if self.secagg_threshold < 0 or (self.secagg_threshold and not self.secure_aggregation):
+            raise TaskError("secagg_threshold needs secure_aggregation (and must be >= 0)")
         if self.rounds < 1 or self.round_deadline_blocks < 1:
             raise TaskError("rounds and round_deadline_blocks must be >= 1")
 
@@ -280,6 +287,8 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         publisher=publisher.public,
         shard_size=config.shard_size,  # 0 (one shard) keeps the manifest, and so the task id, of older tasks
         aggregation_rule=config.aggregation_rule,  # "" likewise
+        secure_aggregation=config.secure_aggregation,  # False likewise
+        secagg_threshold=config.secagg_threshold,
     )
     for name, path in paths.items():
         manifest.artefacts[name] = content_id(path.read_bytes())
@@ -315,6 +324,7 @@ def summarize(manifest: types_pb2.TaskManifest) -> dict:
         "rounds": manifest.rounds,
         "min_correct": manifest.min_correct,
         "aggregation_rule": manifest.aggregation_rule or "fedavg-threshold",
+        "secure_aggregation": manifest.secure_aggregation,
         "round_deadline_blocks": manifest.round_deadline_blocks,
         "insecure_dev_srs": manifest.insecure_dev_srs,
         "publisher": manifest.publisher.hex(),

@@ -3,15 +3,18 @@
 Order of checks (cheap first): shape (one proof per test-set shard, each of the circuit's proof
 length), signature, submitter, task, counts (claimed_correct == sum of the shard counts), model
 content id, every shard proof's commitment equal to model_commitment, the revealed model's own
-commitment (recomputed once per submission: export + compile + witness of shard 0 with the task's
-vk/srs, then swapped into shard 0's proof; equal bytes mean the proofs commit to this model), then
+commitment (recomputed once per submission from its parameters: zkpot.zkp.commitment, a KZG
+commitment over the SRS's Lagrange basis, ~7 ms; equal bytes mean the proofs commit to this
+model — the circuit itself runs only to explain a rejection), then
 the SNARK of every shard on public instances rebuilt from that shard's slice of the task's test
 set, its count and the binding of (task, round, sender). The round is not compared with the chain's current round here
 (the ledger's state machine does that); it is bound into the proof, so a replay under another
 round fails the SNARK.
 
-First cut: the model is revealed in the transaction (model_params) so validators can aggregate;
-with secure aggregation the MODEL_MISMATCH check moves to the commitment opening.
+Without secure aggregation the model is revealed in the transaction (model_params) so validators
+can aggregate, and MODEL_MISMATCH binds it to the proofs. With secure aggregation
+(TaskManifest.secure_aggregation) no parameters are sent: the proofs' commitment is what the
+ledger later checks the unmasked aggregate against (homomorphically, zkpot.zkp.commitment).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from zkpot import chain, model_codec
 from zkpot.crypto import PUBLIC_KEY_LEN
 from zkpot.model_codec import ModelFormatError
 from zkpot.v1 import types_pb2, verifier_pb2
-from zkpot.zkp import circuit, model
+from zkpot.zkp import circuit, commitment, model
 from zkpot.zkp.task import Task
 
 R = verifier_pb2.RejectReason
@@ -111,35 +114,42 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
     if sum(count for _, count in shards) != sp.claimed_correct:
         return _reject(R.REJECT_REASON_CLAIM_MISMATCH, f"claimed_correct {sp.claimed_correct} is not the sum of "
                                                        f"the shard counts {[c for _, c in shards]}")
-    if model_codec.model_cid(sp.model_params) != sp.model_cid:
-        return _reject(R.REJECT_REASON_MODEL_MISMATCH, "model_cid is not the content id of model_params")
-    try:
-        net = model.decode(sp.model_params, task.hidden)
-    except ModelFormatError as exc:
-        return _reject(R.REJECT_REASON_MALFORMED, f"model_params: {exc}")
+    secure = task.manifest.secure_aggregation
+    if secure:  # the model stays with its owner: the proofs' commitment is all validators get
+        if sp.model_params or sp.model_cid:
+            return _reject(R.REJECT_REASON_MALFORMED, "this task uses secure aggregation: model_params and "
+                                                      "model_cid must be empty (the model is never revealed)")
+        net = None
+    else:
+        if model_codec.model_cid(sp.model_params) != sp.model_cid:
+            return _reject(R.REJECT_REASON_MODEL_MISMATCH, "model_cid is not the content id of model_params")
+        try:
+            net = model.decode(sp.model_params, task.hidden)
+        except ModelFormatError as exc:
+            return _reject(R.REJECT_REASON_MALFORMED, f"model_params: {exc}")
     for i, (proof, _) in enumerate(shards):
         if circuit.proof_commitment(proof, task.n_commitments) != sp.model_commitment:
             return _reject(R.REJECT_REASON_COMMITMENT_MISMATCH, f"shard {i}: model_commitment is not the commitment "
                                                                 "the proof carries")
+    if net is None:
+        return _snark_only(task, sp, shards, workdir)
     if model.max_abs_weight(net) > task.weight_bound:
         return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model exceeds the task's weight bound "
                                                        f"±{task.weight_bound:g}")
 
     timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:  # every shard proof carries model_commitment (checked above): is it this model's?
+        same = commitment.recommit_matches(task, net, sp.model_commitment)
+    except commitment.CommitmentError as exc:
+        return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model does not fit the task's circuit: {exc}")
+    timings["recommit_seconds"] = time.perf_counter() - t0
+    if not same:
+        return _reject(R.REJECT_REASON_MODEL_MISMATCH, "revealed model is not the model the proof commits to",
+                       timings)
     work = circuit.fresh_workdir(workdir, "verify-")
     limbs = task.binding(sp.round, sp.participant)
     try:
-        t0 = time.perf_counter()
-        try:  # every shard proof carries model_commitment (checked above): recompute it once, on shard 0
-            ev = circuit.evaluate(net, task.shard(0), limbs, task.paths["settings"], work, task.paths["vk"],
-                                  task.paths["srs"])
-            recommitted = circuit.swap_commitment(shards[0][0], ev.witness_path, work)
-        except circuit.CircuitError as exc:
-            return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model does not run in the task's circuit: {exc}")
-        timings["recommit_seconds"] = time.perf_counter() - t0
-        if recommitted != shards[0][0]:
-            return _reject(R.REJECT_REASON_MODEL_MISMATCH, "revealed model is not the model the proof commits to",
-                           timings)
         t1 = time.perf_counter()
         failed = None
         for i, (proof, count) in enumerate(shards):
@@ -151,7 +161,7 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
         if failed is None:
             return Verdict(R.REJECT_REASON_UNSPECIFIED, "", timings)
         # diagnose (rejections only): does the committed model score the claimed count on that shard?
-        proven = ev.correct if failed == 0 else _shard_count(task, net, failed, limbs, work)
+        proven = _shard_count(task, net, failed, limbs, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     where = f"shard {failed} of the task's test set" if task.n_shards > 1 else "the task's test set"
@@ -161,6 +171,24 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
                                                        f"{proven} on {where}", timings)
     return _reject(R.REJECT_REASON_INVALID_PROOF, f"proof does not verify on {where}, the "
                                                   "claimed count and the binding of (task, round, sender)", timings)
+
+
+def _snark_only(task: Task, sp: types_pb2.SubmitProof, shards: list[tuple[bytes, int]], workdir: Path) -> Verdict:
+    """Secure aggregation: the SNARK of every shard on rebuilt instances; the commitment the proofs
+    carry is what the aggregate is later checked against (zkpot.zkp.commitment)."""
+    work = circuit.fresh_workdir(workdir, "verify-")
+    t0 = time.perf_counter()
+    try:
+        for i, (proof, count) in enumerate(shards):
+            if not circuit.verify(proof, task.instances(sp.round, sp.participant, count, i), task.paths["settings"],
+                                  task.paths["vk"], task.paths["srs"], work):
+                where = f"shard {i} of the task's test set" if task.n_shards > 1 else "the task's test set"
+                return _reject(R.REJECT_REASON_INVALID_PROOF, f"proof does not verify on {where}, the claimed "
+                               "count and the binding of (task, round, sender)",
+                               {"snark_seconds": time.perf_counter() - t0})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Verdict(R.REJECT_REASON_UNSPECIFIED, "", {"snark_seconds": time.perf_counter() - t0})
 
 
 def _shard_count(task: Task, net: model.MLP, index: int, limbs: list[int], work: Path) -> int | None:
