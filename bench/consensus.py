@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,7 @@ def make_txs(count: int, tag: int) -> tuple[list[types_pb2.Transaction], list[by
 class Net:
     n: int
     root: Path
+    extra: list[str] = field(default_factory=list)  # more `zkpot consensus serve` flags
     ledgers: list[LedgerProcess] = field(default_factory=list)
     procs: list[subprocess.Popen | None] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
@@ -89,7 +91,7 @@ class Net:
                 "--idle-block-ms", "200", "--base-timeout-ms", "1000", "--log-level", "WARNING",
                 "--mempool-max-txs", "200000", "--mempool-max-per-sender", "200000",
                 "--peer-tx-rate", "1000000", "--peer-tx-burst", "1000000", "--gossip-tx-rate", "1000000",
-                *[f"--peer={p}" for p in peers],
+                *[f"--peer={p}" for p in peers], *self.extra,
             ]  # fmt: skip
             log = open(d / "consensus.log", "ab")  # noqa: SIM115 - handed to the child
             self.procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
@@ -179,8 +181,11 @@ async def run_load(
         nonlocal used
         i = k * BATCH
         while time.monotonic() < stop and i + BATCH <= len(txs):
+            try:  # never past `stop`: the watcher that releases the window stops soon after
+                await asyncio.wait_for(outstanding.acquire(), timeout=max(0.0, stop - time.monotonic()))
+            except TimeoutError:
+                break
             used = max(used, i + BATCH)
-            await outstanding.acquire()
             batch = txs[i : i + BATCH]
             now = time.monotonic()
             for j in range(i, i + BATCH):
@@ -281,6 +286,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="4,7,10")
     ap.add_argument("--seconds", type=float, default=8.0, help="load per measurement")
     ap.add_argument("--quick", action="store_true", help="n=4 only, short runs (smoke test)")
+    ap.add_argument("--replica-args", default="", help="extra `zkpot consensus serve` flags, e.g. "
+                    "'--min-block-interval-ms 5' (experiments)")
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_server:
@@ -288,7 +295,10 @@ def main() -> int:
         return 0
     sizes = [4] if args.quick else [int(x) for x in args.sizes.split(",")]
     seconds = 3.0 if args.quick else args.seconds
-    ntx = 20_000 if args.quick else 150_000
+    # light load: one batch in flight, enough txs for one batch per 50 ms all run long (with fewer,
+    # the batches ran out during the 2 s ramp-up and the light p50 rested on a handful of samples)
+    nlight = BATCH * int(seconds / 0.05)
+    ntx = nlight + (20_000 if args.quick else 150_000)
     print(f"signing {ntx} transactions of 256-byte payloads ...", flush=True)
     t0 = time.monotonic()
     txs, ids = make_txs(ntx, 1)
@@ -308,15 +318,15 @@ def main() -> int:
                                   "echo_tx_s": round(base.tx_s, 1), "echo_p50_ms": round(base.p50_ms, 1)}
     for n in sizes:
         root = Path(tempfile.mkdtemp(prefix=f"zkpot-bench-consensus-{n}-"))
-        net = Net(n, root)
+        net = Net(n, root, shlex.split(args.replica_args))
         try:
             net.start()
             asyncio.run(wait_ready(net.targets, 120))
             watch = net.ledgers[0].target
             # each network starts from genesis, so the same txs serve every n; within one network
             # every run takes fresh ones (a committed tx would be refused as a duplicate)
-            light = asyncio.run(run_load(net.targets, watch, txs[:4000], ids[:4000], seconds, BATCH))
-            off = 4000
+            light = asyncio.run(run_load(net.targets, watch, txs[:nlight], ids[:nlight], seconds, BATCH))
+            off = nlight
             sat = asyncio.run(run_load(net.targets, watch, txs[off:], ids[off:], seconds, WINDOW))
             off += sat.used
             print(f"n={n:2d}: {sat.tx_s:8,.0f} tx/s committed ({sat.tx_s / base.tx_s:.2f}x echo)  "

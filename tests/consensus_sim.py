@@ -107,12 +107,17 @@ class MemSafetyStore:
 
     def __init__(self) -> None:
         self.state = SafetyState()
+        self.saved = False
+
+    def exists(self) -> bool:
+        return self.saved
 
     def load(self) -> SafetyState:
         return copy.deepcopy(self.state)
 
     def save(self, state: SafetyState) -> None:
         self.state = copy.deepcopy(state)
+        self.saved = True
 
 
 class SimLedger:
@@ -188,10 +193,11 @@ class Scenario:
     crash_at_s: float = 0.0
     restart_at_s: float = 0.0
     tx_batches: int = 6
+    wipe: bool = False        # crash_restart: the replica comes back with an empty ledger and no safety state
 
     def describe(self) -> str:
         parts = ",".join(f"{sorted(map(sorted, p.groups))}@{p.start:.1f}-{p.end:.1f}" for p in self.partitions)
-        return (f"seed={self.seed} n={self.n} byz={self.byzantine} drop={self.drop:.2f}"
+        return (f"seed={self.seed} n={self.n} byz={self.byzantine}{'+wipe' if self.wipe else ''} drop={self.drop:.2f}"
                 f" delay={self.delay_s * 1000:.0f}ms partitions=[{parts}] gst={self.gst_s:.1f} end={self.end_s:.1f}")
 
 
@@ -293,15 +299,18 @@ class SimNet:
             pass
 
     async def fetch(self, src: Slot, key: bytes, block_hash: bytes, max_blocks: int) -> list[types_pb2.Block]:
+        return await self.call(src, key, lambda core: core.fetch_blocks(block_hash, max_blocks))
+
+    async def call(self, src: Slot, key: bytes, fn):  # noqa: ANN001, ANN201 - a request/response to one peer
         targets = [s for s in self.slots if s.alive and s.core is not None and s.core.me == key and s is not src]
         await asyncio.sleep(self._delay())
         if not targets or not self.link_up(src.index, targets[0].index) or (
             not self.synchronous() and self.rng.random() < self.sc.drop
         ):
             raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
-        blocks = await targets[0].core.fetch_blocks(block_hash, max_blocks)  # type: ignore[union-attr]
+        out = await fn(targets[0].core)
         await asyncio.sleep(self._delay())
-        return blocks
+        return out
 
 
 class SimEndpoint:
@@ -348,6 +357,15 @@ class SimEndpoint:
 
     async def fetch_blocks(self, key: bytes, block_hash: bytes, max_blocks: int) -> list[types_pb2.Block]:
         return await self.net.fetch(self.slot, key, block_hash, max_blocks)
+
+    async def fetch_range(self, key: bytes, from_height: int, max_blocks: int, max_bytes: int):  # noqa: ANN201
+        return await self.net.call(self.slot, key, lambda core: core.fetch_range(from_height, max_blocks, max_bytes))
+
+    async def status(self, key: bytes) -> consensus_pb2.StatusResponse:
+        async def status(core: Core) -> consensus_pb2.StatusResponse:
+            return core.status()
+
+        return await self.net.call(self.slot, key, status)
 
 
 class SimCore(Core):
@@ -434,6 +452,9 @@ async def _run(sc: Scenario, fx: Fixture, data_dir: Path) -> Result:
 
     async def restart() -> None:
         assert down is not None
+        if sc.wipe:  # data dir lost: forward catch-up refills the ledger, the signing floor guards votes
+            down.ledger = SimLedger(fx)
+            down.safety = MemSafetyStore()
         down.core = _new_core(fx, net, down, data_dir / f"r{down.index}")
         down.alive = True
         await down.core.start()

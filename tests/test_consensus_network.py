@@ -9,10 +9,12 @@ killed (one timeout, then a TC).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,3 +270,62 @@ def test_f_plus_one_crashed_stalls_safely_then_resumes(network) -> None:
     assert assert_identical(replicas) >= top
     after = [r.stub().Status(consensus_pb2.StatusRequest(), timeout=5).view for r in alive]
     assert all(a > v for a, v in zip(after, views, strict=True))
+
+
+def metric(replica: Replica, name: str, labels: str) -> float:
+    """One series of a replica's /metrics (0 if absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{replica.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_replica_with_wiped_data_dir_catches_up_forward_and_votes_again(network) -> None:
+    """kill -9 a replica and its ledger, delete both data dirs (blocks and safety state), start
+    them again empty: the replica fetches the committed chain by height from one peer at a time,
+    verifying every block and certificate, its ledger ends byte-identical to the others', and
+    once past the views it might have signed in before the wipe it votes again (the network
+    then needs it: a second replica is killed and commits go on with the three left)."""
+    fx, replicas, genesis_path, peers = network
+    logs = [r.log_path for r in replicas]
+    wait_for("replicas up", lambda: all(r.stub().Status(consensus_pb2.StatusRequest(), timeout=2) for r in replicas),
+             60, logs)
+    ids = submit(fx, replicas[0], 200, b"w")
+    wait_for("first txs everywhere", lambda: all(ids <= committed_ids(r) for r in replicas), 60, logs)
+
+    victim = replicas[3]
+    victim.kill9()
+    victim.ledger.kill9()
+    shutil.rmtree(victim.data_dir)
+    shutil.rmtree(victim.ledger.data_dir)
+    more = submit(fx, replicas[0], 200, b"x")
+    wait_for("commits without the wiped replica", lambda: all(more <= committed_ids(r) for r in replicas[:3]),
+             60, logs)
+    wait_for("a longer chain", lambda: ledger_height(replicas[0]) >= 40, 60, logs)
+
+    # fresh ports where peers do not care (a port left free for long may be taken by another test)
+    victim.ledger.port, victim.ledger.metrics_port, victim.metrics_port = free_port(), free_port(), free_port()
+    victim.ledger.start()
+    assert ledger_height(victim) == 0
+    victim.start(genesis_path, peers)
+    target = ledger_height(replicas[0])
+    wait_for("wiped replica caught up", lambda: ledger_height(victim) >= target, 90, logs)
+    assert (ids | more) <= committed_ids(victim)
+    assert assert_identical(replicas) >= target
+    fetched = metric(victim, "zkpot_consensus_catchup_blocks_total", 'outcome="committed"')
+    assert fetched >= target - 5, f"only {fetched} of {target} blocks came by forward catch-up"
+    assert "signing nothing up to view" in victim.log_path.read_text()
+
+    # it signs again once the network is past the views it may have signed in before the wipe
+    # (until then it counts as a faulty replica: killing another one now would stall, safely)
+    wait_for("the wiped replica voting", lambda: metric(victim, "zkpot_consensus_votes_sent_total", "") > 0, 30, logs)
+    # with replica 0 down the other three (the wiped one included) are the quorum
+    replicas[0].kill9()
+    alive = replicas[1:]
+    last = submit(fx, alive[0], 50, b"y")
+    wait_for("commits that need the wiped replica's votes", lambda: all(last <= committed_ids(r) for r in alive),
+             60, logs)
+    assert_identical(alive)

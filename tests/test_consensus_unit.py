@@ -10,6 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 from chain_factory import Fixture, make_genesis, make_qc
 from ledger_process import free_port
@@ -93,6 +94,12 @@ class NetworkDouble:
 
     async def fetch_blocks(self, key: bytes, block_hash: bytes, max_blocks: int) -> list:
         return []
+
+    async def fetch_range(self, key: bytes, from_height: int, max_blocks: int, max_bytes: int) -> tuple[list, list]:
+        return [], []
+
+    async def status(self, key: bytes) -> consensus_pb2.StatusResponse:
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
 
 
 def make_core(fx: Fixture, data_dir: Path, me: int = 0) -> tuple[Core, LedgerDouble, NetworkDouble]:
@@ -473,3 +480,36 @@ def test_core_rejects_unknown_signers_and_bad_signatures(tmp_path: Path, fx: Fix
             await core.stop()
 
     asyncio.run(run())
+
+
+def test_a_signature_is_verified_once_even_when_two_copies_arrive_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gossip copy and the proposal copy of a tx often arrive while the other is being
+    checked: the second waits for the first check instead of verifying again; a bad signature is
+    refused for both."""
+    fx = make_genesis(n_validators=4, n_participants=1)
+    good = [fx.payload(bytes([i]) * 4) for i in range(20)]
+    bad = fx.payload(b"bad")
+    bad.nonce += 1_000  # the signature no longer covers it
+    txs = [*good, bad]
+    ids = checks.tx_ids(txs)
+    calls: list[bytes] = []
+    real = chain.tx_signature_ok
+
+    def counting(tx: types_pb2.Transaction, tx_id: bytes | None = None) -> bool:
+        calls.append(tx_id or b"")
+        time.sleep(0.001)  # long enough for the second copy to arrive mid-check
+        return real(tx, tx_id)
+
+    monkeypatch.setattr(chain, "tx_signature_ok", counting)
+    checker = TxChecker(None)
+
+    async def both() -> list[list[str | None]]:
+        return await asyncio.gather(checker.refusals(txs, ids), checker.refusals(list(reversed(txs)), ids[::-1]))
+
+    first, second = asyncio.run(both())
+    assert sorted(calls) == sorted(ids), "a signature was verified twice on one replica"
+    assert first[:-1] == [None] * 20 and first[-1].startswith("bad_signature")
+    assert second[0].startswith("bad_signature") and second[1:] == [None] * 20
+    # and later copies hit the cache
+    assert asyncio.run(checker.refusals(good, ids[:-1])) == [None] * 20
+    assert len(calls) == len(ids)

@@ -25,12 +25,13 @@ from zkpot.zkp import commitment
 PHASE = ledger_pb2.RoundPhase
 
 
-def _secure_fixture(n: int = 3, rule: str = "", min_correct: int = 5, deadline: int = 3) -> Fixture:
+def _secure_fixture(n: int = 3, rule: str = "", min_correct: int = 5, deadline: int = 3, t: int = 0) -> Fixture:
     fx = make_genesis(n_participants=n, rounds=2, min_correct=min_correct, deadline_blocks=deadline)
     publish = types_pb2.Transaction()
     publish.CopyFrom(fx.genesis.publish_task)
     publish.publish_task.manifest.secure_aggregation = True
     publish.publish_task.manifest.aggregation_rule = rule
+    publish.publish_task.manifest.secagg_threshold = t
     publish.publish_task.task_id = chain.task_id(publish.publish_task.manifest)
     publish.signature = b""
     chain.sign_tx(fx.publisher, publish)
@@ -262,6 +263,9 @@ def test_too_few_passing_members_close_the_round_without_an_aggregate(tmp_path, 
 def test_a_secure_task_needs_a_sum_rule_and_the_commitment_scheme(scheme):
     fx = _secure_fixture(rule="median")
     with pytest.raises(GenesisError, match="needs a sum rule"):
+        StateMachine(fx.genesis, scheme).execute_genesis(None, fx.genesis.block())  # type: ignore[arg-type]
+    fx = _secure_fixture(n=3, t=3)  # each participant's shares have only 2 holders
+    with pytest.raises(GenesisError, match="threshold of 1..2"):
         StateMachine(fx.genesis, scheme).execute_genesis(None, fx.genesis.block())  # type: ignore[arg-type]
     fx = _secure_fixture()
     with pytest.raises(GenesisError, match="--task-dir"):

@@ -16,6 +16,7 @@ from .runtime import REAL, Runtime
 LEDGER_DEADLINE_S = 30.0
 VERIFY_DEADLINE_S = 600.0  # a batch of real proofs takes a while
 CACHE_ENTRIES = 200_000
+BAD_SIGNATURE = "bad_signature: transaction signature does not verify"
 
 
 class LedgerClient:
@@ -77,6 +78,7 @@ class TxChecker:
         self._channel = grpcutil.channel(verifier_target) if verifier_target else None
         self._stub = verifier_pb2_grpc.VerifierStub(self._channel) if self._channel else None
         self._sig_ok: _Lru = _Lru()
+        self._sig_inflight: dict[tuple[bytes, bytes], asyncio.Future] = {}
         self._verdicts: _Lru = _Lru()
         self._failures: _Lru = _Lru()  # last failure to get a verdict (not a verdict: retried next time)
         self._inflight: dict[bytes, asyncio.Future] = {}
@@ -85,14 +87,7 @@ class TxChecker:
     async def refusals(self, txs: list[types_pb2.Transaction], ids: list[bytes]) -> list[str | None]:
         """Per transaction: None if it is valid, else why not."""
         out: list[str | None] = [tx_shape_refusal(tx) for tx in txs]
-        need_sig = [i for i in range(len(txs)) if out[i] is None and (ids[i], txs[i].signature) not in self._sig_ok]
-        if need_sig:
-            oks = await self.rt.offload(lambda: [chain.tx_signature_ok(txs[i], ids[i]) for i in need_sig])
-            for i, ok in zip(need_sig, oks, strict=True):
-                if ok:
-                    self._sig_ok.put((ids[i], txs[i].signature), True)
-                else:
-                    out[i] = "bad_signature: transaction signature does not verify"
+        await self._check_signatures(txs, ids, out)
         proofs = [i for i in range(len(txs)) if out[i] is None and txs[i].WhichOneof("body") == "submit_proof"]
         if proofs and self._stub is None:
             for i in proofs:
@@ -117,6 +112,62 @@ class TxChecker:
             elif not verdict[0]:
                 out[i] = f"invalid_proof: {verdict[1]}"
         return out
+
+    async def _check_signatures(
+        self, txs: list[types_pb2.Transaction], ids: list[bytes], out: list[str | None]
+    ) -> None:
+        """Each signature is verified once per replica: cached when good, and a tx whose check
+        is already running (its gossip copy, while its proposal arrives) waits for that check
+        instead of verifying it a second time."""
+        mine: list[int] = []
+        theirs: dict[int, asyncio.Future] = {}
+        for i in range(len(txs)):
+            key = (ids[i], txs[i].signature)
+            if out[i] is not None or key in self._sig_ok:
+                continue
+            running = self._sig_inflight.get(key)
+            if running is not None:
+                theirs[i] = running
+            else:
+                mine.append(i)
+        done: asyncio.Future | None = None
+        if mine:
+            done = asyncio.get_running_loop().create_future()
+            for i in mine:
+                self._sig_inflight[(ids[i], txs[i].signature)] = done
+            try:
+                oks = await self.rt.offload(lambda: [chain.tx_signature_ok(txs[i], ids[i]) for i in mine])
+            except BaseException:
+                done.cancel()  # whoever waits on this check decides for itself
+                raise
+            finally:
+                for i in mine:
+                    self._sig_inflight.pop((ids[i], txs[i].signature), None)
+            bad: set[tuple[bytes, bytes]] = set()
+            for i, ok in zip(mine, oks, strict=True):
+                if ok:
+                    self._sig_ok.put((ids[i], txs[i].signature), True)
+                else:
+                    out[i] = BAD_SIGNATURE
+                    bad.add((ids[i], txs[i].signature))
+            done.set_result(bad)
+        if theirs:
+            results = await asyncio.gather(*(asyncio.shield(f) for f in set(theirs.values())), return_exceptions=True)
+            refused = set().union(*(r for r in results if isinstance(r, set)))
+            again: list[int] = []
+            for i in theirs:
+                key = (ids[i], txs[i].signature)
+                if key in refused:
+                    out[i] = BAD_SIGNATURE
+                elif key not in self._sig_ok:
+                    again.append(i)
+            if again:  # the other check never finished (its caller was cancelled): decide here
+                oks = await self.rt.offload(lambda: [chain.tx_signature_ok(txs[i], ids[i]) for i in again])
+                for i, ok in zip(again, oks, strict=True):
+                    if ok:
+                        self._sig_ok.put((ids[i], txs[i].signature), True)
+                    else:
+                        out[i] = BAD_SIGNATURE
 
     async def _verify(self, txs: list[types_pb2.Transaction], ids: list[bytes]) -> None:
         """Ask the verifier once; verdicts go to the cache, failures (not cached) to _failures."""

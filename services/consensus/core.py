@@ -25,6 +25,7 @@ from . import checks
 from . import metrics as m
 from .aggregator import TimeoutAggregator, VoteAggregator, tc_high_qc_view
 from .blockstore import BlockStore
+from .catchup import CatchUp, Committed, check_qc_for
 from .checks import Rejected
 from .clients import LedgerClient, TxChecker
 from .leader import LeaderElector
@@ -33,7 +34,7 @@ from .network import Network
 from .pacemaker import Pacemaker
 from .runtime import REAL, Runtime
 from .safety import SafetyState, SafetyStore, vote_refusal
-from .synchronizer import Synchronizer
+from .synchronizer import WALK_LIMIT, Synchronizer
 
 # transaction bodies only genesis participants may send (the ledger re-checks; this is a cheap filter)
 PARTICIPANT_BODIES = ("submit_proof", "masked_update", "mask_reveal")
@@ -43,6 +44,11 @@ MAX_FUTURE_MS = 10_000  # a proposer's clock may run ahead of ours by at most th
 LEADER_EVIDENCE_BLOCKS = 4096  # committed blocks re-read at start for the leader skip rule
 REGOSSIP_BATCH = 2000  # txs per re-gossip request
 SYNC_GRACE_S = 0.5      # wait this long for a certified block's proposal before fetching it
+CATCHUP_MIN_GAP_S = 0.5  # forward catch-up is started at most this often
+CATCHUP_BACKLOG = 512    # committed blocks not yet in the ledger before catch-up waits for it
+STATUS_DEADLINE_S = 2.0  # peers' Status at an amnesic start
+STATUS_RETRY_S = 0.5     # an amnesic replica asks again until a peer answers
+UNKNOWN_FLOOR = 2**63    # amnesic, no peer heard yet: sign nothing at all
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,19 @@ class Core:
             validate=self._validate_fetched,
             deliver=self._deliver_synced,
             offload=runtime.offload,
+            far_behind=self._trigger_catchup,
         )
+        self.catchup = CatchUp(
+            fetch=network.fetch_range,
+            peers=list(network.peers),
+            tip=lambda: (self.store.committed_hash, self.store.committed_height),
+            validate_block=self._validate_fetched,
+            check_qc=check_qc_for(self.validators, self.quorum),
+            deliver=self._deliver_committed,
+            offload=runtime.offload,
+        )
+        self._catchup_at = -1e9
+        self._sign_floor = 0  # after a start without safety state: sign nothing in views <= this
         self.pacemaker = Pacemaker(
             config.base_timeout_s, config.idle_block_s, config.max_timeout_s, self._on_expiry, runtime.now
         )
@@ -119,6 +137,7 @@ class Core:
         self._tasks: set[asyncio.Task] = set()
         self.appended_height = 0
         self._syncing: set[bytes] = set()
+        self._block_added = asyncio.Event()  # a leader waiting for the block its QC certifies
         self._my_timeout: tuple[consensus_pb2.Timeout, float] | None = None  # last one signed, when
         self._echoed: dict[bytes, float] = {}  # peer -> when we last echoed our timeout to it
 
@@ -137,7 +156,10 @@ class Core:
             self.store = BlockStore(stored.block, root_hash, stored.qc if stored.qc.votes else None, self.rt.now)
         self.appended_height = head.height
         await self._replay_leader_evidence(head.height)
+        amnesic = not self.safety_store.exists()
         self.safety = self.safety_store.load()
+        if amnesic and self.network.peers:
+            self._sign_floor = UNKNOWN_FLOOR  # until a peer tells how far the chain has gone
         self.high_qc = self.genesis_qc
         for qc in (self.safety.high_qc, self.store.certs.get(self.store.committed_hash)):
             if qc is not None and qc.votes and qc.view > self.high_qc.view:
@@ -158,6 +180,49 @@ class Core:
         self._spawn(self._regossip())
         self.pacemaker.restart(progress=True)
         self._maybe_lead()
+        self._trigger_catchup()  # a replica that was down (or lost its ledger) fetches what it missed
+        if amnesic:
+            self._spawn(self._recover_lost_safety_state())
+
+    async def _recover_lost_safety_state(self) -> None:
+        """No safety file: a fresh replica, or one whose data dir was lost or wiped. A wiped one
+        may have voted or timed out in views it no longer remembers; signing again there could
+        equivocate. When peers show the chain has moved on, this replica signs nothing in views up
+        to a floor above every view it can have signed in: it signed in view w only after a QC or
+        TC for w-1, whose 2f+1 signers include at least f honest peers, now in a view >= w-1. So
+        floor = (highest view any peer reports) + 1 (safe when one of those answers; a peer that
+        reports too high a view only keeps this replica silent longer). Votes and timeouts in
+        views <= floor are refused; it follows the others' QCs and TCs until it is past it. Until
+        a peer answers it signs nothing at all (runs in the background: at a genesis start every
+        replica is in this state and they must be serving to answer each other)."""
+        answers: list[consensus_pb2.StatusResponse] = []
+        while self.network.peers and not answers:
+            answers = await self._peer_statuses()
+            if not answers:
+                await asyncio.sleep(STATUS_RETRY_S)
+        async with self.lock:
+            floor = 0
+            # only once something is committed: at a genesis start views may already have moved on
+            # by timeouts while replicas come up, and a floor there would only cost liveness
+            if any(st.committed_height > 0 for st in answers):
+                top = max(st.view for st in answers)
+                floor = top + 1
+                log.warning("no safety state but the network is at view %d: signing nothing up to view %d",
+                            top, floor)
+            self.safety.last_voted_view = max(self.safety.last_voted_view, floor)
+            self.safety.highest_timeout_view = max(self.safety.highest_timeout_view, floor)
+            await self._persist()  # from now on a restart is an ordinary one
+            self._sign_floor = floor
+
+    async def _peer_statuses(self) -> list[consensus_pb2.StatusResponse]:
+        async def one(key: bytes) -> consensus_pb2.StatusResponse | None:
+            try:
+                return await asyncio.wait_for(self.network.status(key), STATUS_DEADLINE_S)
+            except (grpc.aio.AioRpcError, TimeoutError):
+                return None
+
+        got = await asyncio.gather(*(one(k) for k in self.network.peers))
+        return [st for st in got if st is not None]
 
     async def _replay_leader_evidence(self, height: int) -> None:
         """The leader skip rule reads committed blocks of the current epoch: re-read the recent
@@ -247,6 +312,7 @@ class Core:
         if hdr.height <= self.store.committed_height:
             return  # an old block (e.g. a late duplicate): nothing to do
         self.store.add(block, h, ids)
+        self._block_added.set()
         log.debug("proposal view %d height %d by %s, %d txs (my view %d)", hdr.view, hdr.height,
                   self.genesis.name_of(hdr.proposer), len(block.txs), self.view)
         self._process_qc(hdr.parent_qc)
@@ -262,6 +328,8 @@ class Core:
         refusal = vote_refusal(
             self.safety, hdr.view, hdr.parent_qc.view, tc.view if tc else None, tc_high_qc_view(tc) if tc else 0
         )
+        if refusal is None and hdr.view <= self._sign_floor:
+            refusal = "no safety state: not signing before the network is past the views it may have signed in"
         if refusal is not None:
             log.info("no vote for view %d: %s", hdr.view, refusal)
             return
@@ -317,6 +385,8 @@ class Core:
         target = self.store.commit_target(qc)
         if target is not None:
             self._commit(target)
+        elif qc.height > self.store.committed_height + WALK_LIMIT:
+            self._trigger_catchup()  # far behind: fetch by height, not by walking back
         elif qc.block_hash not in self.store and qc.height > self.store.committed_height:
             # votes often outrun their proposal (which waits for tx checks): give it a moment first
             signers = [v.signer for v in qc.votes if v.signer != self.me]
@@ -421,6 +491,8 @@ class Core:
             await self._time_out(self.view)
 
     async def _time_out(self, view: int) -> None:
+        if view <= self._sign_floor:
+            return  # amnesic start: we may have signed in this view before; the others' TC moves us on
         if view > self.safety.highest_timeout_view:
             self.safety.highest_timeout_view = view
             self.safety.high_qc = self.high_qc
@@ -490,13 +562,19 @@ class Core:
         return entered and self.high_qc.block_hash in self.store
 
     def _has_work(self) -> bool:
+        return self._work() is not None
+
+    def _work(self) -> str | None:
+        """"new": mempool txs no uncommitted block holds; "chain": none, but txs in the certified
+        tip or its parent still need this block (and one more) to commit everywhere; None: idle."""
         tip = self.high_qc.block_hash
         exclude = self.store.uncommitted_tx_ids(tip)
         if self.mempool.has_new(exclude):
-            return True
-        # txs in the certified tip or its parent still need this block (and one more) to commit everywhere
+            return "new"
         parent = self.store.get(tip)
-        return bool(self.store.tx_ids(tip)) or bool(parent and self.store.tx_ids(parent.header.parent_hash))
+        if self.store.tx_ids(tip) or (parent and self.store.tx_ids(parent.header.parent_hash)):
+            return "chain"
+        return None
 
     async def _lead(self, view: int) -> None:
         started = self.rt.now()
@@ -506,9 +584,12 @@ class Core:
                 if self.view != view or self._proposed_view >= view:
                     return
                 self.mempool.changed.clear()  # before looking, so no admission can slip past the wait
+                self._block_added.clear()
                 ready = self._ready(view)
-                work = ready and self._has_work()
+                work = self._work() if ready else None
             now = self.rt.now()
+            if work == "chain":
+                break  # nothing new to batch: waiting would only delay the commit of the tip's txs
             if work:
                 work_since = work_since or now
                 wait = self.config.min_block_interval_s - (now - work_since)
@@ -523,8 +604,11 @@ class Core:
                     await asyncio.wait_for(self.mempool.changed.wait(), timeout=wait)
                 except TimeoutError:
                     pass
-            else:
-                await asyncio.sleep(0.05)
+            else:  # the QC outran its block (still being checked here): wait for it, not a poll period
+                try:
+                    await asyncio.wait_for(self._block_added.wait(), timeout=0.05)
+                except TimeoutError:
+                    pass
         async with self.lock:
             if self.view == view and self._proposed_view < view and self._ready(view):
                 await self._propose(view)
@@ -571,6 +655,54 @@ class Core:
             finally:
                 self._syncing.discard(block_hash)
 
+    def _trigger_catchup(self) -> None:
+        now = self.rt.now()
+        if self.catchup.running or now - self._catchup_at < CATCHUP_MIN_GAP_S:
+            return
+        self._catchup_at = now
+        self._spawn(self.catchup.run())
+
+    async def _deliver_committed(self, items: list[Committed]) -> None:
+        """Blocks proven committed by catch-up: commit them here (ledger appends follow in order)."""
+        while self.store.committed_height - self.appended_height > CATCHUP_BACKLOG:
+            await asyncio.sleep(0.05)  # let the ledger keep up: the commit queue holds whole blocks
+        async with self.lock:
+            last: Committed | None = None
+            for c in items:
+                hdr = c.block.header
+                if hdr.height <= self.store.committed_height:
+                    continue  # committed meanwhile by the live path
+                if last is None and (hdr.height != self.store.committed_height + 1
+                                     or hdr.parent_hash != self.store.committed_hash):
+                    log.error("catch-up: block at height %d does not extend our committed tip", hdr.height)
+                    return
+                self.store.add(c.block, c.block_hash, c.tx_ids)
+                self.store.add_cert(c.qc)
+                last = c
+            if last is None:
+                return
+            self._commit(last.block_hash)
+            self._process_qc(last.qc)
+
+    async def fetch_range(
+        self, from_height: int, max_blocks: int, max_bytes: int
+    ) -> tuple[list[types_pb2.Block], list[types_pb2.QuorumCert]]:
+        """Serve a peer's forward catch-up: committed blocks from our ledger, oldest first."""
+        stored = await self.ledger.blocks(from_height, max_blocks)
+        blocks: list[types_pb2.Block] = []
+        qcs: list[types_pb2.QuorumCert] = []
+        size = 0
+        for sb in stored:
+            if sb.block.header.height != from_height + len(blocks):
+                break
+            n = sb.block.ByteSize() + sb.qc.ByteSize()
+            if blocks and size + n > max_bytes:
+                break
+            blocks.append(sb.block)
+            qcs.append(sb.qc)
+            size += n
+        return blocks, qcs
+
     def _validate_fetched(self, block: types_pb2.Block) -> tuple[bytes, list[bytes]]:
         return checks.check_block(block, self.chain_id, self.validators, self.quorum, self.genesis_hash)
 
@@ -580,6 +712,7 @@ class Core:
                 if block.header.height <= self.store.committed_height or block.header.parent_hash not in self.store:
                     continue
                 self.store.add(block, h, ids)
+                self._block_added.set()
                 self._process_qc(block.header.parent_qc)
                 self._recheck_commit(h)
 

@@ -25,6 +25,14 @@ committed_blocks = metrics.counter("zkpot_consensus_committed_blocks_total", "Bl
 committed_txs = metrics.counter("zkpot_consensus_committed_txs_total", "Transactions committed")
 sync_requests = metrics.counter("zkpot_consensus_sync_requests_total", "FetchBlocks requests sent", ["result"],
                                  known=("ok", "not_found"))
+sync_blocks = metrics.counter("zkpot_consensus_sync_blocks_total", "Blocks fetched by the walk back through parents",
+                              ["outcome"], known=("delivered", "refused"))
+catchup_requests = metrics.counter("zkpot_consensus_catchup_requests_total",
+                                   "Forward catch-up requests (FetchBlocks by height), by result", ["result"],
+                                   known=("ok", "not_found", "invalid"))
+catchup_blocks = metrics.counter("zkpot_consensus_catchup_blocks_total",
+                                 "Blocks received by forward catch-up, by outcome", ["outcome"],
+                                 known=("committed", "uncommitted_tail", "refused"))
 rejected = metrics.counter("zkpot_consensus_rejected_messages_total", "Rejected consensus messages", ["reason"],
                             known=("bad_signature", "unknown_signer", "bad_qc", "wrong_leader", "stale"))
 rejected_txs = metrics.counter("zkpot_consensus_rejected_txs_total", "Transactions refused admission", ["reason"],

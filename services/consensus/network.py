@@ -99,6 +99,20 @@ class Network:
         )
         return list(resp.blocks)
 
+    async def fetch_range(
+        self, key: bytes, from_height: int, max_blocks: int, max_bytes: int
+    ) -> tuple[list, list]:
+        """Committed blocks from `from_height` upward, with their QCs (forward catch-up)."""
+        peer = self.peers[key]
+        resp = await peer.stub.FetchBlocks(
+            consensus_pb2.FetchBlocksRequest(from_height=from_height, max_blocks=max_blocks, max_bytes=max_bytes),
+            timeout=FETCH_DEADLINE_S,
+        )
+        return list(resp.blocks), list(resp.qcs)
+
+    async def status(self, key: bytes) -> consensus_pb2.StatusResponse:
+        return await self.peers[key].stub.Status(consensus_pb2.StatusRequest(), timeout=SEND_DEADLINE_S)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

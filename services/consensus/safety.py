@@ -50,6 +50,10 @@ class SafetyStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / STATE_FILE
 
+    def exists(self) -> bool:
+        """False for a fresh replica, or one whose data dir was lost (see Core's amnesic start)."""
+        return self.path.exists()
+
     def load(self) -> SafetyState:
         if not self.path.exists():
             return SafetyState()

@@ -26,6 +26,7 @@ log = logging.getLogger("zkpot.consensus.server")
 
 MAX_TXS_PER_REQUEST = 10_000
 MAX_FETCH_BLOCKS = 512
+MAX_FETCH_BYTES = 16 * 1024 * 1024  # forward catch-up response (one block may exceed it)
 
 # Per-peer transaction rates (tokens = transactions; a request larger than the burst never passes).
 # Gossip from validators carries the whole network's load, so it gets a larger budget.
@@ -116,9 +117,18 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
     async def FetchBlocks(  # noqa: N802
         self, request: consensus_pb2.FetchBlocksRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.FetchBlocksResponse:
-        if len(request.block_hash) != 32:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "block_hash must be 32 bytes")
         limit = min(request.max_blocks or 64, MAX_FETCH_BLOCKS)
+        if not request.block_hash and request.from_height:
+            max_bytes = min(request.max_bytes or MAX_FETCH_BYTES, MAX_FETCH_BYTES)
+            blocks, qcs = await self.core.fetch_range(request.from_height, limit, max_bytes)
+            if not blocks:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no committed block at height {request.from_height}")
+            return consensus_pb2.FetchBlocksResponse(blocks=blocks, qcs=qcs)
+        if request.from_height:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "set block_hash or from_height, not both")
+        if len(request.block_hash) != 32:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "block_hash must be 32 bytes (or empty with from_height >= 1)")
         blocks = await self.core.fetch_blocks(request.block_hash, limit)
         if not blocks:
             await context.abort(grpc.StatusCode.NOT_FOUND, "block unknown to this replica")

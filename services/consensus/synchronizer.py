@@ -25,6 +25,7 @@ log = logging.getLogger("zkpot.consensus.sync")
 
 BATCH = 128               # blocks per FetchBlocks request
 MAX_SYNC_BLOCKS = 20_000  # beyond this a replica must restore from a ledger snapshot instead
+WALK_LIMIT = 64           # further behind than this: forward catch-up by height (catchup.py) instead
 
 Fetch = Callable[[bytes, bytes, int], Awaitable[list[types_pb2.Block]]]
 Validate = Callable[[types_pb2.Block], tuple[bytes, list[bytes]]]
@@ -41,7 +42,11 @@ class Synchronizer:
         validate: Validate,
         deliver: Deliver,
         offload: Callable[..., Awaitable] | None = None,
+        far_behind: Callable[[], None] | None = None,
     ) -> None:
+        """`far_behind`: called instead of walking when the wanted block is more than WALK_LIMIT
+        above the committed height (starts the forward catch-up)."""
+        self._far_behind = far_behind
         self._offload = offload or asyncio.to_thread
         self._fetch = fetch
         self._peers = list(peers)
@@ -64,6 +69,11 @@ class Synchronizer:
                 if not batch:
                     log.warning("sync of %s failed: no peer served it", h[:4].hex())
                     return False
+                if self._far_behind is not None and batch[0].header.height > self._committed_height() + WALK_LIMIT:
+                    log.info("sync: %d blocks behind; catching up forward by height",
+                             batch[0].header.height - self._committed_height())
+                    self._far_behind()
+                    return False
                 for block in batch:
                     if chain.block_hash(block.header) != h:
                         break  # the peer's walk diverged; ask again from here
@@ -81,9 +91,11 @@ class Synchronizer:
             try:
                 checked = await self._offload(lambda: [self._validate(b) for b in fetched])
             except Rejected as exc:
+                m.sync_blocks.labels(outcome="refused").inc(len(fetched))
                 m.rejected.labels(reason=f"sync_{exc.reason}").inc()
                 log.warning("sync: fetched chain rejected: %s", exc)
                 return False
+            m.sync_blocks.labels(outcome="delivered").inc(len(fetched))
             await self._deliver([(b, bh, ids) for b, (bh, ids) in zip(fetched, checked, strict=True)])
             log.info("synced %d blocks up to %s", len(fetched), block_hash[:4].hex())
             return True

@@ -197,7 +197,8 @@ class StateMachine:
         # secure aggregation: the task's commitment scheme (needs its vk/settings/srs)
         self.commitments = commitments
         self.secure = self.manifest.secure_aggregation
-        self.secagg_threshold = masking.threshold(self.manifest, len(self.participant_order)) if self.secure else 0
+        n = len(self.participant_order)
+        self.secagg_threshold = masking.threshold(self.manifest, n) if self.secure and n >= 2 else 0
         self._global_commitments: dict[str, bytes] = {}
 
     # -- genesis -------------------------------------------------------------------------------
@@ -214,6 +215,10 @@ class StateMachine:
             if rule not in aggregation.SUM_RULES:
                 raise GenesisError(f"secure aggregation needs a sum rule ({', '.join(aggregation.SUM_RULES)}), "
                                    f"the task names {rule!r}")
+            n = len(self.participant_order)
+            if not 1 <= self.secagg_threshold <= n - 1:
+                raise GenesisError(f"secure aggregation needs at least 2 participants and a threshold of 1..{n - 1} "
+                                   f"(the other participants hold each one's shares); got {self.secagg_threshold}")
             if self.commitments is None:
                 raise GenesisError("this task uses secure aggregation: the ledger needs the task's artefacts to "
                                    "check aggregates against commitments (start it with --task-dir)")

@@ -31,7 +31,8 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
             m = task.manifest
             if (m.rounds == config.rounds and config.test_set_size in (0, m.test_set_size)
                     and config.shard_size in (0, m.shard_size) and m.aggregation_rule == config.aggregation_rule
-                    and m.secure_aggregation == config.secure_aggregation):
+                    and m.secure_aggregation == config.secure_aggregation
+                    and m.secagg_threshold == config.secagg_threshold):
                 progress.say(f"reusing the task in {plan.task_dir}")
                 return {}
             progress.say("the earlier task has other rounds or test-set size; creating a new task")
@@ -53,6 +54,7 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
         kwargs["aggregation_rule"] = config.aggregation_rule
     if config.secure_aggregation:
         kwargs["secure_aggregation"] = True
+        kwargs["secagg_threshold"] = config.secagg_threshold
     task = create_task(plan.task_dir, KeyPair.load(publisher_key), TaskConfig(**kwargs))
     return dict(getattr(task, "timings", {}) or {})
 

@@ -41,6 +41,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secure-aggregation", action="store_true",
                         help="pairwise-masked secure aggregation: validators see only the sum of the models, "
                              "checked against the proofs' commitments (docs/privacy.md)")
+    parser.add_argument("--secagg-threshold", type=int, default=0,
+                        help="with --secure-aggregation: Shamir threshold t, also the least mask-set size "
+                             "(default ceil(2n/3) of n participants)")
     parser.add_argument("--report", type=Path, default=None, help="report path (default DATA_DIR/report.json)")
     parser.add_argument("--idle-block-ms", type=int, default=1000, help="empty block interval when idle")
     parser.add_argument("--no-attack-checks", dest="attack_checks", action="store_false",
@@ -91,5 +94,6 @@ def _run(args: argparse.Namespace) -> int:
         prometheus=args.prometheus, linger_s=args.linger, tls=args.tls,
         behaviours=parse_behaviours(args.behaviour, args.participants),
         aggregation_rule=args.aggregation_rule, secure_aggregation=args.secure_aggregation,
+        secagg_threshold=args.secagg_threshold,
     )
     return main(config)

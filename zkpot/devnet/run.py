@@ -65,6 +65,7 @@ class DevnetConfig:
     min_correct: int = 0                # 0: task default
     aggregation_rule: str = ""          # zkpot.aggregation rule; "": task default (fedavg-threshold)
     secure_aggregation: bool = False    # pairwise-masked aggregation: no model leaves its participant
+    secagg_threshold: int = 0           # 0: zkpot.secagg.default_threshold (ceil(2n/3))
     report_path: Path | None = None
     idle_block_ms: int = 1000
     attack_checks: bool = True          # submit forged copies of a real proof and expect rejection

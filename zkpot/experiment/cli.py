@@ -55,6 +55,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "attackers every round waits for it: lower it (e.g. 180) for those")
     parser.add_argument("--secure-aggregation", action="store_true",
                         help="run the ZKPoT scenarios with secure aggregation (models never revealed; docs/privacy.md)")
+    parser.add_argument("--secagg-threshold", type=int, default=0,
+                        help="with --secure-aggregation: Shamir threshold and least mask-set size (0: ceil(2n/3))")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the real-services scenario reports already in --out (same settings!)")
     parser.add_argument("--no-zkpot", dest="zkpot", action="store_false",
                         help="skip the real-services runs (in-process scenarios only)")
     parser.add_argument("--quick", action="store_true", help="a small scenario: 4 participants, 2 rounds, 0 and 25%%")
@@ -78,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         attacks=args.attack, alpha=args.alpha, seed=args.seed, local_epochs=args.local_epochs,
         test_set_size=args.test_set_size, min_correct=args.min_correct, base_port=args.base_port,
         parallel_proofs=args.parallel_proofs, zkpot=args.zkpot, round_deadline_blocks=args.round_deadline_blocks,
-        secure_aggregation=args.secure_aggregation,
+        secure_aggregation=args.secure_aggregation, secagg_threshold=args.secagg_threshold,
+        resume=args.resume,
     )
     try:
         config.check()

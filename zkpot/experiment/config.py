@@ -30,6 +30,8 @@ class ExperimentConfig:
     round_deadline_blocks: int = 600               # the task's; silent attackers make every round wait for it
     zkpot: bool = True                             # False: only the in-process scenarios
     secure_aggregation: bool = False               # the ZKPoT runs' task: pairwise-masked aggregation
+    secagg_threshold: int = 0                      # 0: zkpot.secagg.default_threshold
+    resume: bool = False                           # reuse the real-services reports an earlier run wrote
     devnet_dir: Path | None = None                 # default OUT/devnet-<participants>p-<rounds>r-...
     extra: dict = field(default_factory=dict)
 
@@ -50,7 +52,7 @@ class ExperimentConfig:
         # the devnet reuses its task, keys and shards across scenarios: key the folder by what shapes them
         return self.out_dir / (f"devnet-{self.participants}p-{self.validators}v-{self.rounds}r-"
                                f"t{self.test_set_size}-k{self.min_correct}-d{self.round_deadline_blocks}-a{self.alpha:g}-s{self.seed}"
-                               + ("-secure" if self.secure_aggregation else ""))
+                               + (f"-secure{self.secagg_threshold or ''}" if self.secure_aggregation else ""))
 
     def as_json(self) -> dict:
         out = asdict(self)

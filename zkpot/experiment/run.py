@@ -43,9 +43,13 @@ def run(config: ExperimentConfig, say=print) -> dict[str, Any]:  # noqa: ANN001
         for index, fraction in enumerate(config.fractions):
             behaviours = attackers(config, fraction)
             name = label("zkpot", fraction)
-            say(f"== ZKPoT on the real services: {name} {behaviours or ''}")
-            report = zkpot_runs.run_scenario(config, behaviours, config.out_dir / "reports" / f"{name}.json",
-                                             index)
+            path = config.out_dir / "reports" / f"{name}.json"
+            if config.resume and path.exists():
+                say(f"== ZKPoT on the real services: {name}: reusing {path} (--resume)")
+                report = json.loads(path.read_text())
+            else:
+                say(f"== ZKPoT on the real services: {name} {behaviours or ''}")
+                report = zkpot_runs.run_scenario(config, behaviours, path, index)
             summary = zkpot_runs.summarize(report, config, behaviours)
             scenarios.append({"name": name, "kind": "zkpot", "fraction": fraction, "attackers": behaviours,
                               "report": str(config.out_dir / "reports" / f"{name}.json"), **summary})

@@ -28,13 +28,14 @@ def devnet_config(config: ExperimentConfig, behaviours: dict[str, str], report: 
         parallel_proofs=config.parallel_proofs, round_deadline_blocks=config.round_deadline_blocks,
         min_correct=config.min_correct, report_path=report.resolve(),
         attack_checks=False, behaviours=dict(behaviours), secure_aggregation=config.secure_aggregation,
+        secagg_threshold=config.secagg_threshold,
     )
 
 
 def run_scenario(config: ExperimentConfig, behaviours: dict[str, str], report: Path, index: int = 0) -> dict[str, Any]:
     """Scenario `index` uses the port plan at base_port + 1000 * index: the previous devnet's
     processes may still hold their ports for a moment after it stopped."""
-    from zkpot.devnet.plan import make_plan
+    from zkpot.devnet.plan import free_base_port, make_plan
     from zkpot.devnet.procs import ports_in_use
     from zkpot.devnet.run import run_devnet
 
@@ -45,6 +46,8 @@ def run_scenario(config: ExperimentConfig, behaviours: dict[str, str], report: P
         deadline = time.monotonic() + 60
         while ports_in_use(ports) and time.monotonic() < deadline:
             time.sleep(1)
+        if ports_in_use(ports):  # someone else holds them: any free range will do
+            base = free_base_port(config.validators, config.participants)
     async def runner() -> dict[str, Any]:
         # SIGINT / SIGTERM cancel the run, so that the devnet stops every process it started
         task = asyncio.current_task()
@@ -109,7 +112,9 @@ def summarize(report: dict[str, Any], config: ExperimentConfig, behaviours: dict
             "round_wall_s": r["wall_s"],
         })
     return {"ok": bool(report.get("ok")), "ledgers_agree": report["ledgers"]["agree"], "rounds": rounds,
-            "where_time_went": report.get("where_time_went", {}), "wall_s": report.get("_wall_s")}
+            "where_time_went": report.get("where_time_went", {}),
+            # a report read back from disk (--resume) has only the devnet's own total
+            "wall_s": report.get("_wall_s") or report.get("where_time_went", {}).get("total_s", 0.0)}
 
 
 def load_report(path: Path) -> dict[str, Any]:
