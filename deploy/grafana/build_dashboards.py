@@ -144,6 +144,9 @@ DASHBOARDS: dict[str, dict] = {
         "panels": [
             ("Open FL round", [("max(zkpot_ledger_current_round)", "round")], "none", "stat"),
             ("Round over time", [("max(zkpot_ledger_current_round)", "round")], "none", "timeseries"),
+            ("Round phase (0 proofs, 1 masking, 2 unmasking: secure aggregation)", [
+                ("max(zkpot_ledger_round_phase)", "phase"),
+            ], "none", "timeseries"),
             ("Accepted transactions (all validators agree; max over replicas)", [
                 ('max(zkpot_ledger_txs_total{result="accepted"})', "accepted"),
                 ('max(zkpot_ledger_txs_total{result="rejected"})', "failed state rules"),

@@ -48,6 +48,8 @@ class _Metrics:
     def __init__(self) -> None:
         self.height = metrics.gauge("zkpot_ledger_height", "height of the newest committed block")
         self.current_round = metrics.gauge("zkpot_ledger_current_round", "open FL round (rounds+1: finished)")
+        self.round_phase = metrics.gauge("zkpot_ledger_round_phase", "phase of the open round: 0 proofs, "
+                                         "1 masking, 2 unmasking (secure aggregation), 3 closed")
         self.append_seconds = metrics.histogram("zkpot_ledger_append_seconds", "check + execute + synced write")
         self.appends = metrics.counter("zkpot_ledger_appends_total", "Append calls that succeeded", ["result"],
                                        known=("appended", "already_present"))
@@ -88,6 +90,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
     def _publish_gauges(self) -> None:
         self.m.height.set(self.ledger.head.height)
         self.m.current_round.set(self.ledger.head.current_round)
+        summary = self.ledger.round_summary(self.ledger.head.current_round)
+        self.m.round_phase.set(summary.phase if summary is not None else ledger_pb2.ROUND_PHASE_CLOSED)
 
     # -- writes --------------------------------------------------------------------------------
     #
@@ -281,8 +285,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         round_ = self.ledger.resolve_round(request.round)
         summary = self.ledger.round_summary(round_)
         if summary is None:
-            current = self.ledger.current_round()
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"round {round_} has not opened (current round {current})")
+            await self._round_not_opened(round_, context)
         return summary
 
     async def GetScores(  # noqa: N802
@@ -291,9 +294,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         round_ = self.ledger.resolve_round(request.round)
         scores = self.ledger.scores(round_)
         if scores is None:
-            current = self.ledger.current_round()
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"round {round_} has not opened (current round {current})")
+            await self._round_not_opened(round_, context)
         return scores
+
+    async def _round_not_opened(self, round_: int, context: grpc.aio.ServicerContext) -> None:
+        current = self.ledger.current_round()
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"round {round_} has not opened (current round {current})")
 
     async def GetModel(  # noqa: N802
         self, request: ledger_pb2.GetModelRequest, context: grpc.aio.ServicerContext
