@@ -9,6 +9,8 @@ Rules
   PublishTask.initial_model in blobs under manifest.artefacts["initial_model"] (its content id must
   match and it must decode), opens round 1 at height 0 with global_model_cid = that cid. Initial
   leader schedule: epoch 0, activation_view 0, leaders = genesis validators in genesis order.
+- Secure-aggregation tasks (manifest.secure_aggregation) replace the parameter rules below with
+  services.ledger.masking's phases (PROOFS -> MASKING -> UNMASKING -> closed) and its checks.
 - SubmitProof is accepted iff: the task id is the chain's; the task is not finished; round == the
   open round; sender == participant; participant is a genesis participant; the transaction's
   signature is valid; no earlier accepted submission by that participant in that round;
@@ -48,6 +50,11 @@ State keys (column family `state`):
   b"round/" + u64(r)       RoundSummary of round r (submissions in acceptance order)
   b"schedule"              LeaderScheduleResponse
   b"score/" + u64(r) + pk  u32: proven correct count of participant pk's accepted round-r proof
+  secure-aggregation tasks (services.ledger.masking; the round summary carries phase, mask set, dropped):
+  b"reveal/" + u64(r) + dealer + holder       key opening holder's share of a dropped dealer's mask secret
+  b"reveal-self/" + u64(r) + dealer + holder  key opening holder's share of a counted dealer's self seed
+  b"self-seed/" + u64(r) + member             a counted member's self seed, revealed by itself
+  Masked vectors and share boxes are blobs, referenced by content id from the round summary.
 """
 
 from __future__ import annotations

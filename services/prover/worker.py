@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from zkpot.zkp import data, prove
+from zkpot.zkp import commitment, data, prove
 from zkpot.zkp.task import Task, load_task
 
 _task: Task | None = None
@@ -30,6 +30,7 @@ def init(task_dir: str, shard_path: str, workbase: str, threads: int = 0) -> Non
 
     torch.set_num_threads(int(os.environ.get("ZKPOT_TORCH_THREADS", "1")))  # deterministic, shares the cores
     _task = load_task(Path(task_dir))  # reads (and content-checks) every artefact, the pk included
+    commitment.layout(_task)  # the circuit's commitment layout (prove.check_circuit_shape), before SERVING
     _shard = data.load(Path(shard_path))
     _workbase = Path(workbase)
     _workbase.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ class SubmissionStats:
     commit_s: float = 0.0             # submission to committed in the ledger
     admitted: bool = False
     admission_reason: str = ""
+    ledger_reason: str = ""           # committed, but refused by the ledger's state rules: why
     height: int = 0
     aggregated: bool = False
 

@@ -269,9 +269,11 @@ async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.
             if admission.admitted:
                 net.admitted_txs.setdefault(r, {})[p.name] = tx
                 net.progress.verified += 1
-                height = await _wait_tx(ledger, bytes.fromhex(stats.tx_id))
+                committed = await _wait_tx(ledger, bytes.fromhex(stats.tx_id))
                 stats.commit_s = time.monotonic() - t_submit
-                stats.height = height
+                stats.height = committed.height
+                if not committed.result.accepted:  # a valid proof the state rules refused (e.g. free-riding)
+                    stats.ledger_reason = committed.result.reason
             else:
                 net.progress.rejected += 1
                 net.progress.say(f"{p.name}: round {r} submission rejected: {admission.reason}")
@@ -391,12 +393,11 @@ async def _wait_round(stub: ledger_pb2_grpc.LedgerStub, r: int, ok, timeout_s: f
         await asyncio.sleep(0.25)
 
 
-async def _wait_tx(stub: ledger_pb2_grpc.LedgerStub, tx_id: bytes, timeout_s: float = 600) -> int:
+async def _wait_tx(stub: ledger_pb2_grpc.LedgerStub, tx_id: bytes, timeout_s: float = 600) -> ledger_pb2.GetTxResponse:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            resp = await stub.GetTx(ledger_pb2.GetTxRequest(tx_id=tx_id), timeout=5)
-            return resp.height
+            return await stub.GetTx(ledger_pb2.GetTxRequest(tx_id=tx_id), timeout=5)
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise

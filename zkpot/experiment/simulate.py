@@ -154,7 +154,7 @@ def federated(config: ExperimentConfig, s: Setting, behaviours: dict[str, str], 
             res.included = []
         for sub in subs:
             name = sub.participant.decode()
-            if name not in res.included:
+            if name not in res.included and name not in res.excluded:
                 res.excluded[name] = f"proven {sub.claimed_correct}/{len(s.test_set)} < threshold {s.min_correct}"
         if agg.model is not None:
             global_model = agg.model

@@ -86,8 +86,14 @@ def summarize(report: dict[str, Any], config: ExperimentConfig, behaviours: dict
                 why = f"refused at admission: {s['admission_reason']}"
             elif min_correct is not None and s["claimed_correct"] < min_correct:
                 why = f"proven {s['claimed_correct']}/{s['test_set_size']} < threshold {min_correct}"
+            elif s.get("ledger_reason"):
+                why = f"proof valid, refused by the ledger: {s['ledger_reason']}"
+            elif r.get("secure_aggregation") and s["participant"] in r.get("dropped", []):
+                why = "dropped out of the masking phase (its masks removed from the sum)"
+            elif r.get("secure_aggregation") and r.get("aggregate_note"):
+                why = f"no aggregate: {r['aggregate_note']}"
             else:
-                why = "proof valid, refused by the ledger's state rules (free-riding) or after the round closed"
+                why = "proof valid, not aggregated (committed after the round closed)"
             excluded[s["participant"]] = why
         for name, b in behaviours.items():
             if b == "silent":
