@@ -7,6 +7,9 @@ their commitments."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +91,17 @@ class Round:
         return self.block(txs)
 
 
+@contextmanager
+def opened_round(tmp_path: Path, fx: Fixture, scheme: TaskCommitments, replicas: int = 1) -> Iterator[Round]:
+    """A Round over `replicas` fresh RocksDB ledgers of fx's chain, closed afterwards."""
+    ledgers = [Ledger(tmp_path / f"db{i}", fx.genesis, scheme) for i in range(replicas)]
+    try:
+        yield Round(fx, ledgers, scheme)
+    finally:
+        for led in ledgers:
+            led.close()
+
+
 def _expected(scheme: TaskCommitments, members: list[Member], rule: str) -> bytes:
     weights = [aggregation.sum_weight(rule, m.claimed) for m in members]
     total = sum(w * commitment.param_vector(scheme.task, m.model).astype(np.int64)
@@ -107,9 +121,7 @@ def _members(fx: Fixture, claimed: list[int]) -> list[Member]:
 @pytest.mark.parametrize("rule", ["fedavg-threshold", "fedavg-accuracy"])
 def test_masked_round_aggregates_exactly_the_proven_models(tmp_path, scheme, rule):
     fx = _secure_fixture(n=4, rule=rule)
-    ledgers = [Ledger(tmp_path / f"db{i}", fx.genesis, scheme) for i in range(2)]
-    try:
-        rd = Round(fx, ledgers, scheme)
+    with opened_round(tmp_path, fx, scheme, replicas=2) as rd:
         members = _members(fx, [9, 12, 2, 7])  # p2 fails the threshold (5): not in the mask set
         results = rd.block([rd.proof_tx(m) for m in members])
         assert all(r.accepted for r in results), [r.reason for r in results]
@@ -132,20 +144,15 @@ def test_masked_round_aggregates_exactly_the_proven_models(tmp_path, scheme, rul
         assert s.closed and s.phase == PHASE.ROUND_PHASE_CLOSED
         expected = _expected(scheme, passing, rule)
         assert s.next_global_model_cid == content_id(expected)
-        assert ledgers[1].store.blob(s.next_global_model_cid) == expected
+        assert rd.ledgers[1].store.blob(s.next_global_model_cid) == expected
         assert {sub.participant for sub in s.submissions if sub.aggregated} == set(s.mask_set)
         assert "checked against the weighted sum of their commitments" in s.aggregate_note
         assert rd.summary(2).global_model_cid == s.next_global_model_cid
-    finally:
-        for led in ledgers:
-            led.close()
 
 
 def test_a_dropped_member_is_recovered_from_t_revealed_shares(tmp_path, scheme):
     fx = _secure_fixture(n=4)
-    led = Ledger(tmp_path / "db", fx.genesis, scheme)
-    try:
-        rd = Round(fx, [led], scheme)
+    with opened_round(tmp_path, fx, scheme) as rd:
         members = _members(fx, [9, 12, 8, 7])
         rd.block([rd.proof_tx(m) for m in members])
         survivors = members[:3]  # member 3 proves, then goes silent
@@ -184,15 +191,11 @@ def test_a_dropped_member_is_recovered_from_t_revealed_shares(tmp_path, scheme):
         assert s.next_global_model_cid == content_id(_expected(scheme, survivors, ""))
         assert {sub.participant for sub in s.submissions if sub.aggregated} == \
             {fx.participant_keys[m.index].public for m in survivors}
-    finally:
-        led.close()
 
 
 def test_masking_another_model_than_the_proven_one_voids_the_aggregate(tmp_path, scheme):
     fx = _secure_fixture(n=3)
-    led = Ledger(tmp_path / "db", fx.genesis, scheme)
-    try:
-        rd = Round(fx, [led], scheme)
+    with opened_round(tmp_path, fx, scheme) as rd:
         members = _members(fx, [9, 12, 8])
         rd.block([rd.proof_tx(m) for m in members])
         rd.block([rd.masked_tx(members[0]), rd.masked_tx(members[1], cheat=True), rd.masked_tx(members[2])])
@@ -202,15 +205,11 @@ def test_masking_another_model_than_the_proven_one_voids_the_aggregate(tmp_path,
         assert s.next_global_model_cid == s.global_model_cid  # carried over, nothing poisoned
         assert "does not open the sum of the members' commitments" in s.aggregate_note
         assert not any(sub.aggregated for sub in s.submissions)
-    finally:
-        led.close()
 
 
 def test_bad_secure_transactions_are_refused_with_reasons(tmp_path, scheme):
     fx = _secure_fixture(n=3)
-    led = Ledger(tmp_path / "db", fx.genesis, scheme)
-    try:
-        rd = Round(fx, [led], scheme)
+    with opened_round(tmp_path, fx, scheme) as rd:
         members = _members(fx, [9, 12, 8])
         revealing = rd.proof_tx(members[0])
         revealing.submit_proof.model_params = members[0].model
@@ -242,22 +241,16 @@ def test_bad_secure_transactions_are_refused_with_reasons(tmp_path, scheme):
         assert "not in the round's mask set" in results[0].reason
         assert "bytes (one uint32 per committed parameter)" in results[1].reason
         assert rd.summary().phase == PHASE.ROUND_PHASE_MASKING  # nothing lost: still waiting
-    finally:
-        led.close()
 
 
 def test_too_few_passing_members_close_the_round_without_an_aggregate(tmp_path, scheme):
     fx = _secure_fixture(n=3)  # t = 2
-    led = Ledger(tmp_path / "db", fx.genesis, scheme)
-    try:
-        rd = Round(fx, [led], scheme)
+    with opened_round(tmp_path, fx, scheme) as rd:
         members = _members(fx, [9, 1, 2])
         rd.block([rd.proof_tx(m) for m in members])
         s = rd.summary()
         assert s.closed and s.next_global_model_cid == s.global_model_cid
         assert "fewer than the 2 secure aggregation needs" in s.aggregate_note
-    finally:
-        led.close()
 
 
 def test_a_secure_task_needs_a_sum_rule_and_the_commitment_scheme(scheme):
@@ -274,9 +267,7 @@ def test_a_secure_task_needs_a_sum_rule_and_the_commitment_scheme(scheme):
 
 def test_a_survivor_that_vanishes_before_revealing_its_self_seed_is_recovered_from_shares(tmp_path, scheme):
     fx = _secure_fixture(n=4)
-    led = Ledger(tmp_path / "db", fx.genesis, scheme)
-    try:
-        rd = Round(fx, [led], scheme)
+    with opened_round(tmp_path, fx, scheme) as rd:
         members = _members(fx, [9, 12, 8, 7])
         rd.block([rd.proof_tx(m) for m in members])
         rd.block([rd.masked_tx(m) for m in members])
@@ -291,5 +282,3 @@ def test_a_survivor_that_vanishes_before_revealing_its_self_seed_is_recovered_fr
         s = rd.summary()
         assert s.closed, s.aggregate_note
         assert s.next_global_model_cid == content_id(_expected(scheme, members, ""))
-    finally:
-        led.close()
