@@ -63,7 +63,7 @@ import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -80,6 +80,7 @@ ZERO_ROOT = b"\x00" * 32
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 SCORE_PREFIX = b"score/"
+T = TypeVar("T")
 
 
 def round_key(round_: int) -> bytes:
@@ -186,6 +187,19 @@ def to_schedule(resp: ledger_pb2.LeaderScheduleResponse) -> schedule.Schedule:
 
 def _layout(tensors: list[tuple[str, np.ndarray]]) -> list[tuple[str, tuple[int, ...]]]:
     return [(name, arr.shape) for name, arr in tensors]
+
+
+def _of_global_model(cache: dict[str, T], ov: _Overlay, cid: str, derive: Callable[[bytes], T]) -> T:
+    """derive(global model bytes), cached by content id (the bytes behind a cid never change; at most 16)."""
+    found = cache.get(cid)
+    if found is None:
+        data = ov.blob(cid)
+        assert data is not None  # global models are stored before their round opens
+        found = derive(data)
+        if len(cache) >= 16:
+            cache.clear()
+        cache[cid] = found
+    return found
 
 
 def _ser(msg: object) -> bytes:
@@ -363,17 +377,9 @@ class StateMachine:
         return ""
 
     def _global_commitment(self, ov: _Overlay, cid: str) -> bytes:
-        """Commitment of a global model (cached by content id): a resubmitted global model shows in it."""
+        """Commitment of a global model: a resubmitted global model shows in it."""
         assert self.commitments is not None
-        found = self._global_commitments.get(cid)
-        if found is None:
-            data = ov.blob(cid)
-            assert data is not None  # global models are stored before their round opens
-            found = self.commitments.commitment_of(data)
-            if len(self._global_commitments) >= 16:
-                self._global_commitments.clear()
-            self._global_commitments[cid] = found
-        return found
+        return _of_global_model(self._global_commitments, ov, cid, self.commitments.commitment_of)
 
     def _secagg_tx(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int, kind: str) -> str:
         """MaskedUpdate / MaskReveal: the masking and unmasking phases (services.ledger.masking)."""
@@ -410,16 +416,7 @@ class StateMachine:
         return ""
 
     def _global_layout(self, ov: _Overlay, cid: str) -> list[tuple[str, tuple[int, ...]]]:
-        """Layout of a global model; cached by content id (the bytes behind a cid never change)."""
-        layout = self._layouts.get(cid)
-        if layout is None:
-            data = ov.blob(cid)
-            assert data is not None  # global models are stored before their round opens
-            layout = _layout(model_codec.decode_fixed(data))
-            if len(self._layouts) >= 16:
-                self._layouts.clear()
-            self._layouts[cid] = layout
-        return layout
+        return _of_global_model(self._layouts, ov, cid, lambda data: _layout(model_codec.decode_fixed(data)))
 
     # -- round close ---------------------------------------------------------------------------
 

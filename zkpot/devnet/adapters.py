@@ -80,29 +80,30 @@ def make_shards(plan: DevnetPlan, config: DevnetConfig) -> None:
 _tasks: dict[Path, Any] = {}
 
 
-def param_vector(task_dir: Path, model_params: bytes):  # noqa: ANN201 - np.ndarray
-    """The committed parameter vector of a model (what a secure-aggregation member masks)."""
-    from zkpot.zkp.commitment import param_vector as committed
-    from zkpot.zkp.task import load_task
-
+def _task_and_holdout(task_dir: Path) -> tuple[Any, Any]:
+    """The task (loaded once per directory) and the held-out split of its seed."""
     if task_dir not in _tasks:
         from zkpot.zkp import data
+        from zkpot.zkp.task import load_task
 
         task = load_task(task_dir)
         _tasks[task_dir] = (task, data.held_out(int(task.params.get("seed", 7))))
-    return committed(_tasks[task_dir][0], model_params)
+    return _tasks[task_dir]
+
+
+def param_vector(task_dir: Path, model_params: bytes):  # noqa: ANN201 - np.ndarray
+    """The committed parameter vector of a model (what a secure-aggregation member masks)."""
+    from zkpot.zkp.commitment import param_vector as committed
+
+    return committed(_task_and_holdout(task_dir)[0], model_params)
 
 
 def global_accuracy(task_dir: Path, global_model: bytes) -> tuple[float, float]:
     """Float accuracy of an aggregated model (observer's view): on the task's public test set,
     and on the whole held-out split, which is larger and so a steadier figure."""
-    from zkpot.zkp import data, model
-    from zkpot.zkp.task import load_task
+    from zkpot.zkp import model
 
-    if task_dir not in _tasks:
-        task = load_task(task_dir)
-        _tasks[task_dir] = (task, data.held_out(int(task.params.get("seed", 7))))
-    task, holdout = _tasks[task_dir]
+    task, holdout = _task_and_holdout(task_dir)
     net = model.decode(global_model, task.hidden)
     return model.float_accuracy(net, task.test_set), model.float_accuracy(net, holdout)
 

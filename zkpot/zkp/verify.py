@@ -131,22 +131,21 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
         if circuit.proof_commitment(proof, task.n_commitments) != sp.model_commitment:
             return _reject(R.REJECT_REASON_COMMITMENT_MISMATCH, f"shard {i}: model_commitment is not the commitment "
                                                                 "the proof carries")
-    if net is None:
-        return _snark_only(task, sp, shards, workdir)
-    if model.max_abs_weight(net) > task.weight_bound:
-        return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model exceeds the task's weight bound "
-                                                       f"±{task.weight_bound:g}")
-
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    try:  # every shard proof carries model_commitment (checked above): is it this model's?
-        same = commitment.recommit_matches(task, net, sp.model_commitment)
-    except commitment.CommitmentError as exc:
-        return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model does not fit the task's circuit: {exc}")
-    timings["recommit_seconds"] = time.perf_counter() - t0
-    if not same:
-        return _reject(R.REJECT_REASON_MODEL_MISMATCH, "revealed model is not the model the proof commits to",
-                       timings)
+    if net is not None:  # a revealed model: within bounds, and the one the proofs commit to
+        if model.max_abs_weight(net) > task.weight_bound:
+            return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model exceeds the task's weight bound "
+                                                           f"±{task.weight_bound:g}")
+        t0 = time.perf_counter()
+        try:  # every shard proof carries model_commitment (checked above): is it this model's?
+            same = commitment.recommit_matches(task, net, sp.model_commitment)
+        except commitment.CommitmentError as exc:
+            return _reject(R.REJECT_REASON_MODEL_MISMATCH, f"revealed model does not fit the task's circuit: {exc}")
+        timings["recommit_seconds"] = time.perf_counter() - t0
+        if not same:
+            return _reject(R.REJECT_REASON_MODEL_MISMATCH, "revealed model is not the model the proof commits to",
+                           timings)
+    # secure aggregation keeps only the commitment, which the aggregate is later checked against
     work = circuit.fresh_workdir(workdir, "verify-")
     limbs = task.binding(sp.round, sp.participant)
     try:
@@ -160,8 +159,8 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
         timings["snark_seconds"] = time.perf_counter() - t1
         if failed is None:
             return Verdict(R.REJECT_REASON_UNSPECIFIED, "", timings)
-        # diagnose (rejections only): does the committed model score the claimed count on that shard?
-        proven = _shard_count(task, net, failed, limbs, work)
+        # diagnose (rejections of revealed models only): does the model score the claimed count there?
+        proven = _shard_count(task, net, failed, limbs, work) if net is not None else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     where = f"shard {failed} of the task's test set" if task.n_shards > 1 else "the task's test set"
@@ -171,24 +170,6 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
                                                        f"{proven} on {where}", timings)
     return _reject(R.REJECT_REASON_INVALID_PROOF, f"proof does not verify on {where}, the "
                                                   "claimed count and the binding of (task, round, sender)", timings)
-
-
-def _snark_only(task: Task, sp: types_pb2.SubmitProof, shards: list[tuple[bytes, int]], workdir: Path) -> Verdict:
-    """Secure aggregation: the SNARK of every shard on rebuilt instances; the commitment the proofs
-    carry is what the aggregate is later checked against (zkpot.zkp.commitment)."""
-    work = circuit.fresh_workdir(workdir, "verify-")
-    t0 = time.perf_counter()
-    try:
-        for i, (proof, count) in enumerate(shards):
-            if not circuit.verify(proof, task.instances(sp.round, sp.participant, count, i), task.paths["settings"],
-                                  task.paths["vk"], task.paths["srs"], work):
-                where = f"shard {i} of the task's test set" if task.n_shards > 1 else "the task's test set"
-                return _reject(R.REJECT_REASON_INVALID_PROOF, f"proof does not verify on {where}, the claimed "
-                               "count and the binding of (task, round, sender)",
-                               {"snark_seconds": time.perf_counter() - t0})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return Verdict(R.REJECT_REASON_UNSPECIFIED, "", {"snark_seconds": time.perf_counter() - t0})
 
 
 def _shard_count(task: Task, net: model.MLP, index: int, limbs: list[int], work: Path) -> int | None:
