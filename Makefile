@@ -1,15 +1,17 @@
 # Two entry points on a fresh clone: `make devnet` and `make test`.
 VENV ?= .venv
+TORCH_VARIANT ?= cpu
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install devnet test lint proto bench clean
+.PHONY: install devnet test test-fast lint proto bench clean
 
-$(VENV)/.installed: pyproject.toml setup.py tools/gen_proto.py $(wildcard proto/zkpot/v1/*.proto)
+$(VENV)/.installed: pyproject.toml setup.py tools/gen_proto.py tools/install-torch.sh $(wildcard proto/zkpot/v1/*.proto)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# CPU torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
-	$(PIP) install -q torch==2.13.0
+	# torch first, pinned to its CPU build (torch==2.13.0+cpu) wherever this runs: PyPI's plain
+	# torch==2.13.0 on Linux is the multi-GB CUDA build. TORCH_VARIANT=cuda asks for that one.
+	tools/install-torch.sh $(PIP) $(TORCH_VARIANT)
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
@@ -24,8 +26,13 @@ devnet: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# -rs: say why anything was skipped. The full suite: ~10 min on an idle 2-core machine.
 test: install lint
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -rs $(PYTEST_ARGS)
+
+# Everything but the end-to-end runs with real proofs over whole networks (marked slow): a few minutes.
+test-fast: install lint
+	$(VENV)/bin/pytest -q -rs -m 'not slow' $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info devnet-data zkpot/v1/*_pb2*.py zkpot/v1/*_pb2*.pyi
