@@ -440,13 +440,17 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
         summary = await _get_round(ledger, r)
         if summary is None or not summary.closed:
             return
-        stats.closed = time.monotonic()
-        stats.summary = summary
         model = await _get_model(ledger, summary.next_global_model_cid)
-        stats.global_accuracy, stats.holdout_accuracy = adapters.global_accuracy(net.plan.task_dir, model)
+        # torch evaluation is CPU work: keep it off the event loop
+        global_acc, holdout_acc = await asyncio.to_thread(adapters.global_accuracy, net.plan.task_dir, model)
         schedule = await ledger.LeaderSchedule(ledger_pb2.LeaderScheduleRequest(), timeout=5)
+        # everything is fetched: record it in one step, `closed` last, so a reader that sees the round
+        # closed also sees its figures (a cancelled fetch above leaves the round unrecorded, not zeroed)
+        stats.summary = summary
+        stats.global_accuracy, stats.holdout_accuracy = global_acc, holdout_acc
         stats.next_leaders = [net.genesis.name_of(k) for k in schedule.leaders]
         stats.next_scores = list(schedule.scores)
+        stats.closed = time.monotonic()
         net.progress.global_accuracy = stats.global_accuracy
         net.progress.say(
             f"round {r} closed at height {summary.close_height}: "
@@ -457,6 +461,27 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
         )
         if summary.aggregate_note:
             net.progress.say(f"round {r}: {summary.aggregate_note}")
+
+
+async def record_remaining_rounds(net: Devnet, timeout_s: float = 120.0) -> None:
+    """After the participants finish: record every round's figures directly (not through the
+    watcher, which is cancelled first so it cannot be interrupted half-way through a round)."""
+    v0 = net.plan.validators[0]
+    deadline = time.monotonic() + timeout_s
+    async with grpcutil.channel(v0.ledger) as lch:
+        ledger = ledger_pb2_grpc.LedgerStub(lch)
+        while not all(s.closed for s in net.rounds.values()):
+            try:
+                await _record_closed_rounds(net, ledger)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("record: %s", exc.details())
+            if all(s.closed for s in net.rounds.values()):
+                return
+            if time.monotonic() > deadline:
+                open_rounds = [r for r, s in net.rounds.items() if not s.closed]
+                raise TimeoutError(f"rounds {open_rounds} did not close within {timeout_s:.0f}s "
+                                   "after every participant finished")
+            await asyncio.sleep(0.25)
 
 
 async def run_devnet(config: DevnetConfig) -> dict:
@@ -500,12 +525,9 @@ async def run_devnet(config: DevnetConfig) -> dict:
                     for other in pending:
                         other.cancel()
                     raise task.exception()  # type: ignore[misc]
-        # let the observer record the last round
-        for _ in range(40):
-            if all(s.closed for s in net.rounds.values()):
-                break
-            await asyncio.sleep(0.25)
         watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await record_remaining_rounds(net)
         net.timings["rounds_s"] = time.monotonic() - t_rounds
         progress.stage = "done"
         progress.draw(force=True)
