@@ -830,3 +830,14 @@ def test_docker_context_builds_the_package_with_generated_stubs(tmp_path):
                    "services/ledger/cli.py"):
         assert module in names, f"{module} missing from the image's package"
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_expose_metrics_beyond_loopback_explicitly(overlay):
+    """/metrics binds 127.0.0.1 unless ZKPOT_METRICS_ADDR says otherwise; a pod is scraped from
+    another pod, so every long-running container sets it (or Prometheus sees nothing)."""
+    for name, spec in pod_specs(rendered(overlay)):
+        if name.startswith("Job/"):
+            continue   # the task publisher serves no metrics
+        for c in long_running(spec):
+            assert _env(c).get("ZKPOT_METRICS_ADDR") == "0.0.0.0", f"{overlay} {name}/{c['name']}"

@@ -137,3 +137,43 @@ def test_leader_ranking_and_views() -> None:
     assert schedule.leader_for_view(s, 100) == vals[1]
     assert schedule.leader_for_view(s, 101) == vals[0]
     assert schedule.leader_for_view(s, 99) == vals[99 % 4]
+
+
+def _listen_addresses(port: int) -> set[str]:
+    """Local IPv4 addresses with a socket listening on `port` (state 0A in /proc/net/tcp)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        host_hex, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(".".join(str(int(host_hex[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+@pytest.mark.parametrize("env_addr, expected", [(None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])
+def test_metrics_listen_on_loopback_unless_told_otherwise(env_addr, expected) -> None:  # noqa: ANN001
+    """/metrics has no TLS: a service process exposes it beyond loopback only when configured to."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("needs Linux /proc/net/tcp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "ZKPOT_METRICS_ADDR"}
+    if env_addr:
+        env["ZKPOT_METRICS_ADDR"] = env_addr
+    code = f"from zkpot import metrics; metrics.init('t', 'n', {port}); import time; time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not _listen_addresses(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _listen_addresses(port) == {expected}
+    finally:
+        proc.kill()
+        proc.wait()

@@ -16,15 +16,15 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 def init(service: str, node: str, port: int | None) -> None:
     """Name this process and serve /metrics on `port` (None or 0: don't serve).
 
-    The address comes from ZKPOT_METRICS_ADDR (default 0.0.0.0, what a pod needs; the devnet sets
-    127.0.0.1 so nothing it runs listens beyond loopback).
+    The address comes from ZKPOT_METRICS_ADDR, default 127.0.0.1: /metrics has no TLS, so a process
+    exposes it beyond loopback only when told to (the k8s pods set 0.0.0.0 for Prometheus).
     """
     _identity.update(service=service, node=node)
     _state["initialized"] = True
     for bound in _registry:
         bound.preset()
     if port:
-        start_http_server(port, addr=os.environ.get("ZKPOT_METRICS_ADDR", "0.0.0.0"))
+        start_http_server(port, addr=os.environ.get("ZKPOT_METRICS_ADDR", "127.0.0.1"))
 
 
 _state = {"initialized": False}
