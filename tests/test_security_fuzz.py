@@ -428,3 +428,45 @@ def test_cancelled_calls_leave_nothing_behind(chain_net: ChainNet) -> None:
         time.sleep(0.1)
     assert set(os.listdir(ledger_dir)) == before
     assert healthy(chain_net.ledger.target)
+
+
+def test_unknown_fields_in_a_signed_transaction_are_refused(chain_net: ChainNet) -> None:
+    """Wire malleability: extra unknown fields keep a transaction's id and signature valid (both
+    cover the canonical encoding), so a replica must refuse them rather than store other bytes."""
+    fx = chain_net.fx
+    honest = fx.submit(1, round_=1, claimed=3)
+    nested = types_pb2.Transaction()
+    nested.CopyFrom(honest)
+    nested.submit_proof.proof = nested.submit_proof.proof or b"p"
+    for name, raw in (
+        ("top level", honest.SerializeToString() + b"\xf8\x3f\x01"),     # field 1023, varint 1
+        ("inside submit_proof", _with_unknown_in_submit_proof(honest)),
+    ):
+        forged = types_pb2.Transaction.FromString(raw)
+        # the attack is real: same id, and the signature still verifies
+        assert chain.tx_id(forged) == chain.tx_id(honest) and chain.tx_signature_ok(forged), name
+        request = b"\x0a" + _varint(len(raw)) + raw   # SubmitTxRequest.txs[0], the bytes as sent
+        with sync_channel(chain_net.replica.target) as ch:
+            resp = consensus_pb2.SubmitTxResponse.FromString(
+                ch.unary_unary("/zkpot.v1.Consensus/SubmitTx")(request, timeout=30))
+        (result,) = resp.results
+        assert not result.admitted and result.reason.startswith("malformed: unknown protobuf fields"), (name, result)
+    assert _status(chain_net.replica).mempool_size == 0
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _with_unknown_in_submit_proof(tx: types_pb2.Transaction) -> bytes:
+    body = types_pb2.Transaction()
+    body.CopyFrom(tx)
+    sp_raw = body.submit_proof.SerializeToString() + b"\xf8\x3f\x01"
+    body.ClearField("submit_proof")
+    field = types_pb2.Transaction.DESCRIPTOR.fields_by_name["submit_proof"].number
+    return body.SerializeToString() + _varint(field << 3 | 2) + _varint(len(sp_raw)) + sp_raw

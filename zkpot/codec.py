@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -81,6 +82,30 @@ def canonical_bytes(msg: Message) -> bytes:
                 continue
             out += _U32.pack(field.number) + _scalar(field, value)
     return bytes(out)
+
+
+def unknown_fields(msg: Message, path: str = "") -> list[str]:
+    """Paths of the (sub)messages that carry fields this schema does not know.
+
+    Ids and signatures cover `canonical_bytes`, which skips unknown fields; a message stored with
+    extra wire bytes would keep a valid id and signature while its stored bytes differ. Signed
+    messages are therefore refused when this list is not empty (no wire malleability)."""
+    found = [path or msg.DESCRIPTOR.name] if len(UnknownFieldSet(msg)) else []
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        name = f"{path}.{field.name}" if path else field.name
+        if field.message_type.GetOptions().map_entry:
+            val_f = field.message_type.fields_by_name["value"]
+            if val_f.message_type is not None:
+                for k in sorted(value):
+                    found += unknown_fields(value[k], f"{name}[{k!r}]")
+        elif _is_repeated(field):
+            for i, item in enumerate(value):
+                found += unknown_fields(item, f"{name}[{i}]")
+        else:
+            found += unknown_fields(value, name)
+    return found
 
 
 def digest(domain: str, msg: Message) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from zkpot import chain, crypto
-from zkpot.codec import merkle_root
+from zkpot.codec import merkle_root, unknown_fields
 from zkpot.v1 import consensus_pb2, types_pb2
 
 # tx id by the exact bytes of the transaction: a tx reaches a replica up to three times (client or
@@ -102,6 +102,10 @@ def check_block(
         if qc.view >= header.view:
             raise Rejected("malformed", "parent QC view is not below the block's view")
         check_qc(qc, validators, quorum, genesis_hash)
+    extra = unknown_fields(block)
+    if extra:
+        # hashes and signatures skip unknown fields: the stored bytes must be exactly what was signed
+        raise Rejected("malformed", f"unknown protobuf fields in {', '.join(extra[:3])}")
     ids = tx_ids(block.txs)
     if merkle_root(ids) != header.txs_root:
         raise Rejected("malformed", "txs_root does not match the transactions")

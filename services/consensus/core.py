@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from zkpot import chain
+from zkpot import chain, codec
 from zkpot.codec import merkle_root
 from zkpot.crypto import KeyPair
 from zkpot.genesis import Genesis
@@ -742,6 +742,8 @@ class Core:
             reason = self.mempool.refusal(tx_id, tx.ByteSize())
             if reason is None and tx_id in seen:
                 reason = "duplicate: twice in this request"
+            if reason is None and (extra := codec.unknown_fields(tx)):
+                reason = f"malformed: unknown protobuf fields in {', '.join(extra[:3])} (not covered by the signature)"
             body = tx.WhichOneof("body")
             if reason is None and body in PARTICIPANT_BODIES and tx.sender not in self.participants:
                 # before the costly proof check: only genesis participants may submit proofs (and masks)
