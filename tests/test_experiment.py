@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from proc_tree import run_tree
 
 from zkpot import model_codec
 from zkpot.devnet.cli import parse_behaviours
@@ -119,7 +119,7 @@ def test_experiment_quick_end_to_end(tmp_path):
            "--fractions", "0.25", "--test-set-size", "8", "--min-correct", "4",
            "--base-port", str(free_base_port(4, 4))]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = run_tree(cmd, timeout=1500, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # kills the tree on timeout
     print(proc.stdout[-4000:], proc.stderr[-3000:], f"took {time.monotonic() - t0:.0f}s", sep="\n")
     assert proc.returncode == 0
     results = json.loads((out / "results.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -181,6 +182,29 @@ def test_offline_backup_and_restore_refusals(tmp_path, stopped_ledger):
     led = Ledger(target, fx.genesis)  # and it opens as a ledger at the same head
     try:
         assert led.head.height == 12 and led.head.block_hash == b.head_hash
+    finally:
+        led.close()
+
+
+def test_restore_force_replaces_a_corrupt_ledger_nobody_holds(tmp_path, stopped_ledger):
+    """--force exists for this: a ledger that no longer opens (issue 20.3). A held one still refuses."""
+    fx, _, db, gp = stopped_ledger
+    bk = tmp_path / "bk"
+    assert _cli("backup", "--data-dir", str(db), "--out", str(bk), "--genesis", str(gp)).returncode == 0
+    broken = tmp_path / "broken"
+    shutil.copytree(db, broken)
+    for sst in broken.glob("*.sst"):
+        sst.write_bytes(sst.read_bytes()[: len(sst.read_bytes()) // 2])   # "Sst file size mismatch"
+    with pytest.raises(Exception):  # noqa: B017 - whatever RocksDB raises: it does not open
+        Ledger(broken, fx.genesis).close()
+    out = _cli("restore", "--from", str(bk), "--data-dir", str(broken), "--genesis", str(gp), "--force")
+    assert out.returncode == 0, out.stderr
+    led = Ledger(broken, fx.genesis)
+    try:
+        assert led.head.height == 12
+        # and now that a ledger holds it, even --force refuses, from another process too
+        out = _cli("restore", "--from", str(bk), "--data-dir", str(broken), "--genesis", str(gp), "--force")
+        assert out.returncode == 1 and "is in use" in out.stderr
     finally:
         led.close()
 

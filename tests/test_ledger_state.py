@@ -73,7 +73,10 @@ def test_schedule_ranks_and_activates_after_lag(fx, ledger):
     closing_view = b.view
     sched = ledger.schedule()
     v = [k.public for k in fx.validator_keys]
-    scores = {v[0]: 11, v[1]: 30, v[2]: 3}  # validator 3 operates no participant
+    # validator 3 operates no participant; participant 2's 3 < min_correct keeps it out of the
+    # aggregate, and a score counts only for a model in the aggregate
+    scores = {v[0]: 11, v[1]: 30}
+    assert sched.scores[list(sched.leaders).index(v[2])] == 0
     leaders, ranked = schedule.rank_leaders(1, v, scores, 10)
     assert tuple(sched.leaders) == leaders and tuple(sched.scores) == ranked
     assert sched.leaders[0] == v[1] and sched.leaders[1] == v[0]  # proven best first

@@ -109,6 +109,11 @@ def _expected(scheme: TaskCommitments, members: list[Member], rule: str) -> byte
     return commitment.model_from_vector(scheme.task, total, sum(weights))
 
 
+def _scores(rd: Round) -> dict[bytes, int]:
+    sched = rd.ledgers[0].schedule()
+    return dict(zip(sched.leaders, sched.scores, strict=True))
+
+
 @pytest.fixture(scope="module")
 def scheme() -> TaskCommitments:
     return TaskCommitments(shared_env().task)
@@ -191,6 +196,11 @@ def test_a_dropped_member_is_recovered_from_t_revealed_shares(tmp_path, scheme):
         assert s.next_global_model_cid == content_id(_expected(scheme, survivors, ""))
         assert {sub.participant for sub in s.submissions if sub.aggregated} == \
             {fx.participant_keys[m.index].public for m in survivors}
+        # the dropped member proved 7 >= 5, but its model is not in the aggregate: its validator earns
+        # nothing and ranks after every survivor's (issue 18.5)
+        assert _scores(rd) == {fx.validator_keys[m.index].public: m.claimed if m in survivors else 0
+                               for m in members}
+        assert rd.ledgers[0].schedule().leaders[-1] == fx.validator_keys[3].public
 
 
 def test_masking_another_model_than_the_proven_one_voids_the_aggregate(tmp_path, scheme):
@@ -205,6 +215,8 @@ def test_masking_another_model_than_the_proven_one_voids_the_aggregate(tmp_path,
         assert s.next_global_model_cid == s.global_model_cid  # carried over, nothing poisoned
         assert "does not open the sum of the members' commitments" in s.aggregate_note
         assert not any(sub.aggregated for sub in s.submissions)
+        # one member voided learning for everyone: nobody's claim counts for leadership, its own included
+        assert set(_scores(rd).values()) == {0}
 
 
 def test_bad_secure_transactions_are_refused_with_reasons(tmp_path, scheme):

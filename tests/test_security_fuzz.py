@@ -470,3 +470,17 @@ def _with_unknown_in_submit_proof(tx: types_pb2.Transaction) -> bytes:
     body.ClearField("submit_proof")
     field = types_pb2.Transaction.DESCRIPTOR.fields_by_name["submit_proof"].number
     return body.SerializeToString() + _varint(field << 3 | 2) + _varint(len(sp_raw)) + sp_raw
+
+
+def test_a_transaction_over_the_block_limit_is_refused_at_admission(chain_net: ChainNet) -> None:
+    """A transaction larger than a block can never be committed; held, it was skipped by every
+    proposal and re-gossiped for ever (issue 18.3). It is refused with the reason, nothing kept."""
+    fx = chain_net.fx
+    big = chain.sign_tx(fx.participant_keys[0], types_pb2.Transaction(payload=bytes(9 * 1024 * 1024), nonce=77))
+    with sync_channel(chain_net.replica.target) as ch:
+        resp = consensus_pb2.SubmitTxResponse.FromString(ch.unary_unary("/zkpot.v1.Consensus/SubmitTx")(
+            consensus_pb2.SubmitTxRequest(txs=[big]).SerializeToString(), timeout=60))
+    (result,) = resp.results
+    assert not result.admitted and result.reason.startswith("too_large:"), result
+    assert "over the block limit of 8388608 bytes" in result.reason
+    assert _status(chain_net.replica).mempool_size == 0 and healthy(chain_net.replica.target)

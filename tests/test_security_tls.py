@@ -63,7 +63,8 @@ def tls_net(tmp_path_factory):
     fx.validator_keys[0].save(key)
     probe_port = free_port()
     ledger = ledger_service(tmp, genesis, ["--tls-dir", str(tmp / "ledger-tls"),
-                                           "--health-listen", f"127.0.0.1:{probe_port}"], tls=client)
+                                           "--health-listen", f"127.0.0.1:{probe_port}",
+                                           "--admin", "client-b"], tls=client)
     replica = consensus_service(tmp, genesis, key, "validator-0", ledger.target,
                                 ["--tls-dir", str(tmp / "v0-tls"), "--peer-tx-rate", "5", "--peer-tx-burst", "10",
                                  "--idle-block-ms", "60000", "--base-timeout-ms", "60000"], tls=client)
@@ -155,3 +156,20 @@ def test_plaintext_probe_port_serves_health_only(tls_net: TlsNet) -> None:
     with pytest.raises(grpc.RpcError) as err:
         _head(tls_net.probe, None)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _backup_bytes(target: str, creds: grpc.ChannelCredentials) -> int:
+    with grpc.secure_channel(target, creds, options=CHANNEL_OPTIONS) as ch:
+        chunks = ledger_pb2_grpc.LedgerStub(ch).Backup(ledger_pb2.BackupRequest(), timeout=60)
+        return sum(c.ByteSize() for c in chunks)
+
+
+def test_admin_rpcs_need_an_admin_certificate(tls_net: TlsNet) -> None:
+    """A certificate from the network's CA is enough to read the ledger, not to copy its whole
+    database: Backup is served only to the names given with --admin (issue 18.6)."""
+    with pytest.raises(grpc.RpcError) as err:
+        _backup_bytes(tls_net.ledger.target, tls_net.client.channel_credentials())
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "Backup is an admin RPC: tls:client-a is not an admin" in err.value.details()
+    assert _head(tls_net.ledger.target, tls_net.client.channel_credentials()).height == 0  # reads still work
+    assert _backup_bytes(tls_net.ledger.target, tls_net.client_b.channel_credentials()) > 0

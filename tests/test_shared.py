@@ -177,3 +177,34 @@ def test_metrics_listen_on_loopback_unless_told_otherwise(env_addr, expected) ->
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_run_tree_kills_the_whole_process_group_on_timeout(tmp_path) -> None:  # noqa: ANN001
+    """A timed-out test command must not leave what it started running (issue 20.4)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from proc_tree import run_tree
+
+    pidfile = tmp_path / "grandchild.pid"
+    code = ("import subprocess, sys, time; "
+            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+            f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(600)")
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_tree([sys.executable, "-c", code], timeout=5)
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        # a killed grandchild is reparented and reaped by init; until then it may linger as a zombie
+        stat = open(f"/proc/{grandchild}/stat").read() if os.path.exists(f"/proc/{grandchild}/stat") else ""
+        if stat.split(") ")[-1].startswith("Z"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"grandchild {grandchild} still running after the timeout")

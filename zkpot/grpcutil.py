@@ -105,6 +105,20 @@ def peer_id(context: grpc.aio.ServicerContext) -> str:
     return context.peer() or "unknown"
 
 
+def admin_refusal(context: grpc.aio.ServicerContext, admins: frozenset[str]) -> str | None:
+    """Why the caller may not use an admin RPC (None: it may).
+
+    With mutual TLS the caller's certificate CN must be one of `admins` (a participant's or another
+    organisation's certificate is not enough); in plaintext there is no identity, so only callers
+    on this host (loopback) are admitted."""
+    who = peer_id(context)
+    if who.startswith("tls:"):
+        return None if who[4:] in admins else f"{who} is not an admin of this service (admins: {sorted(admins)})"
+    if who.startswith(("ipv4:127.", "ipv6:[::1]", "unix:")):
+        return None
+    return f"{who}: admin RPCs over plaintext are served to loopback callers only"
+
+
 class _Refused:
     """Stands in for a request that must not reach the handler (too large, unparsable)."""
 

@@ -742,6 +742,10 @@ class Core:
             reason = self.mempool.refusal(tx_id, tx.ByteSize())
             if reason is None and tx_id in seen:
                 reason = "duplicate: twice in this request"
+            if reason is None and tx.ByteSize() > self.config.max_block_bytes:
+                # it could never be proposed: refuse it now rather than hold and gossip it for ever
+                reason = (f"too_large: {tx.ByteSize()} bytes, over the block limit of "
+                          f"{self.config.max_block_bytes} bytes")
             if reason is None and (extra := codec.unknown_fields(tx)):
                 reason = f"malformed: unknown protobuf fields in {', '.join(extra[:3])} (not covered by the signature)"
             body = tx.WhichOneof("body")

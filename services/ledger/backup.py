@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -240,13 +242,18 @@ async def receive_backup(
         shutil.rmtree(staged, ignore_errors=True)
 
 
-def _in_use(data_dir: Path) -> str | None:
-    """Why `data_dir` cannot be replaced (a process holds its lock), or None."""
-    try:
-        Store(data_dir).close()
-    except Exception as exc:
-        return str(exc)
-    return None
+def _lock_held(data_dir: Path) -> bool:
+    """Whether a process holds the RocksDB LOCK of `data_dir` (a running ledger, even in this process).
+
+    Asked from a child process: RocksDB's lock is a POSIX record lock, which a process cannot see
+    when it holds it itself, and which closing any descriptor of the file would release."""
+    lock = data_dir / "LOCK"
+    if not lock.exists():
+        return False
+    probe = ("import fcntl, os, sys\n"
+             "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n")
+    return subprocess.run([sys.executable, "-c", probe, str(lock)], timeout=30).returncode == 3
 
 
 def restore(src: Path, data_dir: Path, genesis: Genesis, *, force: bool = False) -> ChainSummary:
@@ -259,8 +266,9 @@ def restore(src: Path, data_dir: Path, genesis: Genesis, *, force: bool = False)
     occupied = data_dir.exists() and not is_empty_dir(data_dir)
     if occupied and not force:
         raise BackupError(f"{data_dir} is not empty; pass --force to replace it")
-    if occupied and is_database(data_dir) and (why := _in_use(data_dir)) is not None:
-        raise BackupError(f"{data_dir} is in use or unreadable ({why}); stop its ledger first")
+    # a held lock refuses; an unreadable (corrupt) ledger that nobody holds is what --force replaces
+    if occupied and _lock_held(data_dir):
+        raise BackupError(f"{data_dir} is in use: a process holds its RocksDB lock; stop its ledger first")
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = scratch_dir(data_dir, "restore")
     try:

@@ -42,6 +42,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--listen", default="127.0.0.1:7300", help="gRPC address HOST:PORT")
     serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: off)")
     serve.add_argument("--node", default="ledger", help="node name in logs and metrics")
+    serve.add_argument("--admin", action="append", default=[], metavar="NAME",
+                       help="TLS certificate name allowed to call admin RPCs (Backup); repeatable. Default: "
+                            "--node only. Without TLS, admin RPCs are served to loopback callers only")
     serve.add_argument("--task-dir", type=Path, help="the task's artefacts (vk, settings, SRS): required for a "
                        "secure-aggregation task, whose aggregates are checked against the proofs' commitments")
     serve.add_argument("--log-level", default="INFO")
@@ -118,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("ledger %s at height %d, chain %s", args.data_dir, ledger.head.height, genesis.chain_id)
 
     async def main() -> None:
-        servicer = LedgerServicer(ledger)
+        servicer = LedgerServicer(ledger, admins=frozenset(args.admin or [args.node]))
 
         await grpcutil.serve(args.listen, [registrar(servicer)], on_stop=servicer.close,
                              request_limits=REQUEST_LIMITS)

@@ -22,7 +22,7 @@ import grpc
 from services.ledger import backup
 from services.ledger.ledger import HASH_LEN, AppendRejected, Ledger, Prepared, check_cid
 from services.ledger.store import Store
-from zkpot import metrics
+from zkpot import grpcutil, metrics
 from zkpot.grpcutil import Registrar
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -65,8 +65,9 @@ def _metrics() -> _Metrics:
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, admins: frozenset[str] = frozenset()) -> None:
         self.ledger = ledger
+        self.admins = admins  # TLS identities allowed to call admin RPCs (Backup)
         self.m = _metrics()
         self._prepare_lock = asyncio.Lock()  # blocks are checked and executed one at a time, in order
         # prepared blocks wait here for the writer, oldest first; each with the future its callers await
@@ -350,6 +351,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         self, request: ledger_pb2.BackupRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ledger_pb2.BackupChunk]:
         """Checkpoint RocksDB (appends go on meanwhile) and stream the checkpoint's files."""
+        refusal = grpcutil.admin_refusal(context, self.admins)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"Backup is an admin RPC: {refusal}")
         if request.chunk_size > MAX_CHUNK:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size exceeds {MAX_CHUNK}")
         if self._backup_running:  # one at a time: each pins a full set of SST files on disk

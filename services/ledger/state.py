@@ -34,7 +34,8 @@ Rules
   The aggregate goes to blobs; the summary gets next_global_model_cid, close_height,
   aggregation_rule "<rule>(min_correct=K)" and each submission's `aggregated`. An unknown rule
   name in the manifest is a GenesisError. Then the leader schedule: a validator's score is the claimed_correct
-  of the participant whose Member.validator it is (the best one if several), ranked by
+  of the participant whose Member.validator it is (the best one if several), counting only submissions
+  whose model is in the aggregate (`aggregated`: not dropped out, not voided, not left out), ranked by
   zkpot.schedule.rank_leaders(r, validators in genesis order, scores, min_correct);
   activation_view = closing block's view + zkpot.schedule.ACTIVATION_LAG; the previous leaders
   and activation view are kept. Round r+1 then opens at the same height from the aggregate,
@@ -517,7 +518,9 @@ class StateMachine:
             self._open_round(ov, r + 1, height, next_cid)
 
     def _reschedule(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, view: int) -> None:
-        by_participant = {s.participant: s.claimed_correct for s in summary.submissions}
+        # a score needs the submission's model in the aggregate: a dropped-out member of the mask set,
+        # a round whose aggregate was voided, or a model the rule left out earns nothing (issue 18.5)
+        by_participant = {s.participant: s.claimed_correct for s in summary.submissions if s.aggregated}
         scores: dict[bytes, int] = {}
         for member in self.genesis.participants:
             if member.validator and member.public_key in by_participant:

@@ -24,9 +24,12 @@ def _die_with_parent() -> None:
 
 
 def ports_in_use(ports: list[int], host: str = "127.0.0.1") -> list[int]:
+    """Ports a server could not listen on now. Binds the way the gRPC servers do (SO_REUSEADDR), so
+    a port in TIME-WAIT after the previous run is free, and a port someone listens on is busy."""
     busy = []
     for port in ports:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:

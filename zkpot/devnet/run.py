@@ -27,6 +27,7 @@ from zkpot.devnet.plan import (
     free_base_port,
     make_genesis,
     make_plan,
+    plan_ports,
 )
 from zkpot.devnet.procs import ProcessGroup, ports_in_use
 from zkpot.devnet.progress import Progress
@@ -103,6 +104,18 @@ class Devnet:
     timings: dict[str, float] = field(default_factory=dict)
     attacks: list[dict] = field(default_factory=list)
     admitted_txs: dict[int, dict[str, types_pb2.Transaction]] = field(default_factory=dict)  # round -> name -> tx
+
+
+def preflight(config: DevnetConfig) -> None:
+    """Refuse a run that cannot start, leaving the previous devnet's data dir as it was."""
+    busy = ports_in_use(plan_ports(config.base_port, config.validators, config.participants))
+    if busy:
+        hint = free_base_port(config.validators, config.participants)
+        raise SystemExit(f"ports {busy[:8]} are in use (another devnet?); try --base-port {hint} "
+                         f"(nothing in {config.data_dir} was changed)")
+    if config.prometheus and prometheus.binary() is None:
+        raise SystemExit("--prometheus needs a prometheus binary on PATH (Debian: apt-get install prometheus); "
+                         f"nothing in {config.data_dir} was changed")
 
 
 def prepare_data_dir(config: DevnetConfig) -> None:
@@ -486,12 +499,9 @@ async def record_remaining_rounds(net: Devnet, timeout_s: float = 120.0) -> None
 
 async def run_devnet(config: DevnetConfig) -> dict:
     t_start = time.monotonic()
+    preflight(config)  # everything that can refuse the run, before the data dir is touched
     prepare_data_dir(config)
     plan = make_plan(config.data_dir, config.validators, config.participants, config.base_port)
-    busy = ports_in_use(plan.ports())
-    if busy:
-        hint = free_base_port(config.validators, config.participants)
-        raise SystemExit(f"ports {busy[:8]} are in use (another devnet?); try --base-port {hint}")
     progress = Progress(config.rounds, config.participants)
     progress.stage = "publishing task"
     progress.say(f"zkpot devnet: {config.validators} validators, {config.participants} participants, "
