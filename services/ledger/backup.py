@@ -242,7 +242,7 @@ async def receive_backup(
         shutil.rmtree(staged, ignore_errors=True)
 
 
-def _lock_held(data_dir: Path) -> bool:
+def lock_held(data_dir: Path) -> bool:
     """Whether a process holds the RocksDB LOCK of `data_dir` (a running ledger, even in this process).
 
     Asked from a child process: RocksDB's lock is a POSIX record lock, which a process cannot see
@@ -267,7 +267,7 @@ def restore(src: Path, data_dir: Path, genesis: Genesis, *, force: bool = False)
     if occupied and not force:
         raise BackupError(f"{data_dir} is not empty; pass --force to replace it")
     # a held lock refuses; an unreadable (corrupt) ledger that nobody holds is what --force replaces
-    if occupied and _lock_held(data_dir):
+    if occupied and lock_held(data_dir):
         raise BackupError(f"{data_dir} is in use: a process holds its RocksDB lock; stop its ledger first")
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = scratch_dir(data_dir, "restore")

@@ -116,6 +116,14 @@ def preflight(config: DevnetConfig) -> None:
     if config.prometheus and prometheus.binary() is None:
         raise SystemExit("--prometheus needs a prometheus binary on PATH (Debian: apt-get install prometheus); "
                          f"nothing in {config.data_dir} was changed")
+    from services.ledger.backup import lock_held
+
+    # a ledger server still running on the old directory: deleting its files under it would corrupt
+    # the recreated ledger when that server shuts down ("Sst file size mismatch")
+    held = [str(p) for p in sorted(config.data_dir.glob("nodes/*/ledger")) if lock_held(p)]
+    if held:
+        raise SystemExit(f"a process still holds the ledger in {held[0]} (a `zkpot ledger serve` of the last "
+                         f"devnet?); stop it first. Nothing in {config.data_dir} was changed")
 
 
 def prepare_data_dir(config: DevnetConfig) -> None:
