@@ -739,13 +739,13 @@ class Core:
         todo: list[int] = []
         seen: set[bytes] = set()
         for k, (tx_id, tx) in enumerate(zip(ids, txs, strict=True)):
-            reason = self.mempool.refusal(tx_id, tx.ByteSize())
+            size = tx.ByteSize()
+            reason = self.mempool.refusal(tx_id, size)
             if reason is None and tx_id in seen:
                 reason = "duplicate: twice in this request"
-            if reason is None and tx.ByteSize() > self.config.max_block_bytes:
+            if reason is None and size > self.config.max_block_bytes:
                 # it could never be proposed: refuse it now rather than hold and gossip it for ever
-                reason = (f"too_large: {tx.ByteSize()} bytes, over the block limit of "
-                          f"{self.config.max_block_bytes} bytes")
+                reason = f"too_large: {size} bytes, over the block limit of {self.config.max_block_bytes} bytes"
             if reason is None and (extra := codec.unknown_fields(tx)):
                 reason = f"malformed: unknown protobuf fields in {', '.join(extra[:3])} (not covered by the signature)"
             body = tx.WhichOneof("body")

@@ -491,7 +491,7 @@ async def record_remaining_rounds(net: Devnet, timeout_s: float = 120.0) -> None
     deadline = time.monotonic() + timeout_s
     async with grpcutil.channel(v0.ledger) as lch:
         ledger = ledger_pb2_grpc.LedgerStub(lch)
-        while not all(s.closed for s in net.rounds.values()):
+        while True:
             try:
                 await _record_closed_rounds(net, ledger)
             except grpc.aio.AioRpcError as exc:
