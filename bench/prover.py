@@ -186,11 +186,9 @@ def mono_prove(task_dir: str, params: bytes, work: str, participant: bytes) -> d
 
 
 def start_prover(task_dir: Path, shard_path: Path, workers: int, root: Path) -> tuple[subprocess.Popen, str, Path]:
-    import socket
+    from zkpot.ports import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log_path = root / "prover.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "zkpot.cli", "prover", "serve", "--task-dir", str(task_dir),

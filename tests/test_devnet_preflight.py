@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from zkpot.devnet.plan import free_base_port, make_plan, plan_ports
-from zkpot.devnet.procs import ports_in_use
 from zkpot.devnet.run import MARKER
+from zkpot.ports import ports_in_use
 
 REPO = Path(__file__).resolve().parents[1]
 

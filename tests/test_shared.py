@@ -154,16 +154,15 @@ def _listen_addresses(port: int) -> set[str]:
 def test_metrics_listen_on_loopback_unless_told_otherwise(env_addr, expected) -> None:  # noqa: ANN001
     """/metrics has no TLS: a service process exposes it beyond loopback only when configured to."""
     import os
-    import socket
     import subprocess
     import sys
     import time
 
+    from zkpot.ports import free_port
+
     if not os.path.exists("/proc/net/tcp"):
         pytest.skip("needs Linux /proc/net/tcp")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "ZKPOT_METRICS_ADDR"}
     if env_addr:
         env["ZKPOT_METRICS_ADDR"] = env_addr
@@ -208,3 +207,18 @@ def test_run_tree_kills_the_whole_process_group_on_timeout(tmp_path) -> None:  #
         time.sleep(0.1)
     else:
         raise AssertionError(f"grandchild {grandchild} still running after the timeout")
+
+
+def test_chosen_ports_stay_out_of_the_ephemeral_range() -> None:
+    """A port chosen for a server must not be one an outgoing connection can take before the server
+    binds it (the cause of a red CI: 'Address already in use' on a replica's chosen port)."""
+    from zkpot.devnet.plan import free_base_port, plan_ports
+    from zkpot.ports import ephemeral_range, free_port
+
+    eph_lo, eph_hi = ephemeral_range()
+    singles = [free_port() for _ in range(200)]
+    assert len(set(singles)) == len(singles)  # unique within a process even before any is bound
+    plan = plan_ports(free_base_port(4, 4), 4, 4)
+    for port in singles + plan:
+        assert not eph_lo <= port <= eph_hi, port
+    assert not set(singles) & set(plan)

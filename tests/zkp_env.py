@@ -8,7 +8,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from zkpot.crypto import KeyPair
 from zkpot.genesis import Genesis, Member
+from zkpot.ports import free_port  # noqa: F401 - the tests import it from here
 from zkpot.v1 import types_pb2
 from zkpot.zkp import data, prove
 from zkpot.zkp.task import Task, TaskConfig, create_task
@@ -102,12 +102,6 @@ def sharded_env() -> ShardedEnv:
         _sharded = ShardedEnv(root, task, alice, bob, shard_path, honest, prove.round_tx(alice, task.task_id, honest),
                               other)
     return _sharded
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_service(args: list[str], log_path: Path) -> subprocess.Popen:

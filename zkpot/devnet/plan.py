@@ -9,6 +9,7 @@ from pathlib import Path
 
 from zkpot.crypto import KeyPair
 from zkpot.genesis import Genesis, Member
+from zkpot.ports import base_port_span, ports_in_use
 from zkpot.v1 import types_pb2
 
 HOST = "127.0.0.1"
@@ -106,10 +107,10 @@ def plan_ports(base: int, n_validators: int, n_participants: int) -> list[int]:
     return ports + [base + 905, base + 909]
 
 
-def free_base_port(n_validators: int, n_participants: int, lo: int = 30000, hi: int = 45000) -> int:
-    """A base port whose whole plan is free on loopback now (tests, and a hint when ours is busy)."""
-    from zkpot.devnet.procs import ports_in_use
-
+def free_base_port(n_validators: int, n_participants: int) -> int:
+    """A base port whose whole plan is free on loopback now (tests, and a hint when ours is busy),
+    below the ephemeral range so outgoing connections cannot take its ports before the servers do."""
+    lo, hi = base_port_span()
     for base in random.sample(range(lo, hi, 1000), k=len(range(lo, hi, 1000))):
         if not ports_in_use(plan_ports(base, n_validators, n_participants)):
             return base

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,20 +20,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
-
-
-def ports_in_use(ports: list[int], host: str = "127.0.0.1") -> list[int]:
-    """Ports a server could not listen on now. Binds the way the gRPC servers do (SO_REUSEADDR), so
-    a port in TIME-WAIT after the previous run is free, and a port someone listens on is busy."""
-    busy = []
-    for port in ports:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError:
-                busy.append(port)
-    return busy
 
 
 @dataclass

@@ -29,10 +29,11 @@ from zkpot.devnet.plan import (
     make_plan,
     plan_ports,
 )
-from zkpot.devnet.procs import ProcessGroup, ports_in_use
+from zkpot.devnet.procs import ProcessGroup
 from zkpot.devnet.progress import Progress
 from zkpot.devnet.report import RoundStats, SubmissionStats, write_report
 from zkpot.genesis import Genesis
+from zkpot.ports import ports_in_use
 from zkpot.v1 import (
     consensus_pb2,
     consensus_pb2_grpc,

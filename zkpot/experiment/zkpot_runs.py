@@ -36,8 +36,8 @@ def run_scenario(config: ExperimentConfig, behaviours: dict[str, str], report: P
     """Scenario `index` uses the port plan at base_port + 1000 * index: the previous devnet's
     processes may still hold their ports for a moment after it stopped."""
     from zkpot.devnet.plan import free_base_port, make_plan
-    from zkpot.devnet.procs import ports_in_use
     from zkpot.devnet.run import run_devnet
+    from zkpot.ports import ports_in_use
 
     report.parent.mkdir(parents=True, exist_ok=True)
     base = config.base_port + 1000 * index
