@@ -122,7 +122,7 @@ def direct_witness(task_dir: str, work: str, index: int, participant: bytes) -> 
     w = Path(work)
     d = w / f"s{index}"
     d.mkdir(exist_ok=True)
-    circuit.write_input(task.shard(index), task.binding(ROUND, participant), d / "input.json")
+    circuit.write_input(task.shard(index), task.binding(ROUND, participant), task.norm_bound, d / "input.json")
     t0 = time.perf_counter()
     ezkl.gen_witness(str(d / "input.json"), str(w / "model.compiled"), str(d / "witness.json"),
                      vk_path=str(task.paths["vk"]), srs_path=str(task.paths["srs"]))
@@ -172,7 +172,7 @@ def mono_prove(task_dir: str, params: bytes, work: str, participant: bytes) -> d
     w.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ev = circuit.evaluate(model.decode(params, task.hidden), task.test_set, task.binding(ROUND, participant),
-                          task.paths["settings"], w, task.paths["vk"], task.paths["srs"])
+                          task.norm_bound, task.paths["settings"], w, task.paths["vk"], task.paths["srs"])
     t1, c1 = time.perf_counter(), time.process_time()
     proof = circuit.prove(ev.witness_path, w / "model.compiled", task.paths["pk"], w / "proof.json", task.paths["srs"])
     t2, c2 = time.perf_counter(), time.process_time()
@@ -249,7 +249,7 @@ def naive_rows(params: bytes, task_dir: str, work: str) -> dict:
     out = {}
     for name, test in (("whole_set", task.test_set), ("one_shard", task.shard(0))):
         circuit.export_onnx(net, test, w / f"{name}.onnx", naive_argmax=True)
-        circuit.write_input(test, task.binding(ROUND, b"\x00" * 32), w / f"{name}.json")
+        circuit.write_input(test, task.binding(ROUND, b"\x00" * 32), task.norm_bound, w / f"{name}.json")
         args = ezkl.PyRunArgs()  # defaults: scales 7, lookup range ±32768, decomposition 16384^2
         args.input_visibility, args.output_visibility, args.param_visibility = "public", "public", "polycommit"
         assert ezkl.gen_settings(str(w / f"{name}.onnx"), str(w / f"{name}.settings"), py_run_args=args)

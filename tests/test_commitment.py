@@ -61,7 +61,7 @@ def test_encodings() -> None:
 
 
 def _circuit_commitment(task: Task, net: model.MLP, workdir) -> bytes:
-    ev = circuit.evaluate(net, task.shard(0), [0] * circuit.N_LIMBS, task.paths["settings"], workdir,
+    ev = circuit.evaluate(net, task.shard(0), [0] * circuit.N_LIMBS, task.norm_bound, task.paths["settings"], workdir,
                           task.paths["vk"], task.paths["srs"])
     return cm.witness_commitment(ev.witness)
 
@@ -102,10 +102,11 @@ def test_real_proof_commits_param_vector(tmp_path) -> None:
 
 
 def test_layout_scales_and_rounding(tmp_path) -> None:
-    """Per-tensor scales (biases at the product's scale) and ties rounded away from zero, as ezkl."""
+    """Every tensor at param_scale (each enters the circuit once, as p + 0, not as a Gemm's bias at
+    the product's scale) and ties rounded away from zero, as ezkl."""
     task = shared_env().task
-    ps, ins = int(task.manifest.param_scale), task.input_scale
-    assert [s for _, _, s in cm.tensor_scales(task)] == [ps, ins + ps, ps, ins + 2 * ps]
+    ps = int(task.manifest.param_scale)
+    assert [s for _, _, s in cm.tensor_scales(task)] == [ps] * 4
     fixed = [(name, arr.copy()) for name, arr in model_codec.decode_fixed(task.initial_model)]
     rng = np.random.default_rng(3)
     for name, arr in fixed:  # put exact ties (half a quantum) into every tensor quantized below 16 bits
@@ -129,13 +130,15 @@ def test_layout_scales_and_rounding(tmp_path) -> None:
 
 
 def test_layout_is_learned_from_the_circuit(tmp_path) -> None:
-    """discover_layout is deterministic, and honest about its one caveat (a whole bias tensor of 0)."""
+    """discover_layout is deterministic; a whole bias tensor of 0 (which, read directly by a Gemm,
+    used to make ezkl fold it and commit another vector) commits what the layout predicts, since the
+    circuit reads every parameter once as p + 0."""
     task = shared_env().task
     assert cm.discover_layout(task, tmp_path / "discover") == cm.layout(task)
     net = model.decode(task.initial_model, task.hidden)
     with torch.no_grad():
         net.fc2.bias.zero_()
-    assert _circuit_commitment(task, net, tmp_path / "zero-bias") != cm.commit_vector(task, cm.param_vector(task, net))
+    assert _circuit_commitment(task, net, tmp_path / "zero-bias") == cm.commit_vector(task, cm.param_vector(task, net))
 
 
 def test_python_commit_equals_kzg_commit() -> None:
@@ -245,3 +248,19 @@ def test_bad_input_is_refused() -> None:
             cm.model_from_vector(task, vec, divisor)  # type: ignore[arg-type]
     with pytest.raises(cm.CommitmentError):
         cm.model_from_vector(task, vec * (1 << 30), 1)  # leaves int32 at 16 fractional bits
+
+
+def test_ledger_quantization_is_the_committed_vector() -> None:
+    """The ledger's free-riding rule compares model_codec.quantized (integers, no ezkl): it must be
+    exactly the vector a proof commits to, for any model, ties included."""
+    task = shared_env().task
+    rng = np.random.default_rng(11)
+    for seed in range(3):
+        fixed = [(name, arr.copy()) for name, arr in model_codec.decode_fixed(task.initial_model)]
+        for _, arr in fixed:
+            flat = arr.reshape(-1)
+            flat[:] = rng.integers(-(1 << 16), 1 << 16, flat.size)
+            flat[: 4 + seed] = (flat[: 4 + seed] >> 10 << 10) + (1 << 9)  # exact ties at scale 6
+        data = model_codec.encode_fixed(fixed)
+        want = cm.param_vector(task, data).astype(">i8").tobytes()
+        assert model_codec.quantized(model_codec.decode_fixed(data), int(task.manifest.param_scale)) == want

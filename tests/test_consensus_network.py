@@ -222,7 +222,7 @@ def test_submit_proof_refused_without_verifier(network) -> None:
 
     # the smoke-test commands
     base = [sys.executable, "-m", "zkpot.cli", "consensus"]
-    key_path = replicas[0].key_path  # any key may sign a payload tx
+    key_path = replicas[0].key_path  # a validator key: payload senders must be genesis members
     out = subprocess.run([*base, "submit", "--target", replicas[1].target, "--key", str(key_path),
                           "--payload-hex", "00ff", "--payload-hex", "beef"], cwd=REPO, capture_output=True,
                          text=True, timeout=60)

@@ -124,6 +124,11 @@ def test_bad_submissions_rejected_with_reasons(fx, ledger):
     unknown.submit_proof.participant = stranger.public
     chain.sign_tx(stranger, unknown)
     txs.append(unknown)
+    # what a Byzantine leader could put in a block: payloads from strangers or unsigned, no body at all
+    txs.append(chain.sign_tx(stranger, types_pb2.Transaction(payload=b"stranger", nonce=1)))
+    unsigned = fx.payload(b"unsigned")
+    unsigned.signature = bytes(64)
+    txs += [unsigned, chain.sign_tx(fx.publisher, types_pb2.Transaction(nonce=2))]
     resp = _append(ledger, b, txs)
     reasons = [r.reason for r in resp.results]
     assert reasons[0] == "" and resp.results[0].accepted
@@ -137,7 +142,10 @@ def test_bad_submissions_rejected_with_reasons(fx, ledger):
     assert reasons[8].startswith("duplicate transaction")
     assert reasons[9] == "" and resp.results[9].accepted
     assert reasons[10] == "unknown participant"
-    assert all(not r.accepted for r in resp.results[1:9]) and not resp.results[10].accepted
+    assert reasons[11] == "payload from a key that is not a genesis member"
+    assert reasons[12] == "bad transaction signature"
+    assert reasons[13] == "no rule for a transaction without a known body"
+    assert all(not r.accepted for r in resp.results[1:9]) and not any(r.accepted for r in resp.results[10:])
     r1 = ledger.round_summary(1)
     assert [s.participant for s in r1.submissions] == [fx.participant_keys[0].public]
     assert r1.submissions[0].claimed_correct == 20

@@ -155,7 +155,7 @@ def _payloads(key: KeyPair, n: int, tag: bytes) -> list[types_pb2.Transaction]:
 
 def test_flood_from_one_peer_is_throttled_without_hurting_others(net: Net) -> None:
     flooder, other = net.stub(fresh=True), net.stub(fresh=True)
-    alice, bob = KeyPair.from_seed(b"\x31" * 32), KeyPair.from_seed(b"\x32" * 32)
+    alice, bob = net.fx.participant_keys[0], net.fx.participant_keys[1]  # payloads need genesis members
     before = net.rejected("rate_limited")
 
     # alice floods from one connection: her quota fills first, then the peer's token bucket runs dry
@@ -215,3 +215,16 @@ def test_a_proposal_larger_than_any_valid_block_is_refused_before_parsing(net: N
         net.stub().Propose(proposal, timeout=30)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
     assert net.status().last_voted_view == before  # nothing was voted on
+
+
+def test_only_transactions_the_chain_has_a_rule_for_are_admitted(net: Net) -> None:
+    """Issue 18.3: a payload changes no state, so only genesis members may spend block space on one;
+    a transaction with no known body has no rule at all."""
+    stub = net.stub(fresh=True)
+    member = net.fx.validator_keys[3]  # a member whose sender quota the other tests leave alone
+    txs = [*_payloads(STRANGER, 1, b"stranger"), *_payloads(member, 1, b"member"),
+           chain.sign_tx(member, types_pb2.Transaction(nonce=time.time_ns()))]
+    stranger, ok, bodiless = stub.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs), timeout=10).results
+    assert not stranger.admitted and stranger.reason.startswith("unknown_signer: payload"), stranger.reason
+    assert ok.admitted, ok.reason
+    assert not bodiless.admitted and bodiless.reason.startswith("malformed:"), bodiless.reason

@@ -35,6 +35,7 @@ class TlsNet:
     intruder: tls.TlsMaterial
     ca_dir: Path
     probe: str  # the ledger's plaintext health-only listener
+    member: KeyPair  # a genesis participant: payload senders must be genesis members
 
 
 def _cli(*args: str) -> str:
@@ -71,7 +72,7 @@ def tls_net(tmp_path_factory):
     try:
         ledger.start().wait_healthy()
         replica.start().wait_healthy()  # healthy only once it read the ledger's head over mutual TLS
-        yield TlsNet(ledger, replica, client, client_b, intruder, ca, f"127.0.0.1:{probe_port}")
+        yield TlsNet(ledger, replica, client, client_b, intruder, ca, f"127.0.0.1:{probe_port}", fx.participant_keys[0])
     finally:
         stop_all([replica, ledger])
 
@@ -117,7 +118,7 @@ def test_client_refuses_a_server_from_another_ca(tls_net: TlsNet) -> None:
 
 
 def test_rate_limit_follows_the_certificate_identity(tls_net: TlsNet) -> None:
-    key = KeyPair.from_seed(b"\x41" * 32)
+    key = tls_net.member
     base = time.time_ns()
 
     def submit(material: tls.TlsMaterial, n: int, tag: int) -> grpc.StatusCode:

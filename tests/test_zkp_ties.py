@@ -43,7 +43,8 @@ def test_ties_never_count_and_a_unique_winner_does(tmp_path) -> None:
     }
     for name, bias in cases.items():
         net = _fixed_logits_model(bias)
-        ev = circuit.evaluate(net, test, limbs, task.paths["settings"], tmp_path / name.replace(" ", "-"))
+        ev = circuit.evaluate(net, test, limbs, task.norm_bound, task.paths["settings"],
+                              tmp_path / name.replace(" ", "-"))
         assert ev.correct == _strict_count(bias, test.y), name
     # argmax's first-index rule would have counted the tied samples of the first tied class
     assert model.correct_count(_fixed_logits_model(cases["all ten tied"]), test) == int((test.y == 0).sum()) > 0
@@ -56,7 +57,7 @@ def test_a_proof_cannot_count_a_tie_as_correct(tmp_path) -> None:
     env = shared_env()
     task, who = env.task, env.alice.public
     net = _fixed_logits_model(ALL_TIED)
-    ev = circuit.evaluate(net, task.test_set, task.binding(1, who), task.paths["settings"], tmp_path,
+    ev = circuit.evaluate(net, task.test_set, task.binding(1, who), task.norm_bound, task.paths["settings"], tmp_path,
                           task.paths["vk"], task.paths["srs"])
     assert ev.correct == 0
     proof = circuit.prove(ev.witness_path, tmp_path / "model.compiled", task.paths["pk"], tmp_path / "proof.json",

@@ -161,7 +161,7 @@ def other_test_set_proof() -> bytes:
         perm = list(range(1, len(task.test_set))) + [0]
         other = data.Dataset(task.test_set.x[perm], task.test_set.y[perm])
         work = env.root / "other"
-        circuit.evaluate(net, other, task.binding(1, env.alice.public), task.paths["settings"], work,
+        circuit.evaluate(net, other, task.binding(1, env.alice.public), task.norm_bound, task.paths["settings"], work,
                          task.paths["vk"], task.paths["srs"])
         _other = circuit.prove(work / "witness.json", work / "model.compiled", task.paths["pk"], work / "proof.json",
                                task.paths["srs"])

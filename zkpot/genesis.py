@@ -36,6 +36,12 @@ class Genesis:
         return frozenset(m.public_key for m in self.participants)
 
     @property
+    def member_keys(self) -> frozenset[bytes]:
+        """Every key genesis names (validators, participants, the task's publisher): the only senders
+        of payload transactions, which carry no rule of their own (issue 18.3)."""
+        return self.validator_keys | self.participant_keys | {self.manifest.publisher}
+
+    @property
     def quorum(self) -> int:
         return chain.quorum_size(len(self.validators))
 

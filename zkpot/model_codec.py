@@ -31,6 +31,21 @@ def to_fixed(values: np.ndarray) -> np.ndarray:
     return np.clip(scaled, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
 
 
+def quantized(tensors: list[tuple[str, np.ndarray]], scale: int) -> bytes:
+    """The model as a proof commits it: every fixed-point value rounded to `scale` fractional bits,
+    half away from zero (ezkl's rule, zkpot.zkp.circuit.quantize), as canonical big-endian int64
+    bytes. Two models with equal bytes here have the same commitment: what free-riding compares.
+    Integer arithmetic equals the circuit's float path for |w| < 256 (float32 holds v / 2**16
+    exactly below 2**24), far beyond any task's weight bound."""
+    if not 0 <= scale <= FRAC_BITS:
+        raise ValueError(f"scale must be 0..{FRAC_BITS}")
+    shift = FRAC_BITS - scale
+    half = (1 << shift) >> 1
+    flat = np.concatenate([np.asarray(arr, dtype=np.int64).ravel() for _, arr in tensors])
+    q = np.sign(flat) * ((np.abs(flat) + half) >> shift)
+    return q.astype(">i8").tobytes()
+
+
 def from_fixed(values: np.ndarray) -> np.ndarray:
     return (np.asarray(values, dtype=np.float64) / (1 << FRAC_BITS)).astype(np.float32)
 

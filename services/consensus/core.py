@@ -88,6 +88,7 @@ class Core:
         self.rt = runtime
         self.validators = genesis.validator_keys
         self.participants = genesis.participant_keys
+        self.members = genesis.member_keys
         self.quorum = genesis.quorum
         self.f = chain.max_faulty(len(genesis.validators))
         self.chain_id = genesis.chain_id
@@ -749,9 +750,14 @@ class Core:
             if reason is None and (extra := codec.unknown_fields(tx)):
                 reason = f"malformed: unknown protobuf fields in {', '.join(extra[:3])} (not covered by the signature)"
             body = tx.WhichOneof("body")
+            if reason is None and body is None:
+                reason = "malformed: a transaction without a known body (no rule admits it)"
             if reason is None and body in PARTICIPANT_BODIES and tx.sender not in self.participants:
                 # before the costly proof check: only genesis participants may submit proofs (and masks)
                 reason = f"unknown_signer: {body} by a key that is not a genesis participant"
+            if reason is None and body == "payload" and tx.sender not in self.members:
+                # a payload changes no state: only genesis members may spend block space on one
+                reason = "unknown_signer: payload by a key that is not a genesis member"
             seen.add(tx_id)
             if reason is None:
                 todo.append(k)

@@ -16,7 +16,10 @@ Rules
   signature is valid; no earlier accepted submission by that participant in that round;
   model_cid == content_id(model_params); model_cid is neither the round's global model nor an
   earlier accepted submission's model of the round (free-riding); model_params decodes
-  (zkpot.model_codec) with the layout of the round's global model. Otherwise it is recorded as a
+  (zkpot.model_codec) with the layout of the round's global model; and the same two free-riding
+  rules hold for the model rounded to the task's param_scale (model_codec.quantized), i.e. for
+  what the proof commits to, so bytes changed by less than the circuit's quantum earn nothing
+  (secure aggregation compares the commitments themselves). Otherwise it is recorded as a
   TxResult with accepted=false and a reason; the block stays valid. Proofs are NOT checked here:
   consensus only commits blocks whose proofs its verifier accepted. Accepted: the submission
   (participant, tx id, claimed_correct, model_cid, height) joins the round's summary, the model
@@ -215,7 +218,9 @@ class StateMachine:
         self.participants = genesis.participant_keys
         self.participant_order = tuple(m.public_key for m in genesis.participants)  # share holders' order
         self.validators = tuple(m.public_key for m in genesis.validators)
+        self.members = genesis.member_keys
         self._layouts: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+        self._quantized: dict[str, bytes] = {}
         # secure aggregation: the task's commitment scheme (needs its vk/settings/srs)
         self.commitments = commitments
         self.secure = self.manifest.secure_aggregation
@@ -233,6 +238,9 @@ class StateMachine:
             rule = aggregation.rule_name(self.manifest.aggregation_rule)
         except aggregation.AggregationError as exc:
             raise GenesisError(str(exc)) from exc
+        if not 1 <= self.manifest.param_scale <= model_codec.FRAC_BITS:
+            # free-riding is judged on the model rounded to this scale (what the proofs commit to)
+            raise GenesisError(f"task param_scale {self.manifest.param_scale} is not 1..{model_codec.FRAC_BITS}")
         if self.secure:
             if rule not in aggregation.SUM_RULES:
                 raise GenesisError(f"secure aggregation needs a sum rule ({', '.join(aggregation.SUM_RULES)}), "
@@ -303,7 +311,11 @@ class StateMachine:
             return "task already published at genesis"
         if kind in ("masked_update", "mask_reveal"):
             return self._secagg_tx(ov, tx, tid, height, kind)
-        return ""  # payload / unknown body: accepted, no state change
+        if kind == "payload":  # no state change; only from genesis members, validly signed
+            if tx.sender not in self.members:
+                return "payload from a key that is not a genesis member"
+            return "" if chain.tx_signature_ok(tx, tid) else "bad transaction signature"
+        return "no rule for a transaction without a known body"
 
     def _submit(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> str:
         sp = tx.submit_proof
@@ -341,6 +353,17 @@ class StateMachine:
             return f"model does not decode: {exc}"
         if _layout(tensors) != self._global_layout(ov, summary.global_model_cid):
             return "model layout differs from the round's global model"
+        # ... and below the circuit's quantum: what the proof commits to is the model rounded to the
+        # circuit's scale, so bytes that differ by less than a quantum are the same committed model
+        committed = model_codec.quantized(tensors, self.manifest.param_scale)
+        if committed == self._global_quantized(ov, summary.global_model_cid):
+            return "model is the round's global model to within the circuit's quantum (free-riding: same commitment)"
+        for s in summary.submissions:
+            earlier = ov.blob(s.model_cid)
+            assert earlier is not None  # stored with its submission
+            if model_codec.quantized(model_codec.decode_fixed(earlier), self.manifest.param_scale) == committed:
+                return "model copies an earlier submission of this round to within the circuit's quantum " \
+                       "(free-riding: same commitment)"
         summary.submissions.add(
             participant=sp.participant,
             tx_id=tid,
@@ -418,6 +441,11 @@ class StateMachine:
 
     def _global_layout(self, ov: _Overlay, cid: str) -> list[tuple[str, tuple[int, ...]]]:
         return _of_global_model(self._layouts, ov, cid, lambda data: _layout(model_codec.decode_fixed(data)))
+
+    def _global_quantized(self, ov: _Overlay, cid: str) -> bytes:
+        scale = self.manifest.param_scale
+        return _of_global_model(self._quantized, ov, cid,
+                                lambda data: model_codec.quantized(model_codec.decode_fixed(data), scale))
 
     # -- round close ---------------------------------------------------------------------------
 

@@ -1,9 +1,17 @@
 """The accuracy circuit and everything ezkl: settings, witness, proof, verification.
 
-Circuit: Acc(model)(x, y, binding) -> (correct_count, binding * 1), exported to ONNX and compiled
-by ezkl (Halo2/KZG). x (test inputs), y (labels), binding and both outputs are public instances;
-the parameters are a private witness with visibility "polycommit": the proof carries a KZG
-commitment to them (the first G1 point(s) of the proof bytes), which binds the proof to one model.
+Circuit: Acc(model)(x, y, binding, classes, target, norm_bound) -> (correct_count, binding * 1,
+excess), exported to ONNX and compiled by ezkl (Halo2/KZG). Every input and output is a public
+instance; the parameters are a private witness with visibility "polycommit": the proof carries a
+KZG commitment to them (the first G1 point(s) of the proof bytes), which binds the proof to one model.
+
+What the verifying key fixes and what it does not: ezkl commits EVERY constant of the graph in the
+polycommit column, beside the weights, where the verifier cannot see it. So the circuit has no
+constants of its own: the class indices, the win target and the norm bound are public inputs the
+verifier supplies from the task, and the committed vector is the model's parameters and nothing
+else (task creation checks it). A prover who edits the accuracy function therefore changes either
+the circuit (another vk: refused) or a public input (rebuilt by the verifier: refused) — in both
+modes, whether or not the parameters are ever revealed (issue 18.1).
 
 Soundness rules the verifier follows:
 - Only the proof bytes travel. Public instances are rebuilt from the task's own test set, the
@@ -12,6 +20,13 @@ Soundness rules the verifier follows:
   so a proof cannot be replayed under another round, task or submitter.
 - A sample counts as correct only if its label's logit is strictly above every other logit: a tie
   never counts (ezkl's SIGN op constrains sign(0) = 0, so a prover cannot turn a tie into a win).
+- The model's size is part of the statement: excess = relu(sum of squared parameters - norm_bound)
+  must be 0, norm_bound = n_params * weight_bound**2, so a proof shows ||w||_2 <= weight_bound *
+  sqrt(n) for the committed model itself (not for revealed bytes, which secure aggregation never
+  has). An L2 bound, because a per-weight (L-infinity) check costs one range decomposition per
+  parameter: 36,143 rows (logrows 16, 4x the proving time) against 14,980 (logrows 14) measured on
+  the devnet task; bounding each participant's L2 norm is also the usual robust-FL defence against
+  boosted updates. Honest training still clips every weight to +-weight_bound, which implies it.
 """
 
 from __future__ import annotations
@@ -59,7 +74,7 @@ def binding_limbs(task_id: bytes, round_: int, participant: bytes) -> list[int]:
 
 
 class AccuracyCircuit(nn.Module):
-    """(x, y, binding) -> (number of samples the model classifies correctly, binding).
+    """(x, y, binding, classes, target, norm_bound) -> (samples classified correctly, binding, excess).
 
     correct_i = [logit_i[y_i] > logit_i[j] for every j != y_i]: the label's logit strictly beats
     every other one, so a tie never counts (stricter than argmax's first-index rule). Laid out as
@@ -74,22 +89,36 @@ class AccuracyCircuit(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
-        onehot = y.unsqueeze(1) == torch.arange(N_CLASSES)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor, classes: torch.Tensor,
+                target: torch.Tensor, norm_bound: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, excess = self.model_outputs(x, norm_bound)
+        onehot = y.unsqueeze(1) == classes
         label_logit = (logits * onehot).sum(dim=1, keepdim=True)
-        # integer (scale 0) signs, sums and constant: the count stays an integer output
+        # integer (scale 0) signs and sums; the target (N_CLASSES - 1) is an input, not a constant
         wins = torch.sign(label_logit - logits).long().sum(dim=1)
         # binding * 1 makes the binding an output, i.e. part of the relation the proof is about
-        return (wins == N_CLASSES - 1).long().sum(), binding * 1
+        # (a scalar multiplier is not committed: measured, the vector holds the parameters only)
+        return (wins == target).long().sum(), binding * 1, excess
+
+    def model_outputs(self, x: torch.Tensor, norm_bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the norm excess. Each parameter is read exactly once (p + 0, the 0 made
+        from an input so nothing folds it): ezkl commits a parameter once per use, so a second
+        direct use would commit it twice and double the vector."""
+        zero = norm_bound - norm_bound
+        params = {name: p + zero for name, p in self.model.named_parameters()}
+        logits = self.model.forward_with(x, params)
+        flat = torch.cat([p.reshape(-1) for p in params.values()])
+        return logits, torch.relu((flat * flat).sum() - norm_bound)
 
 
 class ArgmaxAccuracyCircuit(AccuracyCircuit):
     """The naive export: sum_i [argmax(logits_i) == y_i] (ties go to the first index). Benchmarks only."""
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = torch.argmax(self.model(x), dim=1)
-        return (pred == y).sum(), binding * 1
+    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor, classes: torch.Tensor,
+                target: torch.Tensor, norm_bound: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, excess = self.model_outputs(x, norm_bound)
+        pred = torch.argmax(logits, dim=1)
+        return (pred == y).sum(), binding * 1, excess
 
 
 # ---------------------------------------------------------------------------- files for ezkl
@@ -105,21 +134,25 @@ def export_onnx(model: MLP, test: Dataset, path: Path, naive_argmax: bool = Fals
     x = torch.from_numpy(test.x)
     y = torch.from_numpy(test.y)
     b = torch.zeros((1, N_LIMBS), dtype=torch.float32)
+    classes = torch.arange(N_CLASSES).unsqueeze(0)
+    target = torch.tensor([N_CLASSES - 1])
+    norm = torch.tensor([1.0])  # any value: only shapes and types reach the graph
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
             (ArgmaxAccuracyCircuit if naive_argmax else AccuracyCircuit)(model).eval(),
-            (x, y, b),
+            (x, y, b, classes, target, norm),
             str(path),
-            input_names=["x", "y", "binding"],
-            output_names=["correct", "binding_out"],
+            input_names=["x", "y", "binding", "classes", "target", "norm_bound"],
+            output_names=["correct", "binding_out", "excess"],
             opset_version=17,
             dynamo=False,
         )
 
 
-def write_input(test: Dataset, limbs: Sequence[int], path: Path) -> None:
-    data = {"input_data": [test.x.flatten().tolist(), test.y.tolist(), [float(v) for v in limbs]]}
+def write_input(test: Dataset, limbs: Sequence[int], norm_bound: float, path: Path) -> None:
+    data = {"input_data": [test.x.flatten().tolist(), test.y.tolist(), [float(v) for v in limbs],
+                           list(range(N_CLASSES)), [N_CLASSES - 1], [float(norm_bound)]]}
     Path(path).write_text(json.dumps(data))
 
 
@@ -177,6 +210,11 @@ def witness_count(witness: dict) -> int:
     return felt_to_int(witness["outputs"][0][0])
 
 
+def witness_excess(witness: dict) -> int:
+    """How far the model's squared norm exceeds the task's bound (0: inside; proofs must show 0)."""
+    return felt_to_int(witness["outputs"][2][0])
+
+
 def n_commitments(witness: dict) -> int:
     commits = (witness.get("processed_params") or {}).get("polycommit") or []
     return sum(len(group) for group in commits)
@@ -210,16 +248,22 @@ def quantize(values: np.ndarray, scale: int) -> np.ndarray:
     return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
 
 
-def public_instances(test: Dataset, limbs: Sequence[int], claimed_correct: int, input_scale: int) -> list[str]:
-    """The instance column a valid proof must satisfy: x, y, binding, count, binding (circuit order)."""
+def public_instances(test: Dataset, limbs: Sequence[int], claimed_correct: int, input_scale: int,
+                     norm_bound: float) -> list[str]:
+    """The instance column a valid proof must satisfy, in circuit order: inputs x, y, binding,
+    classes, target, norm_bound; outputs count, binding, excess (always 0: the model is in bounds)."""
     if len(limbs) != N_LIMBS:
         raise ValueError(f"binding must have {N_LIMBS} limbs")
     values: list[int] = []
     values += quantize(test.x.flatten(), input_scale).tolist()
     values += [int(v) for v in test.y]  # integer input: scale 0
     values += [int(v) << input_scale for v in limbs]
+    values += list(range(N_CLASSES))  # integer inputs: scale 0
+    values += [N_CLASSES - 1]
+    values += quantize(np.array([norm_bound]), input_scale).tolist()
     values += [int(claimed_correct)]  # integer output: scale 0
     values += [int(v) << input_scale for v in limbs]
+    values += [0]
     return [felt(v) for v in values]
 
 
@@ -274,8 +318,12 @@ class Evaluation:
     witness: dict
     witness_path: Path
 
+    @property
+    def excess(self) -> int:
+        return witness_excess(self.witness)
 
-def evaluate(model: MLP, test: Dataset, limbs: Sequence[int], settings_path: Path, workdir: Path,
+
+def evaluate(model: MLP, test: Dataset, limbs: Sequence[int], norm_bound: float, settings_path: Path, workdir: Path,
              vk_path: Path | None = None, srs_path: Path | None = None) -> Evaluation:
     """Export + compile with the task's settings + witness, in `workdir` (files kept for proving)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -283,7 +331,7 @@ def evaluate(model: MLP, test: Dataset, limbs: Sequence[int], settings_path: Pat
     onnx_path, compiled, inp, wit = (workdir / n for n in names)
     export_onnx(model, test, onnx_path)
     compile_model(onnx_path, settings_path, compiled)
-    write_input(test, limbs, inp)
+    write_input(test, limbs, norm_bound, inp)
     witness = gen_witness(inp, compiled, wit, vk_path, srs_path)
     return Evaluation(witness_count(witness), witness, wit)
 

@@ -4,28 +4,29 @@ Facts established against ezkl 23.0.5 on the project's test task (tests/test_com
 each one):
 
 1. What is committed. ezkl commits ONE vector (settings.json "module_sizes": {"polycommit": [L]}):
-   every constant of the compiled graph in graph order, each quantized as ezkl quantizes constants,
-   round(w * 2**scale), ties away from zero, from the float32 value the ONNX file holds. For the
-   task's MLP that is
+   every constant of the compiled graph, each quantized as ezkl quantizes constants,
+   round(w * 2**scale), ties away from zero, from the float32 value the ONNX file holds, once per
+   USE in the graph (a parameter read twice is committed twice). The accuracy circuit therefore
+   has no constants of its own (class indices, target and norm bound are public inputs) and reads
+   each parameter once (circuit.AccuracyCircuit.model_outputs), so for the task's MLP the vector
+   is exactly its 1,210 parameters (hidden 16), task creation refuses anything else:
        fc1.weight (row-major [hidden, 64]) | fc1.bias | fc2.weight (row-major [10, hidden]) | fc2.bias
-   followed by the accuracy circuit's own constants (none in the ArgMax form, L = 1210 for
-   hidden 16; 11 in the strict-win form, L = 1221). The scale is per tensor, not just param_scale:
-   a Gemm's bias is added to the product, so ezkl quantizes it at the product's scale:
-       weights: param_scale;  fc1.bias: input_scale + param_scale;  fc2.bias: input_scale + 2 * param_scale.
+   all at param_scale (each parameter enters the graph as p + 0, so a bias is no longer quantized
+   at its Gemm's product scale as it was when the Gemm read it directly).
    The witness JSON holds no parameters, only processed_params.polycommit (compressed points).
    Nothing here is hard-coded: `discover_layout` learns each tensor's offset and scale from the
    task's own circuit (single-parameter probes located among the SRS's basis points) and checks
    the result bit for bit on a random model, so a change of the circuit cannot silently break it.
-   Caveat: for a model with a whole bias tensor exactly 0, the circuit compiled from it commits
-   another vector (the graph ezkl builds changes; measured, cause not traced); commit_vector
-   describes the task's circuit, the one its vk checks.
+   A whole tensor of 0 (which a Gemm reading it directly made ezkl fold away, committing another
+   vector) now commits what the layout predicts (tests/test_commitment.py); provers still refuse
+   such a model (prove.check_circuit_shape) because ezkl 23 was seen to hang proving the folded form.
 2. Split. The vector fills the rows of one unblinded advice column: n = 2**logrows - (blinding
    factors + 1) usable rows per point, len // n + 1 points (task.n_commitments; 1 for the test and
    devnet tasks).
 3. No blinding, but an offset. The unusable rows at the end of each column hold the constant 1
    (halo2's Blind::default()), not randomness, so the commitment is deterministic (same model,
    same bytes) and AFFINE in the vector:  C(x) = L(x) + K  with L linear and K = C(0) != identity
-   (every parameter 0; K also holds the circuit's fixed constants). Hence, for integer weights w_i and W = sum w_i:
+   (every parameter 0; the 1-rows). Hence, for integer weights w_i and W = sum w_i:
        sum_i w_i * C(x_i) = C(sum_i w_i x_i) + (W - 1) * K.
    `aggregate_matches` checks exactly that; `combine` is the plain weighted point sum.
 4. ezkl.kzg_commit(message: list of 32-byte little-endian hex field elements, vk, settings, srs)
@@ -136,8 +137,8 @@ def discover_layout(task: Task, workdir: Path) -> Layout:
         raise CommitmentError(f"{length} values make {n_points} points, the task says {task.n_commitments}")
 
     def commit_of(net: MLP, tag: str) -> list[bn254.Point]:
-        ev = circuit.evaluate(net, task.shard(0), [0] * circuit.N_LIMBS, task.paths["settings"], workdir / tag,
-                              task.paths["vk"], task.paths["srs"])
+        ev = circuit.evaluate(net, task.shard(0), [0] * circuit.N_LIMBS, task.norm_bound, task.paths["settings"],
+                              workdir / tag, task.paths["vk"], task.paths["srs"])
         points = bn254.points_from_bytes(witness_commitment(ev.witness))
         if len(points) != n_points:
             raise CommitmentError("the circuit's commitment has an unexpected number of points")

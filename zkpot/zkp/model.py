@@ -28,7 +28,14 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, N_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
+        return self.forward_with(x, dict(self.named_parameters()))
+
+    @staticmethod
+    def forward_with(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The forward pass on given tensors (the circuit feeds each parameter through once; the
+        ONNX tracer cannot use torch.func.functional_call)."""
+        hidden = nn.functional.linear(x, params["fc1.weight"], params["fc1.bias"])
+        return nn.functional.linear(torch.relu(hidden), params["fc2.weight"], params["fc2.bias"])
 
 
 def architecture(hidden: int) -> str:

@@ -155,7 +155,7 @@ def witness_step(task: Task, workdir: Path, index: int, round_: int, participant
     """Witness of shard `index` (needs compile_step's files); also computes the parameter polycommit."""
     d = shard_dir(workdir, index)
     d.mkdir(parents=True, exist_ok=True)
-    circuit.write_input(task.shard(index), task.binding(round_, participant), d / "input.json")
+    circuit.write_input(task.shard(index), task.binding(round_, participant), task.norm_bound, d / "input.json")
     t0 = time.perf_counter()
     try:
         wit = circuit.gen_witness(d / "input.json", workdir / "model.compiled", d / "witness.json",
@@ -163,6 +163,9 @@ def witness_step(task: Task, workdir: Path, index: int, round_: int, participant
     except circuit.CircuitError as exc:
         raise ProveRangeError(f"witness generation failed; the model leaves the task's calibrated range ({exc})") \
             from exc
+    if circuit.witness_excess(wit) != 0:  # no proof of it could verify: say why now
+        raise ProveRangeError(f"the model's squared norm exceeds the task's bound {task.norm_bound:g}; clip weights to "
+                              f"±{task.weight_bound:g}")
     return Witnessed(circuit.witness_count(wit), 0.0, time.perf_counter() - t0)
 
 

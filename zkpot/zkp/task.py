@@ -112,6 +112,11 @@ class Task:
         return float(self.params["weight_bound"])
 
     @property
+    def norm_bound(self) -> float:
+        """The proven bound on a model's squared L2 norm: n_params * weight_bound**2 (circuit.py)."""
+        return float(self.params["norm_bound"])
+
+    @property
     def input_scale(self) -> int:
         return int(self.manifest.input_scale)
 
@@ -146,7 +151,7 @@ class Task:
     def instances(self, round_: int, participant: bytes, claimed_correct: int, shard: int = 0) -> list[str]:
         """The public instances of shard `shard`'s proof for (this task, round, participant, claim)."""
         return circuit.public_instances(self.shard(shard), self.binding(round_, participant), claimed_correct,
-                                        self.input_scale)
+                                        self.input_scale, self.norm_bound)
 
 
 def shard_of(test: Dataset, shard_size: int, index: int) -> Dataset:
@@ -204,26 +209,38 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         for i in range(max(config.reference_models, 1))
     ]
     limbs_max = [(1 << circuit.LIMB_BITS) - 1] * circuit.N_LIMBS
+    n_params = sum(int(torch.tensor(shape).prod()) for _, shape in model.layout(config.hidden))
+    norm_bound = n_params * config.weight_bound**2
     # one circuit (settings, pk, vk) for the shard shape; every shard is proven with it
     shard_size = config.shard_size or config.test_set_size
     first = shard_of(test, shard_size, 0)
     heavy = shard_of(test, shard_size, _heaviest_shard(test, shard_size))
     circuit.export_onnx(refs[0], first, work / "ref.onnx")
-    circuit.write_input(first, limbs_max, work / "input.json")
+    circuit.write_input(first, limbs_max, norm_bound, work / "input.json")
     settings = circuit.make_settings(work / "ref.onnx", work / "input.json", paths["settings"], config.scale,
                                      config.decomp_base, config.decomp_legs)
     logrows = int(settings["run_args"]["logrows"])
     log.info("calibrated: %s rows, logrows %d", settings.get("num_rows"), logrows)
+    committed = (settings.get("module_sizes") or {}).get("polycommit") or []
+    if committed != [n_params]:
+        # anything else in the committed column is invisible to a verifier who never sees the model
+        raise TaskError(f"the circuit commits {committed} values, not exactly the model's {n_params} parameters")
     for i, m in enumerate([*refs[1:], *_worst_case_models(config.hidden, config.weight_bound)]):
         try:
-            ev = circuit.evaluate(m, heavy, limbs_max, paths["settings"], work / f"check{i}")
+            ev = circuit.evaluate(m, heavy, limbs_max, norm_bound, paths["settings"], work / f"check{i}")
             fits = bool(ezkl.mock(str(ev.witness_path), str(work / f"check{i}" / "model.compiled")))
+            fits = fits and ev.excess == 0
         except Exception as exc:  # CircuitError, or ezkl's own on an unsatisfied mock
             log.warning("range check model %d: %s", i, exc)
             fits = False
         if not fits:
             raise TaskError(f"a model inside ±{config.weight_bound} does not satisfy the circuit; "
                             "lower weight_bound or raise decomp_legs")
+    # and the norm bound is part of the statement: just outside it, the excess is no longer 0
+    outside = _worst_case_models(config.hidden, config.weight_bound * 1.01)[0]
+    ev = circuit.evaluate(outside, heavy, limbs_max, norm_bound, paths["settings"], work / "outside")
+    if ev.excess <= 0:
+        raise TaskError("the circuit does not detect a model outside its norm bound")
 
     insecure = config.srs is None
     if insecure:
@@ -242,8 +259,10 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     setup_s = time.perf_counter() - t_setup
 
     # self-check: the instances we rebuild equal the ones ezkl lays out, and learn the commitment count
-    ev = circuit.evaluate(refs[0], first, limbs_max, paths["settings"], work / "self", paths["vk"], paths["srs"])
-    if circuit.witness_instances(ev.witness) != circuit.public_instances(first, limbs_max, ev.correct, config.scale):
+    ev = circuit.evaluate(refs[0], first, limbs_max, norm_bound, paths["settings"], work / "self", paths["vk"],
+                          paths["srs"])
+    if circuit.witness_instances(ev.witness) != circuit.public_instances(first, limbs_max, ev.correct, config.scale,
+                                                                         norm_bound):
         raise TaskError("rebuilt public instances differ from ezkl's layout (circuit changed?)")
     n_commit = circuit.n_commitments(ev.witness)
     if n_commit < 1:
@@ -255,12 +274,13 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     ref_proof = circuit.prove(ev.witness_path, self_dir / "model.compiled", paths["pk"], self_dir / "proof.json",
                               paths["srs"])
     prove_s = time.perf_counter() - t_prove
-    ref_instances = circuit.public_instances(first, limbs_max, ev.correct, config.scale)
+    ref_instances = circuit.public_instances(first, limbs_max, ev.correct, config.scale, norm_bound)
     if not circuit.verify(ref_proof, ref_instances, paths["settings"], paths["vk"], paths["srs"], work):
         raise TaskError("self-test proof does not verify")
 
     params = {
         "weight_bound": config.weight_bound,
+        "norm_bound": norm_bound,
         "seed": config.seed,
         "n_commitments": n_commit,
         "proof_bytes": len(ref_proof),
@@ -309,7 +329,15 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
-    return load_task(out)
+    task = load_task(out)
+    from zkpot.zkp import commitment  # learns the layout from the circuit (~0.5 s)
+
+    scales = {t.scale for t in commitment.layout(task).tensors}
+    if scales != {task.manifest.param_scale}:
+        # ledgers judge free-riding on the model rounded to param_scale (model_codec.quantized)
+        raise TaskError(f"the circuit commits parameters at scales {sorted(scales)}, not param_scale "
+                        f"{task.manifest.param_scale} alone")
+    return task
 
 
 def summarize(manifest: types_pb2.TaskManifest) -> dict:

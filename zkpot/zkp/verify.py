@@ -174,6 +174,7 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
 
 def _shard_count(task: Task, net: model.MLP, index: int, limbs: list[int], work: Path) -> int | None:
     try:
-        return circuit.evaluate(net, task.shard(index), limbs, task.paths["settings"], work / f"shard-{index}").correct
+        return circuit.evaluate(net, task.shard(index), limbs, task.norm_bound, task.paths["settings"],
+                                work / f"shard-{index}").correct
     except circuit.CircuitError:
         return None
