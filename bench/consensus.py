@@ -37,7 +37,6 @@ from chain_factory import make_genesis  # noqa: E402
 from ledger_process import LedgerProcess, free_port  # noqa: E402
 
 from zkpot import chain  # noqa: E402
-from zkpot.crypto import KeyPair  # noqa: E402
 from zkpot.grpcutil import CHANNEL_OPTIONS  # noqa: E402
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_grpc, types_pb2  # noqa: E402
 
@@ -48,7 +47,8 @@ ECHO_METHOD = "/zkpot.bench.Echo/Echo"
 
 
 def make_txs(count: int, tag: int) -> tuple[list[types_pb2.Transaction], list[bytes]]:
-    keys = [KeyPair.generate() for _ in range(SENDERS)]
+    # genesis participants (same seed, same keys as Net's genesis): payloads need genesis members
+    keys = make_genesis(n_validators=1, n_participants=SENDERS).participant_keys
     out = []
     for i in range(count):
         payload = tag.to_bytes(4, "big") + i.to_bytes(8, "big") + os.urandom(244)
@@ -69,7 +69,7 @@ class Net:
     targets: list[str] = field(default_factory=list)
 
     def start(self) -> None:
-        fx = make_genesis(n_validators=self.n, n_participants=1)
+        fx = make_genesis(n_validators=self.n, n_participants=SENDERS)
         genesis = self.root / "genesis.json"
         fx.genesis.save(genesis)
         ports = [free_port() for _ in range(self.n)]

@@ -249,7 +249,8 @@ def naive_rows(params: bytes, task_dir: str, work: str) -> dict:
     out = {}
     for name, test in (("whole_set", task.test_set), ("one_shard", task.shard(0))):
         circuit.export_onnx(net, test, w / f"{name}.onnx", naive_argmax=True)
-        circuit.write_input(test, task.binding(ROUND, b"\x00" * 32), task.norm_bound, w / f"{name}.json")
+        circuit.write_input(test, task.binding(ROUND, b"\x00" * 32), task.norm_bound, w / f"{name}.json",
+                            naive_argmax=True)
         args = ezkl.PyRunArgs()  # defaults: scales 7, lookup range ±32768, decomposition 16384^2
         args.input_visibility, args.output_visibility, args.param_visibility = "public", "public", "polycommit"
         assert ezkl.gen_settings(str(w / f"{name}.onnx"), str(w / f"{name}.settings"), py_run_args=args)

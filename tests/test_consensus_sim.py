@@ -89,3 +89,47 @@ def test_replicas_that_lose_their_data_dir_rejoin_safely() -> None:
     assert wiped >= WIPE_SCENARIOS
     assert not failures, f"{len(failures)} of {wiped} scenarios failed:\n" + "\n".join(failures[:10])
 
+
+
+def test_a_stale_timer_does_not_time_out_the_view_a_tc_just_opened(tmp_path) -> None:  # noqa: ANN001
+    """Issue 19.3, reproduced deterministically: the view timer runs out while a handler holds the
+    core's lock, and that handler moves the replica to the next view with a TC. The expiry handler,
+    when it gets the lock, must not time out the view the TC just opened (it used to: the replica
+    then refused that view's live leader)."""
+    import asyncio
+    import random
+
+    import consensus_sim as sim
+
+    from zkpot import chain
+
+    fx = sim.fixture(4)
+    sc = sim.Scenario(seed=0, n=4, byzantine="none", drop=0.0, delay_s=0.002, partitions=(), gst_s=0.0, end_s=1.0)
+
+    async def scenario() -> tuple[int, list[int]]:
+        net = sim.SimNet(sc, random.Random(0))
+        net.slots = [sim.Slot(i, i, True, sim.SimLedger(fx), sim.MemSafetyStore()) for i in range(4)]
+        for slot in net.slots:
+            slot.core = sim._new_core(fx, net, slot, tmp_path / f"r{slot.index}")
+            slot.alive = True
+            await slot.core.start()
+        await asyncio.sleep(1.0)  # a live network, committing
+        core = net.slots[0].core
+        assert core is not None
+        sent: list[int] = []
+        broadcast = core.network.broadcast_timeout
+        core.network.broadcast_timeout = lambda t: (sent.append(t.view), broadcast(t))[1]  # type: ignore[method-assign]
+        async with core.lock:  # a handler holds the lock ...
+            view = core.view
+            await asyncio.sleep(core.pacemaker.duration() + 0.05)  # ... while the view's timer runs out
+            for k in (1, 2, 3):  # ... and it handles the others' timeouts of `view`: a TC, next view
+                await core._on_timeout_locked(chain.make_timeout(fx.validator_keys[k], view, None))
+            assert core.view == view + 1
+        await asyncio.sleep(0.05)  # the expiry handler runs now (synchronous network: no real timeout)
+        for slot in net.slots:
+            await slot.core.stop()  # type: ignore[union-attr]
+        return view, sent
+
+    with sim._memo_verify(), asyncio.Runner(loop_factory=sim.VirtualLoop) as runner:
+        view, sent = runner.run(scenario())
+    assert all(v <= view for v in sent), f"timed out view(s) {sent} after a TC moved it past {view}"

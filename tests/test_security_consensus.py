@@ -155,7 +155,7 @@ def _payloads(key: KeyPair, n: int, tag: bytes) -> list[types_pb2.Transaction]:
 
 def test_flood_from_one_peer_is_throttled_without_hurting_others(net: Net) -> None:
     flooder, other = net.stub(fresh=True), net.stub(fresh=True)
-    alice, bob = net.fx.participant_keys[0], net.fx.participant_keys[1]  # payloads need genesis members
+    alice, bob = net.fx.validator_keys[1], net.fx.validator_keys[2]  # payloads need genesis members
     before = net.rejected("rate_limited")
 
     # alice floods from one connection: her quota fills first, then the peer's token bucket runs dry

@@ -65,6 +65,35 @@ def test_mempool_quota_per_sender() -> None:
     assert Mempool(max_txs=3, max_bytes=1 << 20).max_per_sender == 3  # default: no quota below the pool cap
 
 
+def test_mempool_is_fair_by_bytes_and_evicts_the_heaviest() -> None:
+    """Issue 18.3: a sender flooding large transactions fills its own byte quota, and when the pool
+    is full a lighter sender evicts the heaviest one's newest transactions, never the reverse."""
+    flood, honest, third = (KeyPair.from_seed(bytes([i]) * 32) for i in (5, 6, 7))
+    evictions: list[int] = []
+    pool = Mempool(max_txs=1000, max_bytes=10_000, max_per_sender=1000, max_bytes_per_sender=6_000,
+                   on_evict=evictions.append)
+
+    def tx(key: KeyPair, i: int, size: int) -> tuple[bytes, types_pb2.Transaction]:
+        t = chain.sign_tx(key, types_pb2.Transaction(payload=bytes(size), nonce=i))
+        return chain.tx_id(t), t
+
+    big = [tx(flood, i, 1_000) for i in range(10)]
+    results = [pool.add(*x) for x in big]
+    admitted = [x for x, r in zip(big, results, strict=True) if r is None]
+    assert len(admitted) == 5 and "sender quota" in results[5]  # its byte quota: 6,000 > 5 x ~1,100
+    small = [tx(honest, i, 60) for i in range(30)]  # ~5 kB in all: within its own quota
+    assert all(pool.add(*x) is None for x in small)  # the pool fills up: the flooder's newest go
+    assert sum(evictions) >= 1 and len(pool) == 5 - sum(evictions) + 30
+    assert admitted[0][0] in pool and admitted[-1][0] not in pool  # newest first
+    assert pool.bytes <= 10_000
+    # the flooder may not evict the lighter sender, nor itself: refused, nothing evicted
+    before = sum(evictions)
+    assert pool.add(*tx(flood, 99, 1_000)).startswith("resource_exhausted")
+    # a newcomer heavier than anyone after admission evicts nobody either
+    assert pool.add(*tx(third, 0, 5_500)).startswith("resource_exhausted")
+    assert sum(evictions) == before and pool.bytes <= 10_000
+
+
 def test_issued_certificate_chains_to_its_ca(tmp_path: Path) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -80,3 +109,33 @@ def test_issued_certificate_chains_to_its_ca(tmp_path: Path) -> None:
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.0.0.7"]
     with pytest.raises(FileNotFoundError, match="tls.key"):
         tls.TlsMaterial.load(ca)  # a CA directory is not a node directory
+
+
+@pytest.mark.parametrize("case", ["timeout_1ms", "ledger_unwritable", "garbage_genesis"])
+def test_settings_that_cannot_work_fail_at_start_with_one_clear_line(tmp_path: Path, case: str) -> None:
+    """Issue 19.6: a 1 ms view timeout (livelock), a ledger directory it cannot create (a read-only
+    mount), a genesis that is not one: refused at start, one line, no traceback."""
+    import subprocess
+    import sys
+
+    from chain_factory import make_genesis
+
+    fx = make_genesis(n_validators=4, n_participants=1)
+    genesis = tmp_path / "genesis.json"
+    fx.genesis.save(genesis)
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    argv, want = {
+        "timeout_1ms": (["consensus", "serve", "--genesis", str(genesis), "--key", "k", "--node", "v0", "--listen",
+                         "127.0.0.1:1", "--ledger", "127.0.0.1:2", "--data-dir", str(tmp_path / "c"),
+                         "--base-timeout-ms", "1"], "below 50 ms"),
+        "ledger_unwritable": (["ledger", "serve", "--data-dir", "/proc/zkpot-ledger", "--genesis", str(genesis),
+                               "--listen", "127.0.0.1:1"], "cannot open the ledger at /proc/zkpot-ledger"),
+        "garbage_genesis": (["ledger", "serve", "--data-dir", str(tmp_path / "l"), "--genesis", str(garbage),
+                             "--listen", "127.0.0.1:1"], f"genesis {garbage}: cannot use it"),
+    }[case]
+    res = subprocess.run([sys.executable, "-m", "zkpot.cli", *argv], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode != 0
+    assert want in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr, res.stderr[-2000:]

@@ -50,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
 
         grpcutil.configure_tls(tls_dir)
         grpcutil.configure_health_listen(health_listen)
-    return int(args.func(args) or 0)
+    from zkpot.errors import StartupError
+
+    try:
+        return int(args.func(args) or 0)
+    except StartupError as exc:
+        print(f"zkpot {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

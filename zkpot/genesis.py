@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zkpot import chain
+from zkpot.errors import StartupError
 from zkpot.v1 import types_pb2
 
+
+class GenesisFileError(StartupError, ValueError):
+    """A genesis file that is missing, unreadable or not a valid genesis."""
 
 @dataclass(frozen=True)
 class Member:
@@ -95,6 +99,13 @@ class Genesis:
 
     @classmethod
     def load(cls, path: Path) -> Genesis:
+        try:
+            return cls._load(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # json, base64, protobuf, hex, check()
+            raise GenesisFileError(f"genesis {path}: cannot use it ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _load(cls, path: Path) -> Genesis:
         data = json.loads(Path(path).read_text())
         tx = types_pb2.Transaction.FromString(base64.b64decode(data["publish_task_tx"]))
         genesis = cls(

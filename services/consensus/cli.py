@@ -12,6 +12,8 @@ from zkpot import log as zlog
 from zkpot.crypto import KeyPair
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, types_pb2
 
+MIN_TIMEOUT_MS = 50
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="consensus_command", required=True)
@@ -37,6 +39,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--mempool-max-bytes", type=int, default=256 * 1024 * 1024)
     s.add_argument("--mempool-max-per-sender", type=int, default=None,
                    help="mempool quota per submitter key (default: a quarter of --mempool-max-txs)")
+    s.add_argument("--mempool-max-bytes-per-sender", type=int, default=None,
+                   help="mempool byte quota per submitter key (default: a quarter of --mempool-max-bytes)")
     s.add_argument("--peer-tx-rate", type=float, default=10_000.0,
                    help="SubmitTx transactions/s allowed per peer (TLS identity, else address)")
     s.add_argument("--peer-tx-burst", type=float, default=20_000.0, help="per-peer SubmitTx burst")
@@ -73,6 +77,11 @@ def _serve(args: argparse.Namespace) -> int:
     for name, value in positive:
         if value <= 0:
             raise SystemExit(f"{name} must be positive")
+    for name, value in (("--base-timeout-ms", args.base_timeout_ms), ("--max-timeout-ms", args.max_timeout_ms)):
+        if value < MIN_TIMEOUT_MS:
+            # a view needs a proposal, 2f+1 signed votes and an fsync: below this no view can ever
+            # complete and replicas only time out (1 ms: 28,000 timeouts, no commit, issue 19.6)
+            raise SystemExit(f"{name} {value} is below {MIN_TIMEOUT_MS} ms: no view could complete in time")
     config = Config(
         data_dir=args.data_dir,
         min_block_interval_s=max(0, args.min_block_interval_ms) / 1000,
@@ -85,6 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
         mempool_max_bytes=args.mempool_max_bytes,
         mempool_max_per_sender=(args.mempool_max_per_sender if args.mempool_max_per_sender is not None
                                 else max(1, args.mempool_max_txs // 4)),
+        mempool_max_bytes_per_sender=(args.mempool_max_bytes_per_sender if args.mempool_max_bytes_per_sender is not None
+                                      else max(1, args.mempool_max_bytes // 4)),
     )
     if min(args.peer_tx_rate, args.peer_tx_burst, args.gossip_tx_rate) <= 0:
         raise SystemExit("--peer-tx-rate, --peer-tx-burst and --gossip-tx-rate must be positive")

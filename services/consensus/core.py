@@ -63,6 +63,7 @@ class Config:
     mempool_max_txs: int = 50_000
     mempool_max_bytes: int = 256 * 1024 * 1024
     mempool_max_per_sender: int = 0  # 0: no per-sender quota (the CLI defaults to a quarter of the pool)
+    mempool_max_bytes_per_sender: int = 0  # likewise, in bytes
 
 
 class Core:
@@ -102,7 +103,8 @@ class Core:
         self.leaders = LeaderElector([v.public_key for v in genesis.validators])
         self.votes = VoteAggregator(self.validators, self.quorum)
         self.timeouts = TimeoutAggregator(self.validators, self.quorum)
-        self.mempool = Mempool(config.mempool_max_txs, config.mempool_max_bytes, config.mempool_max_per_sender)
+        self.mempool = Mempool(config.mempool_max_txs, config.mempool_max_bytes, config.mempool_max_per_sender,
+                               config.mempool_max_bytes_per_sender, on_evict=m.evicted_txs.inc)
         self.store = BlockStore(self.genesis_block, self.genesis_hash, None, runtime.now)
         self.sync = Synchronizer(
             fetch=network.fetch_blocks,
@@ -486,8 +488,13 @@ class Core:
 
     # ------------------------------------------------------------------ timeouts
 
-    async def _on_expiry(self) -> None:
+    async def _on_expiry(self, generation: int) -> None:
         async with self.lock:
+            if not self.pacemaker.is_current(generation):
+                # the view moved on (a QC or TC) while this handler waited for the lock: the timer
+                # that ran out belonged to a view that is over, not to the one now current
+                m.stale_timers.inc()
+                return
             log.info("view %d timed out (leader %s)", self.view, self.genesis.name_of(self.leaders.leader(self.view)))
             await self._time_out(self.view)
 
@@ -741,7 +748,7 @@ class Core:
         seen: set[bytes] = set()
         for k, (tx_id, tx) in enumerate(zip(ids, txs, strict=True)):
             size = tx.ByteSize()
-            reason = self.mempool.refusal(tx_id, size)
+            reason = self.mempool.refusal(tx_id, size, tx.sender)
             if reason is None and tx_id in seen:
                 reason = "duplicate: twice in this request"
             if reason is None and size > self.config.max_block_bytes:
@@ -784,15 +791,28 @@ class Core:
     async def _regossip(self) -> None:
         """Gossip again the transactions that have waited a whole period: their first gossip may
         have been lost (partition) and this replica may not lead soon (or at all, if the leader
-        skip rule passes it over), so without this they could sit here for ever."""
+        skip rule passes it over), so without this they could sit here for ever. At most one
+        block's worth of bytes per period, the least re-gossiped first: a pool of stale
+        transactions costs the network a bounded rate, not its whole size every few seconds."""
         period = max(2 * self.config.base_timeout_s, 4 * self.config.idle_block_s)
         waiting: set[bytes] = set()
+        times: dict[bytes, int] = {}  # how often each waiting transaction was gossiped again
         while True:
             await asyncio.sleep(period)
             async with self.lock:
                 pending = self.store.uncommitted_tx_ids(self.high_qc.block_hash)
-                stale = [tx for tx_id, tx in self.mempool.items() if tx_id in waiting and tx_id not in pending]
+                candidates = [(tx_id, tx) for tx_id, tx in self.mempool.items()
+                              if tx_id in waiting and tx_id not in pending]
                 waiting = {tx_id for tx_id, _ in self.mempool.items()}
+            times = {tx_id: n for tx_id, n in times.items() if tx_id in waiting}
+            candidates.sort(key=lambda item: times.get(item[0], 0))  # stable: oldest first among equals
+            stale, budget = [], self.config.max_block_bytes
+            for tx_id, tx in candidates:
+                budget -= tx.ByteSize()
+                if budget < 0:
+                    break
+                stale.append(tx)
+                times[tx_id] = times.get(tx_id, 0) + 1
             for i in range(0, len(stale), REGOSSIP_BATCH):
                 m.regossiped_txs.inc(len(stale[i : i + REGOSSIP_BATCH]))
                 self.network.gossip(consensus_pb2.SubmitTxRequest(txs=stale[i : i + REGOSSIP_BATCH]))

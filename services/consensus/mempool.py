@@ -1,10 +1,17 @@
-"""Admitted transactions waiting for a block: dedupe by id, caps on count and bytes."""
+"""Admitted transactions waiting for a block: dedupe by id, caps on count and bytes, fair eviction.
+
+Fairness (issue 18.3): each sender has a quota of count and bytes (a quarter of the pool by
+default); when the pool is full, a newcomer evicts the newest transactions of the sender holding
+the most bytes, as long as that sender still holds more than the newcomer would. So one key (or a
+few) flooding large transactions can fill at most its share, and can never lock out a sender that
+holds less; transactions larger than a block are refused before they get here (core.submit).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from zkpot.v1 import types_pb2
 
@@ -15,13 +22,18 @@ FULL = "resource_exhausted"
 
 
 class Mempool:
-    def __init__(self, max_txs: int, max_bytes: int, max_per_sender: int = 0) -> None:
+    def __init__(self, max_txs: int, max_bytes: int, max_per_sender: int = 0, max_bytes_per_sender: int = 0,
+                 on_evict: Callable[[int], None] | None = None) -> None:
         self.max_txs = max_txs
         self.max_bytes = max_bytes
-        # quota per (signature-checked) sender key, so one submitter cannot fill the pool for
+        # quotas per (signature-checked) sender key, so one submitter cannot fill the pool for
         # everyone (0: none; `zkpot consensus serve` defaults to a quarter of the pool)
         self.max_per_sender = max_per_sender or max_txs
+        self.max_bytes_per_sender = max_bytes_per_sender or max_bytes
+        self._on_evict = on_evict
         self._per_sender: Counter[bytes] = Counter()
+        self._sender_bytes: Counter[bytes] = Counter()
+        self._by_sender: dict[bytes, OrderedDict[bytes, None]] = {}
         self._txs: OrderedDict[bytes, tuple[types_pb2.Transaction, int]] = OrderedDict()
         self._bytes = 0
         self._committed: OrderedDict[bytes, None] = OrderedDict()
@@ -37,28 +49,56 @@ class Mempool:
     def bytes(self) -> int:
         return self._bytes
 
-    def refusal(self, tx_id: bytes, size: int) -> str | None:
-        """Why `tx_id` cannot be admitted now (None: it can)."""
+    def refusal(self, tx_id: bytes, size: int, sender: bytes) -> str | None:
+        """Why `tx_id` cannot be admitted now, even by evicting (None: it can). Cheap: called before
+        any signature is checked."""
         if tx_id in self._txs:
             return "duplicate: already in the mempool"
         if tx_id in self._committed:
             return "duplicate: already committed"
-        if len(self._txs) >= self.max_txs or self._bytes + size > self.max_bytes:
+        if self._per_sender[sender] >= self.max_per_sender or self._sender_bytes[sender] + size > \
+                self.max_bytes_per_sender:
+            return (f"{FULL}: sender quota ({self._per_sender[sender]} txs, {self._sender_bytes[sender]} bytes "
+                    f"in the mempool; at most {self.max_per_sender} txs, {self.max_bytes_per_sender} bytes)")
+        if self._full(size) and not self._evictable(sender, size):
             return f"{FULL}: mempool full ({len(self._txs)} txs, {self._bytes} bytes)"
         return None
 
     def add(self, tx_id: bytes, tx: types_pb2.Transaction) -> str | None:
-        """Admit a checked transaction; returns the refusal reason or None."""
+        """Admit a checked transaction, evicting a heavier sender's newest if full; the refusal or None."""
         size = tx.ByteSize()
-        reason = self.refusal(tx_id, size)
-        if reason is None and self._per_sender[tx.sender] >= self.max_per_sender:
-            reason = f"{FULL}: sender quota ({self.max_per_sender} txs in the mempool)"
-        if reason is None:
-            self._txs[tx_id] = (tx, size)
-            self._bytes += size
-            self._per_sender[tx.sender] += 1
-            self.changed.set()
-        return reason
+        reason = self.refusal(tx_id, size, tx.sender)
+        if reason is not None:
+            return reason
+        evicted = 0
+        while self._full(size):
+            if not self._evictable(tx.sender, size):  # what was evicted came from heavier senders: fair
+                reason = f"{FULL}: mempool full ({len(self._txs)} txs, {self._bytes} bytes)"
+                break
+            heaviest = max(self._sender_bytes, key=self._sender_bytes.__getitem__)
+            self.remove([next(reversed(self._by_sender[heaviest]))])
+            evicted += 1
+        if evicted and self._on_evict is not None:
+            self._on_evict(evicted)
+        if reason is not None:
+            return reason
+        self._txs[tx_id] = (tx, size)
+        self._bytes += size
+        self._per_sender[tx.sender] += 1
+        self._sender_bytes[tx.sender] += size
+        self._by_sender.setdefault(tx.sender, OrderedDict())[tx_id] = None
+        self.changed.set()
+        return None
+
+    def _full(self, size: int) -> bool:
+        return len(self._txs) >= self.max_txs or self._bytes + size > self.max_bytes
+
+    def _evictable(self, sender: bytes, size: int) -> bool:
+        """Is there a sender to evict from: the heaviest, other than `sender`, holding more than
+        `sender` would after admission? (The eviction loop in add re-checks at every step.)"""
+        heaviest = max(self._sender_bytes, key=self._sender_bytes.__getitem__, default=None)
+        mine = self._sender_bytes[sender] + size
+        return heaviest is not None and heaviest != sender and self._sender_bytes[heaviest] > mine
 
     def remove(self, tx_ids: Iterable[bytes]) -> None:
         for tx_id in tx_ids:
@@ -67,8 +107,11 @@ class Mempool:
                 self._bytes -= entry[1]
                 sender = entry[0].sender
                 self._per_sender[sender] -= 1
-                if self._per_sender[sender] <= 0:
-                    del self._per_sender[sender]
+                self._sender_bytes[sender] -= entry[1]
+                ids = self._by_sender[sender]
+                del ids[tx_id]
+                if not ids:
+                    del self._per_sender[sender], self._sender_bytes[sender], self._by_sender[sender]
 
     def mark_committed(self, tx_ids: Iterable[bytes]) -> None:
         ids = list(tx_ids)
@@ -96,7 +139,7 @@ class Mempool:
                 continue
             if total + size > max_bytes:
                 if not out:
-                    continue  # a tx larger than a block can never be proposed; skip it
+                    continue  # cannot happen since core.submit refuses txs over the block limit
                 break
             out.append((tx_id, tx))
             total += size

@@ -17,6 +17,8 @@ qc_formation = metrics.histogram(
 )
 mempool_txs = metrics.gauge("zkpot_consensus_mempool_txs", "Transactions in the mempool")
 mempool_bytes = metrics.gauge("zkpot_consensus_mempool_bytes", "Bytes of transactions in the mempool")
+evicted_txs = metrics.counter("zkpot_consensus_evicted_txs_total",
+                              "Admitted transactions evicted from a full mempool for a lighter sender's")
 votes_sent = metrics.counter("zkpot_consensus_votes_sent_total", "Votes this replica signed")
 votes_received = metrics.counter("zkpot_consensus_votes_received_total", "Valid votes received")
 timeouts_sent = metrics.counter("zkpot_consensus_timeouts_sent_total", "Timeouts this replica signed")
@@ -41,4 +43,8 @@ admitted_txs = metrics.counter("zkpot_consensus_admitted_txs_total", "Transactio
 send_failures = metrics.counter("zkpot_consensus_send_failures_total", "Failed sends to peers", ["rpc"],
                                 known=("Propose", "SendVote", "SendTimeout"))
 append_failures = metrics.counter("zkpot_consensus_ledger_append_failures_total", "Failed ledger appends")
+stale_timers = metrics.counter("zkpot_consensus_stale_timers_total",
+                               "View timers that ran out for a view the replica had already left")
+gossip_dropped = metrics.counter("zkpot_consensus_gossip_dropped_txs_total",
+                                 "Transactions not gossiped to a peer that had too many bytes in flight")
 regossiped_txs = metrics.counter("zkpot_consensus_regossiped_txs_total", "Mempool transactions gossiped again")

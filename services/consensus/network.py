@@ -2,6 +2,12 @@
 
 A send never blocks the caller (the core loop): it is a task whose failure is logged and
 counted. Channels reconnect quickly so a restarted peer is back within a second or two.
+
+Transaction gossip travels on its own connection per peer, and at most GOSSIP_INFLIGHT_BYTES of
+it is in flight to a peer at a time (more is dropped: gossip is best-effort, the mempool's
+re-gossip and the leaders' proposals carry transactions anyway). So bulk transactions never
+queue votes, proposals and timeouts behind them in one HTTP/2 connection's flow control, and a
+flood cannot pile up unbounded send tasks (issue 18.3).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from . import metrics as m
 log = logging.getLogger("zkpot.consensus.network")
 
 SEND_DEADLINE_S = 5.0
+GOSSIP_INFLIGHT_BYTES = 16 * 1024 * 1024
 FETCH_DEADLINE_S = 10.0
 CHANNEL_OPTIONS = [
     *grpcutil.CHANNEL_OPTIONS,
@@ -37,6 +44,9 @@ class Peer:
     target: str
     channel: grpc.aio.Channel
     stub: consensus_pb2_grpc.ConsensusStub
+    gossip_channel: grpc.aio.Channel
+    gossip_stub: consensus_pb2_grpc.ConsensusStub
+    gossip_inflight: int = 0
 
 
 def parse_peer(spec: str) -> tuple[str, str]:
@@ -53,7 +63,10 @@ class Network:
         self.peers: dict[bytes, Peer] = {}
         for key, (name, target) in peers.items():
             ch = grpcutil.channel(target, options=CHANNEL_OPTIONS)  # mutual TLS when configured
-            self.peers[key] = Peer(name, key, target, ch, consensus_pb2_grpc.ConsensusStub(ch))
+            # a second connection for bulk gossip (a local subchannel pool: not shared with `ch`)
+            gch = grpcutil.channel(target, options=[*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
+            self.peers[key] = Peer(name, key, target, ch, consensus_pb2_grpc.ConsensusStub(ch), gch,
+                                   consensus_pb2_grpc.ConsensusStub(gch))
         self._tasks: set[asyncio.Task] = set()
 
     def _fire(self, rpc: str, peer: Peer, call: Callable[[], Awaitable[object]]) -> None:
@@ -89,8 +102,20 @@ class Network:
             self._fire("SendTimeout", peer, lambda: peer.stub.SendTimeout(timeout, timeout=SEND_DEADLINE_S))
 
     def gossip(self, req: consensus_pb2.SubmitTxRequest) -> None:
+        size = req.ByteSize()
         for peer in self.peers.values():
-            self._fire("GossipTxs", peer, lambda p=peer: p.stub.GossipTxs(req, timeout=SEND_DEADLINE_S * 6))
+            if peer.gossip_inflight + size > GOSSIP_INFLIGHT_BYTES and peer.gossip_inflight:
+                m.gossip_dropped.inc(len(req.txs))
+                continue
+            peer.gossip_inflight += size
+
+            async def send(p: Peer = peer) -> None:
+                try:
+                    await p.gossip_stub.GossipTxs(req, timeout=SEND_DEADLINE_S * 6)
+                finally:
+                    p.gossip_inflight -= size
+
+            self._fire("GossipTxs", peer, send)
 
     async def fetch_blocks(self, key: bytes, block_hash: bytes, max_blocks: int) -> list:
         peer = self.peers[key]
@@ -118,3 +143,4 @@ class Network:
             task.cancel()
         for peer in self.peers.values():
             await peer.channel.close()
+            await peer.gossip_channel.close()

@@ -6,6 +6,10 @@ the idle interval when this replica knows of no pending transactions (an idle le
 long before proposing an empty block), the batching interval when it does (so a crashed leader
 costs ~base_s, not idle_s + base_s, while there is work). Repeated timeouts give slow links ever
 more time until a QC resets k.
+
+Each restart opens a new generation; the expiry callback gets the generation it expired in, so a
+handler that waited (for the core's lock) while the view moved on can tell that its timer is
+stale and must not time out the view that is current by then (issue 19.3).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ class Pacemaker:
         base_s: float,
         idle_s: float,
         max_s: float,
-        on_expiry: Callable[[], Awaitable[None]],
+        on_expiry: Callable[[int], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
@@ -33,6 +37,7 @@ class Pacemaker:
         self.wait_s = idle_s
         self._deadline = self._clock() + self.duration()
         self._moved = asyncio.Event()
+        self.generation = 0
 
     def duration(self) -> float:
         return self.wait_s + min(self.base_s * (2**self.consecutive_timeouts), self.max_s)
@@ -44,7 +49,12 @@ class Pacemaker:
             self.consecutive_timeouts = 0
         self.wait_s = self.idle_s if wait_s is None else min(wait_s, self.idle_s)
         self._deadline = self._clock() + self.duration()
+        self.generation += 1
         self._moved.set()
+
+    def is_current(self, generation: int) -> bool:
+        """No restart since the expiry of `generation`: the view it timed is still the view."""
+        return generation == self.generation
 
     async def run(self) -> None:
         while True:
@@ -58,4 +68,4 @@ class Pacemaker:
                 continue
             self.consecutive_timeouts += 1
             self._deadline = self._clock() + self.duration()
-            await self._on_expiry()
+            await self._on_expiry(self.generation)

@@ -107,6 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
     from services.ledger.ledger import GenesisMismatch, Ledger
     from services.ledger.server import REQUEST_LIMITS, LedgerServicer, registrar
     from services.ledger.state import GenesisError
+    from zkpot.errors import StartupError
     from zkpot.genesis import Genesis
 
     zlog.setup("ledger", args.node, args.log_level)
@@ -117,6 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (GenesisMismatch, GenesisError) as exc:
         log.error("%s", exc)
         return 2
+    except Exception as exc:  # RocksDB/OS: read-only mount, no space, permissions, a held lock
+        raise StartupError(f"cannot open the ledger at {args.data_dir}: {type(exc).__name__}: {exc}") from exc
     zmetrics.init("ledger", args.node, args.metrics_port)
     log.info("ledger %s at height %d, chain %s", args.data_dir, ledger.head.height, genesis.chain_id)
 

@@ -114,8 +114,9 @@ class AccuracyCircuit(nn.Module):
 class ArgmaxAccuracyCircuit(AccuracyCircuit):
     """The naive export: sum_i [argmax(logits_i) == y_i] (ties go to the first index). Benchmarks only."""
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor, classes: torch.Tensor,
-                target: torch.Tensor, norm_bound: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor,  # type: ignore[override]
+                norm_bound: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """No classes or target inputs: ArgMax + Equal needs neither (the exporter would drop them)."""
         logits, excess = self.model_outputs(x, norm_bound)
         pred = torch.argmax(logits, dim=1)
         return (pred == y).sum(), binding * 1, excess
@@ -137,22 +138,28 @@ def export_onnx(model: MLP, test: Dataset, path: Path, naive_argmax: bool = Fals
     classes = torch.arange(N_CLASSES).unsqueeze(0)
     target = torch.tensor([N_CLASSES - 1])
     norm = torch.tensor([1.0])  # any value: only shapes and types reach the graph
+    args: tuple[torch.Tensor, ...] = (x, y, b, classes, target, norm)
+    names = ["x", "y", "binding", "classes", "target", "norm_bound"]
+    if naive_argmax:
+        args, names = (x, y, b, norm), ["x", "y", "binding", "norm_bound"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
             (ArgmaxAccuracyCircuit if naive_argmax else AccuracyCircuit)(model).eval(),
-            (x, y, b, classes, target, norm),
+            args,
             str(path),
-            input_names=["x", "y", "binding", "classes", "target", "norm_bound"],
+            input_names=names,
             output_names=["correct", "binding_out", "excess"],
             opset_version=17,
             dynamo=False,
         )
 
 
-def write_input(test: Dataset, limbs: Sequence[int], norm_bound: float, path: Path) -> None:
-    data = {"input_data": [test.x.flatten().tolist(), test.y.tolist(), [float(v) for v in limbs],
-                           list(range(N_CLASSES)), [N_CLASSES - 1], [float(norm_bound)]]}
+def write_input(test: Dataset, limbs: Sequence[int], norm_bound: float, path: Path, naive_argmax: bool = False) -> None:
+    """The circuit's inputs in order (naive_argmax: the benchmark's ArgMax form, without classes and target)."""
+    constants = [] if naive_argmax else [list(range(N_CLASSES)), [N_CLASSES - 1]]
+    data = {"input_data": [test.x.flatten().tolist(), test.y.tolist(), [float(v) for v in limbs], *constants,
+                           [float(norm_bound)]]}
     Path(path).write_text(json.dumps(data))
 
 
