@@ -90,6 +90,7 @@ def make_genesis(
     deadline_blocks: int = 5,
     chain_id: str = "zkpot-test",
     seed: int = 7,
+    deadline_ms: int = 0,
 ) -> Fixture:
     """Deterministic keys (same seed -> same chain); participant i operates validator i (if any)."""
     rng = np.random.default_rng(seed)
@@ -115,6 +116,7 @@ def make_genesis(
         rounds=rounds,
         min_correct=min_correct,
         round_deadline_blocks=deadline_blocks,
+        round_deadline_ms=deadline_ms,
         publisher=publisher.public,
     )
     publish = types_pb2.Transaction(
@@ -162,7 +164,8 @@ class ChainBuilder:
         return self.fx.validator_keys[: self.fx.genesis.quorum]
 
     def next_block(
-        self, txs: list[types_pb2.Transaction] | None = None, *, view_step: int = 1, proposer: int | None = None
+        self, txs: list[types_pb2.Transaction] | None = None, *, view_step: int = 1, proposer: int | None = None,
+        timestamp_ms: int | None = None,
     ) -> ledger_pb2.AppendRequest:
         """The AppendRequest for the next block on top of the builder's head (not yet accepted)."""
         txs = list(txs or [])
@@ -174,7 +177,7 @@ class ChainBuilder:
             view=view,
             parent_hash=self.head_hash,
             txs_root=chain.txs_root(txs),
-            timestamp_ms=self.fx.genesis.genesis_time_ms + 1000 * height,
+            timestamp_ms=self.fx.genesis.genesis_time_ms + 1000 * height if timestamp_ms is None else timestamp_ms,
         )
         if self.head_qc is not None:
             header.parent_qc.CopyFrom(self.head_qc)

@@ -221,7 +221,11 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_second_run_reuses_task_and_ctrl_c_stops_every_child(devnet: tuple[Path, dict, int]) -> None:
-    """A second run keeps the task (no slow setup); SIGINT mid-run leaves no process behind."""
+    """A second run keeps the task (no slow setup); SIGINT while the provers' workers train and prove
+    leaves no process behind: not the services, and not their worker processes (issue 19.2: those
+    were orphaned, and the devnet said "every service process was stopped" regardless)."""
+    from zkpot import lifetime
+
     data_dir, report, _ = devnet
     base = free_base_port(VALIDATORS, PARTICIPANTS)
     cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--validators", str(VALIDATORS), "--participants",
@@ -237,13 +241,18 @@ def test_second_run_reuses_task_and_ctrl_c_stops_every_child(devnet: tuple[Path,
 
         asyncio.run(replicas_up())
         assert proc.poll() is None
-        assert len(_processes_mentioning(marker)) >= VALIDATORS * 3  # + the observer
+        services = _processes_mentioning(marker)
+        assert len(services) >= VALIDATORS * 3  # + the observer
+        groups = set(services)  # each service leads its own process group (its workers join it)
+        assert len(lifetime.group_members(groups)) > len(services)  # the provers' and verifiers' workers
+        time.sleep(6)  # round 1 is open: the participants' provers are training and proving now
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 130, out
-        assert "interrupted" in out
+        assert "interrupted: every service process was stopped (checked" in out, out[-2000:]
         assert "reusing the task" in out
         assert _processes_mentioning(marker) == []
+        assert lifetime.group_members(groups) == []
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

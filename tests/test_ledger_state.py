@@ -274,3 +274,31 @@ def test_genesis_with_wrong_initial_model_cid_is_refused(tmp_path):
         Ledger(tmp_path / "db", bad)
     # nothing was written: the right genesis still initializes the same directory
     Ledger(tmp_path / "db", fx.genesis).close()
+
+
+def test_traffic_cannot_hurry_a_round_deadline(tmp_path):
+    """Issue 19.5: junk that makes leaders propose fast used to close rounds in seconds (the deadline
+    counted blocks only). With round_deadline_ms the round also lasts that much chain time."""
+    fx = make_genesis(n_participants=3, rounds=2, min_correct=10, deadline_blocks=5, deadline_ms=60_000)
+    led = Ledger(tmp_path / "db", fx.genesis)
+    try:
+        b = ChainBuilder(fx)
+        t0 = fx.genesis.genesis_time_ms
+        for i in range(30):  # 20 junk transactions a second from a member: 30 blocks in 1.5 s of chain time
+            req = b.next_block([fx.payload(bytes([i]))], timestamp_ms=t0 + 50 * (i + 1))
+            assert led.append(req).results[0].accepted
+            b.accept(req)
+        r1 = led.round_summary(1)
+        assert not r1.closed and r1.open_time_ms == t0  # 30 blocks > 5, but 1.5 s < 60 s
+        req = b.next_block([], timestamp_ms=t0 + 59_999)
+        led.append(req)
+        b.accept(req)
+        assert not led.round_summary(1).closed
+        req = b.next_block([], timestamp_ms=t0 + 60_000)  # both deadlines passed
+        led.append(req)
+        b.accept(req)
+        r1 = led.round_summary(1)
+        assert r1.closed and r1.close_height == 32
+        assert led.round_summary(2).open_time_ms == t0 + 60_000
+    finally:
+        led.close()

@@ -108,3 +108,44 @@ def test_bad_requests_get_clear_statuses(prover) -> None:
         err = asyncio.run(_expect_error(prover, req))
         assert err.code() == code, (text, err.details())
         assert text in err.details()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_prover_stopped_mid_proof_leaves_no_process_behind(sig: str) -> None:
+    """Issue 19.2: stopping a prover while its worker proves (SIGTERM: the service's own shutdown;
+    SIGKILL: a crash) must not leave its worker processes, or multiprocessing's resource tracker,
+    alive and reparented to init."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from zkpot import lifetime
+
+    env = shared_env()
+    port = free_port()
+    log_path = env.root / f"prover-{sig}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "zkpot.cli", "prover", "serve", "--task-dir", str(env.task.dir),
+                                 "--shard", str(env.shard_path), "--listen", f"127.0.0.1:{port}", "--node", "p-stop"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    group = {proc.pid}
+    try:
+        wait_serving(proc, f"127.0.0.1:{port}", log_path)
+        assert len(lifetime.group_members(group)) >= 2  # the service and its worker(s)
+
+        async def until_proving() -> None:
+            async with grpcutil.channel(f"127.0.0.1:{port}") as ch:
+                async for ev in prover_pb2_grpc.ProverStub(ch).ProveRound(_request(round=6), timeout=120):
+                    if ev.WhichOneof("event") == "stage" and ev.stage in ("witness", "proving"):
+                        return
+
+        asyncio.run(until_proving())
+        os.kill(proc.pid, getattr(signal, sig))
+        proc.wait(30)
+        deadline = time.monotonic() + 20
+        while lifetime.group_members(group) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert lifetime.group_members(group) == [], log_path.read_text()[-2000:]
+    finally:
+        lifetime.kill_groups(group, signal.SIGKILL)

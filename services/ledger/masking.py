@@ -181,9 +181,10 @@ def begin_masking(summary: ledger_pb2.RoundSummary, min_correct: int, t: int, he
     return True
 
 
-def masking_done(summary: ledger_pb2.RoundSummary, deadline: int, height: int) -> bool:
+def masking_done(summary: ledger_pb2.RoundSummary, expired: bool) -> bool:
+    """Every member is in, or the phase's deadline (`expired`, StateMachine._expired) has passed."""
     everyone = all(s.masked for s in summary.submissions if s.participant in summary.mask_set)
-    return everyone or (deadline > 0 and height >= summary.phase_height + deadline)
+    return everyone or expired
 
 
 def survivors(summary: ledger_pb2.RoundSummary) -> list[ledger_pb2.Submission]:

@@ -26,11 +26,14 @@ Rules
   bytes go to blobs, and the proven score b"score/" + u64(r) + participant = u32(claimed_correct)
   is written.
 - A transaction whose id is already on chain (or earlier in the same block) is rejected as a
-  duplicate. PublishTask after genesis is rejected. Opaque `payload` transactions and unknown bodies
-  are accepted with no state change (consensus benchmarks).
+  duplicate. PublishTask after genesis is rejected. Opaque `payload` transactions are accepted
+  with no state change (consensus benchmarks) when a genesis member signed them; unknown bodies
+  and strangers' payloads are refused (issue 18.3).
 - Round close, evaluated once after each non-genesis block's transactions: the open round r closes
-  when every genesis participant (at least one) has an accepted submission in r, or when the block
-  height >= open_height + manifest.round_deadline_blocks (0 means: no deadline). On close the
+  when every genesis participant (at least one) has an accepted submission in r, or when its
+  deadline has passed: height >= open_height + manifest.round_deadline_blocks AND the block's
+  timestamp >= open_time_ms + manifest.round_deadline_ms, each only when set (both 0: no deadline;
+  StateMachine._expired says why chain time is there). On close the
   aggregate is zkpot.aggregation.aggregate(manifest.aggregation_rule, ...) over the models of
   submissions with claimed_correct >= manifest.min_correct (default rule: equal-weight integer
   FedAvg in participant-key order); if none qualifies the global model carries over unchanged.
@@ -221,6 +224,7 @@ class StateMachine:
         self.members = genesis.member_keys
         self._layouts: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
         self._quantized: dict[str, bytes] = {}
+        self._now_ms = genesis.genesis_time_ms  # the timestamp of the block being executed
         # secure aggregation: the task's commitment scheme (needs its vk/settings/srs)
         self.commitments = commitments
         self.secure = self.manifest.secure_aggregation
@@ -262,6 +266,7 @@ class StateMachine:
             raise GenesisError(f"initial model does not decode: {exc}") from exc
         ov.put(KEY_TASK, _ser(ledger_pb2.GetTaskResponse(task_id=self.task_id, manifest=self.manifest)))
         ov.blobs[cid] = publish.initial_model
+        self._now_ms = self.genesis.genesis_time_ms
         self._open_round(ov, 1, 0, cid)
         sched = ledger_pb2.LeaderScheduleResponse(
             epoch=0, activation_view=0, leaders=self.validators, scores=[0] * len(self.validators)
@@ -274,6 +279,7 @@ class StateMachine:
         summary = ledger_pb2.RoundSummary(
             round=round_,
             open_height=height,
+            open_time_ms=self._now_ms if self.manifest.round_deadline_ms else 0,
             global_model_cid=global_cid,
             aggregation_rule=aggregation_rule(self.manifest.min_correct, self.manifest.aggregation_rule),
             test_set_size=self.manifest.test_set_size,
@@ -288,6 +294,7 @@ class StateMachine:
     ) -> Execution:
         ov = _Overlay(reader)
         height = block.header.height
+        self._now_ms = block.header.timestamp_ms  # chain time: what round deadlines count besides blocks
         results: list[types_pb2.TxResult] = []
         seen: set[bytes] = set()
         duplicates: set[int] = set()
@@ -460,25 +467,37 @@ class StateMachine:
             return
         submitted = {s.participant for s in summary.submissions}
         all_in = bool(self.participants) and self.participants <= submitted
-        deadline = self.manifest.round_deadline_blocks
-        timed_out = deadline > 0 and height >= summary.open_height + deadline
+        timed_out = self._expired(summary.open_height, summary.open_time_ms, height)
         if not (all_in or timed_out):
             return
         if self.secure:
             if masking.begin_masking(summary, self.manifest.min_correct, self.secagg_threshold, height):
+                if self.manifest.round_deadline_ms:
+                    summary.phase_time_ms = self._now_ms
                 ov.put(round_key(summary.round), _ser(summary))
             else:
                 self._finish_round(ov, summary, None, height, view)
             return
         self._close_round(ov, summary, height, view)
 
+    def _expired(self, since_height: int, since_ms: int, height: int) -> bool:
+        """The deadline of a round or phase that began at (since_height, since_ms) has passed: the
+        task's block count AND its chain time (block timestamps, round_deadline_ms) have both
+        elapsed, each only if set. Blocks alone can be hurried by anyone whose transactions make
+        leaders propose faster (issue 19.5); chain time cannot: a timestamp is at most 10 s ahead
+        of its voters' clocks (core.py), so no traffic and no leader shortens a round by more."""
+        blocks, ms = self.manifest.round_deadline_blocks, self.manifest.round_deadline_ms
+        if not blocks and not ms:
+            return False
+        return (not blocks or height >= since_height + blocks) and (not ms or self._now_ms >= since_ms + ms)
+
     def _advance_secure(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, height: int, view: int) -> None:
         """Masking -> (unmasking) -> closed, by the rules in services.ledger.masking."""
         assert self.commitments is not None
-        deadline = self.manifest.round_deadline_blocks
+        expired = self._expired(summary.phase_height, summary.phase_time_ms, height)
         rule = self.manifest.aggregation_rule
         if summary.phase == masking.PHASE.ROUND_PHASE_MASKING:
-            if not masking.masking_done(summary, deadline, height):
+            if not masking.masking_done(summary, expired):
                 return
             alive = {s.participant for s in masking.survivors(summary)}
             dropped = [p for p in summary.mask_set if p not in alive]
@@ -490,13 +509,15 @@ class StateMachine:
             summary.dropped.extend(dropped)
             summary.phase = masking.PHASE.ROUND_PHASE_UNMASKING  # the self masks always remain
             summary.phase_height = height
+            if self.manifest.round_deadline_ms:
+                summary.phase_time_ms = self._now_ms
             ov.put(round_key(summary.round), _ser(summary))
             return
         # unmasking
         found = masking.recover(summary, self.task_id, self.participant_order, self.secagg_threshold, ov.get,
                                 ov.blob)
         if found is None:
-            if deadline > 0 and height >= summary.phase_height + deadline:
+            if expired:
                 summary.aggregate_note = "the masks were not all removable in time (too few reveals): no aggregate"
                 self._finish_round(ov, summary, None, height, view)
             return

@@ -42,7 +42,9 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
     if not publisher_key.exists():
         publisher_key.parent.mkdir(parents=True, exist_ok=True)
         KeyPair.generate().save(publisher_key)
+    # the blocks' worth of idle chain time as a floor: junk that hurries blocks cannot close a round early
     kwargs: dict[str, Any] = {"rounds": config.rounds, "round_deadline_blocks": config.round_deadline_blocks,
+                              "round_deadline_s": config.round_deadline_blocks * config.idle_block_ms / 1000,
                               "seed": config.seed}
     if config.test_set_size:
         kwargs["test_set_size"] = config.test_set_size

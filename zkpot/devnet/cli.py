@@ -33,7 +33,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--parallel-proofs", type=int, default=2, help="proofs in flight at once (default 2)")
     parser.add_argument("--round-deadline-blocks", type=int, default=300,
-                        help="a round closes after this many blocks even if not everyone submitted")
+                        help="a round closes after this many blocks even if not everyone submitted, and no sooner "
+                             "than the chain time those blocks take when idle (x --idle-block-ms)")
     parser.add_argument("--min-correct", type=int, default=0,
                         help="proven count needed to be aggregated (0: task default)")
     parser.add_argument("--aggregation-rule", default="", choices=["", *aggregation.RULES],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -11,15 +10,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
+from zkpot import lifetime
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the orchestrator dies, even by SIGKILL (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+    lifetime.die_with_parent(signal.SIGTERM)
 
 
 @dataclass
@@ -38,6 +33,19 @@ class Child:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+# what the last ProcessGroup.stop() of this process left alive (None: nothing stopped yet)
+last_survivors: list[int] | None = None
+
+
+def stopped_message() -> str:
+    """What to tell the user after a stop, checked rather than assumed."""
+    if last_survivors is None:
+        return "no service process had started"
+    if not last_survivors:
+        return "every service process was stopped (checked: no process of their process groups is alive)"
+    return f"{len(last_survivors)} process(es) of the devnet are still alive after SIGKILL: pids {last_survivors}"
 
 
 @dataclass
@@ -81,18 +89,30 @@ class ProcessGroup:
             child.popen.send_signal(sig)
             child.popen.wait(10)
 
-    def stop(self, grace_s: float = 8.0) -> None:
-        live = [c for c in self.children.values() if c.alive]
-        for c in live:
-            try:
-                c.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            except ProcessLookupError:
-                pass
+    def stop(self, grace_s: float = 8.0) -> list[int]:
+        """SIGTERM every child's whole process group (a prover's worker processes included), then
+        SIGKILL what is left after `grace_s`; returns the pids still alive after that (none, unless
+        something refuses even SIGKILL): callers say "stopped" only when it is true."""
+        started = [c for c in self.children.values() if c.popen is not None]
+        groups = {c.popen.pid for c in started}  # type: ignore[union-attr] # start_new_session: pgid == pid
+        lifetime.kill_groups(groups, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        for c in live:
-            remaining = max(0.1, deadline - time.monotonic())
+        for c in started:
             try:
-                c.popen.wait(remaining)  # type: ignore[union-attr]
+                c.popen.wait(max(0.1, deadline - time.monotonic()))  # type: ignore[union-attr]
             except subprocess.TimeoutExpired:
-                c.popen.kill()  # type: ignore[union-attr]
+                pass
+        while lifetime.group_members(groups) and time.monotonic() < deadline:
+            time.sleep(0.1)  # workers finishing their own shutdown
+        lifetime.kill_groups(groups, signal.SIGKILL)
+        for c in started:
+            try:
                 c.popen.wait(5)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                pass
+        end = time.monotonic() + 5
+        while (left := lifetime.group_members(groups)) and time.monotonic() < end:
+            time.sleep(0.1)
+        global last_survivors
+        last_survivors = left
+        return left

@@ -29,7 +29,7 @@ from zkpot.devnet.plan import (
     make_plan,
     plan_ports,
 )
-from zkpot.devnet.procs import ProcessGroup
+from zkpot.devnet.procs import ProcessGroup, stopped_message
 from zkpot.devnet.progress import Progress
 from zkpot.devnet.report import RoundStats, SubmissionStats, write_report
 from zkpot.genesis import Genesis
@@ -563,7 +563,8 @@ async def run_devnet(config: DevnetConfig) -> dict:
                 pass  # the run itself is complete: Ctrl-C here just ends the linger
         return report
     finally:
-        net.procs.stop()
+        if net.procs.stop():
+            print(f"\nWARNING: {stopped_message()}", flush=True)
 
 
 def main(config: DevnetConfig) -> int:
@@ -578,6 +579,6 @@ def main(config: DevnetConfig) -> int:
     try:
         report = asyncio.run(runner())
     except asyncio.CancelledError:
-        print("\ninterrupted: every service process was stopped")
+        print(f"\ninterrupted: {stopped_message()}")
         return 130
     return 0 if report.get("ok") else 1

@@ -92,7 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         results = run(config)
     except asyncio.CancelledError:
-        print("\ninterrupted: every service process was stopped")
+        from zkpot.devnet import procs
+
+        print(f"\ninterrupted: {procs.stopped_message()}")
         return 130
     print(f"results: {config.out_dir / 'results.json'}, {config.out_dir / 'results.md'}, plots in {config.out_dir}")
     for name, t in results["targets"].items():

@@ -28,6 +28,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--rounds", type=int, default=d.rounds)
     c.add_argument("--min-correct", type=int, default=d.min_correct)
     c.add_argument("--round-deadline-blocks", type=int, default=d.round_deadline_blocks)
+    c.add_argument("--round-deadline-s", type=float, default=d.round_deadline_s,
+                   help="a round (and each secure-aggregation phase) also lasts at least this long in chain time "
+                        "(block timestamps), so traffic that speeds up blocks cannot shorten it (0: blocks alone)")
     c.add_argument("--seed", type=int, default=d.seed)
     c.add_argument("--aggregation-rule", default=d.aggregation_rule,
                    help="fedavg-threshold (default), fedavg-accuracy, median or trimmed-mean (zkpot.aggregation)")
@@ -55,6 +58,7 @@ def _create(args: argparse.Namespace) -> int:
         name=args.name, test_set_size=args.test_set_size, hidden=args.hidden, scale=args.scale,
         decomp_base=args.decomp_base, decomp_legs=args.decomp_legs, weight_bound=args.weight_bound,
         rounds=args.rounds, min_correct=args.min_correct, round_deadline_blocks=args.round_deadline_blocks,
+        round_deadline_s=args.round_deadline_s,
         seed=args.seed, srs=args.srs, shard_size=args.shard_size, aggregation_rule=args.aggregation_rule,
     )
     try:

@@ -60,6 +60,7 @@ class TaskConfig:
     rounds: int = 3
     min_correct: int = 4            # 25% of the default test set: above chance (10%), reachable in round 1
     round_deadline_blocks: int = 50
+    round_deadline_s: float = 0.0   # and at least this much chain time (block timestamps); 0: blocks alone
     seed: int = 7
     reference_models: int = 3       # trained to calibrate the settings on realistic models
     shard_size: int = 0             # samples per shard proof (must divide test_set_size); 0: one shard
@@ -90,6 +91,8 @@ class TaskConfig:
             raise TaskError("secagg_threshold needs secure_aggregation (and must be >= 0)")
         if self.rounds < 1 or self.round_deadline_blocks < 1:
             raise TaskError("rounds and round_deadline_blocks must be >= 1")
+        if self.round_deadline_s < 0:
+            raise TaskError("round_deadline_s must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         rounds=config.rounds,
         min_correct=config.min_correct,
         round_deadline_blocks=config.round_deadline_blocks,
+        round_deadline_ms=round(config.round_deadline_s * 1000),  # 0 keeps older manifests' task ids
         publisher=publisher.public,
         shard_size=config.shard_size,  # 0 (one shard) keeps the manifest, and so the task id, of older tasks
         aggregation_rule=config.aggregation_rule,  # "" likewise
@@ -354,6 +358,7 @@ def summarize(manifest: types_pb2.TaskManifest) -> dict:
         "aggregation_rule": manifest.aggregation_rule or "fedavg-threshold",
         "secure_aggregation": manifest.secure_aggregation,
         "round_deadline_blocks": manifest.round_deadline_blocks,
+        "round_deadline_ms": manifest.round_deadline_ms,
         "insecure_dev_srs": manifest.insecure_dev_srs,
         "publisher": manifest.publisher.hex(),
         "artefacts": dict(sorted(manifest.artefacts.items())),
