@@ -133,3 +133,22 @@ def test_a_stale_timer_does_not_time_out_the_view_a_tc_just_opened(tmp_path) -> 
     with sim._memo_verify(), asyncio.Runner(loop_factory=sim.VirtualLoop) as runner:
         view, sent = runner.run(scenario())
     assert all(v <= view for v in sent), f"timed out view(s) {sent} after a TC moved it past {view}"
+
+
+def test_a_dead_leader_costs_one_timeout_per_epoch() -> None:
+    """Issue 19.4: with one replica down for good (n = 4), count the views that ended by timeout
+    (the gaps committed blocks show). Each is one of the dead leader's turns before the skip rule
+    took effect; docs/consensus.md promises one per epoch (the simulator's chain stays in epoch 0)."""
+
+    from consensus_sim import Scenario
+
+    sc = Scenario(seed=3, n=4, byzantine="down", drop=0.0, delay_s=0.002, partitions=(), gst_s=0.5, end_s=6.0)
+    result = run_scenario(sc, fixture(4))
+    assert not result.problems, result.problems
+    failed: set[int] = set()
+    for slot in result.honest:
+        if slot.core is not None:
+            failed |= {fv for _, fv in slot.core.leaders._evidence}
+    heights = [s.ledger.height for s in result.honest if s.core is not None]
+    assert min(heights) > 20, heights  # the network kept committing
+    assert len(failed) == 1, f"{len(failed)} views timed out waiting for the dead leader: {sorted(failed)}"

@@ -23,6 +23,9 @@ class Child:
     argv: list[str]
     log_path: Path
     popen: subprocess.Popen | None = None
+    env: dict[str, str] | None = None
+    restarts: int = 0
+    died_at: float | None = None  # monotonic time its death was noticed (None: alive or never started)
 
     @property
     def alive(self) -> bool:
@@ -55,20 +58,51 @@ class ProcessGroup:
     log_dir: Path
     children: dict[str, Child] = field(default_factory=dict)
 
+    events: list[dict] = field(default_factory=list)  # deaths and restarts, for the report
+
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "zkpot.cli", *args]
-        child = Child(name, argv, self.log_dir / f"{name}.log")
+        child = Child(name, argv, self.log_dir / f"{name}.log",
+                      env={**os.environ, "PYTHONUNBUFFERED": "1", "ZKPOT_METRICS_ADDR": "127.0.0.1", **(env or {})})
+        self._spawn(child)
+        self.children[name] = child
+        return child
+
+    def _spawn(self, child: Child) -> None:
         log = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "ZKPOT_METRICS_ADDR": "127.0.0.1", **(env or {})}
         # own session: a terminal Ctrl-C reaches only the orchestrator, which stops children in order
         child.popen = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
+            child.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child.env,
             start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
-        self.children[name] = child
-        return child
+
+    def supervise(self, now: float, max_restarts: int = 5) -> list[Child]:
+        """What a supervisor does, once per tick: note each newly dead zkpot service and restart it
+        after a backoff (1, 2, 4 ... 30 s); returns the children that died more than `max_restarts`
+        times (a crash loop: the caller gives up)."""
+        gave_up = []
+        for child in self.children.values():
+            if child.popen is None or child.alive or child.argv[:3] != [sys.executable, "-m", "zkpot.cli"]:
+                continue
+            if child.died_at is None:
+                child.died_at = now
+                self.events.append({"service": child.name, "event": "died", "exit_code": child.popen.returncode,
+                                    "at": now})
+            if child.restarts >= max_restarts:
+                gave_up.append(child)
+            elif now - child.died_at >= min(30.0, 2.0**child.restarts):
+                child.restarts += 1
+                self._spawn(child)
+                self.events.append({"service": child.name, "event": "restarted", "attempt": child.restarts,
+                                    "at": now, "down_s": round(now - child.died_at, 1)})
+                child.died_at = None
+        return gave_up
+
+    def down(self) -> list[Child]:
+        """Services dead now (waiting for their restart)."""
+        return [c for c in self.children.values() if c.popen is not None and not c.alive]
 
     def start_binary(self, name: str, argv: list[str]) -> Child:
         """A non-zkpot program (Prometheus), under the same lifecycle as the services."""

@@ -114,6 +114,7 @@ def write_report(net: Devnet, ledgers: dict[str, Any], verify: dict[str, float])
         },
         "rounds": rounds,
         "attack_checks": net.attacks,
+        "restarts": net.restarts,
     }
     path = net.config.report_path or (net.config.data_dir / "report.json")
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -104,6 +104,8 @@ class Devnet:
     rounds: dict[int, RoundStats] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     attacks: list[dict] = field(default_factory=list)
+    restarts: list[dict] = field(default_factory=list)  # services that died and were restarted
+    t_start: float = field(default_factory=time.monotonic)
     admitted_txs: dict[int, dict[str, types_pb2.Transaction]] = field(default_factory=dict)  # round -> name -> tx
 
 
@@ -427,6 +429,32 @@ async def _wait_tx(stub: ledger_pb2_grpc.LedgerStub, tx_id: bytes, timeout_s: fl
     raise TimeoutError(f"transaction {tx_id.hex()[:16]} not committed after {timeout_s}s")
 
 
+QUORUM_LOSS_DEADLINE_S = 120.0
+
+
+def supervise(net: Devnet) -> None:
+    """A dead service is restarted with backoff and recorded (report "restarts"), as a supervisor
+    would: the network is built to survive it. The run stops only on a crash loop, or when more
+    than f replicas have been down for longer than QUORUM_LOSS_DEADLINE_S (issue 19.1)."""
+    now = time.monotonic()
+    gave_up = net.procs.supervise(now)
+    if gave_up:
+        raise RuntimeError(f"{gave_up[0].name} keeps dying ({gave_up[0].restarts} restarts):\n{gave_up[0].tail()}")
+    for event in net.procs.events[len(net.restarts):]:
+        entry = {k: v for k, v in event.items() if k != "at"} | {"at_s": round(event["at"] - net.t_start, 1)}
+        net.restarts.append(entry)
+        net.progress.say(f"{entry['service']} {entry['event']}"
+                         + (f" (exit code {entry['exit_code']})" if entry["event"] == "died" else
+                            f" after {entry['down_s']}s down (attempt {entry['attempt']})"))
+    replicas = [c for c in net.procs.down() if c.name.endswith("-consensus")]
+    f = (len(net.plan.validators) - 1) // 3
+    if len(replicas) > f:
+        since = min(c.died_at or now for c in replicas)
+        if now - since > QUORUM_LOSS_DEADLINE_S:
+            raise RuntimeError(f"{len(replicas)} of {len(net.plan.validators)} replicas down for over "
+                               f"{QUORUM_LOSS_DEADLINE_S:.0f}s (more than f = {f}): the network cannot commit")
+
+
 async def watch(net: Devnet) -> None:
     """Observer: keeps the progress line and per-round figures current from validator 0."""
     v0 = net.plan.validators[0]
@@ -434,9 +462,7 @@ async def watch(net: Devnet) -> None:
         consensus = consensus_pb2_grpc.ConsensusStub(cch)
         ledger = ledger_pb2_grpc.LedgerStub(lch)
         while True:
-            dead = net.procs.dead()
-            if dead:
-                raise RuntimeError(f"{dead[0].name} died:\n{dead[0].tail()}")
+            supervise(net)
             try:
                 status = await consensus.Status(consensus_pb2.StatusRequest(), timeout=2)
                 net.progress.view = status.view
