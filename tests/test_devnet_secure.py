@@ -35,8 +35,8 @@ def secure_devnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict,
     base = free_base_port(VALIDATORS, PARTICIPANTS)
     cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--secure-aggregation", "--validators", str(VALIDATORS),
            "--participants", str(PARTICIPANTS), "--rounds", "1", "--test-set-size", "8", "--min-correct", "1",
-           "--data-dir", str(data_dir), "--base-port", str(base), "--round-deadline-blocks", "60",
-           "--idle-block-ms", "1000", "--no-attack-checks", "--behaviour", "p2=drop_mask"]
+           "--data-dir", str(data_dir), "--base-port", str(base), "--round-deadline-blocks", "50",
+           "--idle-block-ms", "800", "--no-attack-checks", "--behaviour", "p2=drop_mask"]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -228,3 +228,30 @@ def test_only_transactions_the_chain_has_a_rule_for_are_admitted(net: Net) -> No
     assert not stranger.admitted and stranger.reason.startswith("unknown_signer: payload"), stranger.reason
     assert ok.admitted, ok.reason
     assert not bodiless.admitted and bodiless.reason.startswith("malformed:"), bodiless.reason
+
+
+def test_a_peer_forging_signatures_pays_for_each_one(net: Net) -> None:
+    """Issue 18.3: a transaction claiming a member's key with a bad signature passes every cheap
+    check and costs an ed25519 verification. The peer that sent it is charged BAD_SIGNATURE_COST
+    tokens per forgery, so it is throttled long before it can burn the replica's CPU; other peers
+    are not affected."""
+    import os
+
+    from services.consensus.server import BAD_SIGNATURE_COST
+
+    member = net.fx.participant_keys[1]
+    forged = []
+    for i in range(5):
+        tx = types_pb2.Transaction(payload=os.urandom(32), nonce=time.time_ns() + i, sender=member.public)
+        tx.signature = os.urandom(64)
+        forged.append(tx)
+    assert 5 * BAD_SIGNATURE_COST > BURST  # five forgeries exhaust what a whole burst of honest txs may use
+    forger = net.stub(fresh=True)
+    results = forger.SubmitTx(consensus_pb2.SubmitTxRequest(txs=forged), timeout=10).results
+    assert all(r.reason.startswith("bad_signature") for r in results), [r.reason for r in results]
+    with pytest.raises(grpc.RpcError) as err:
+        forger.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(net.fx.validator_keys[3], 1, b"f")), timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    ok = net.stub(fresh=True).SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(net.fx.validator_keys[3], 1,
+                                                                                   b"o")), timeout=10)
+    assert ok.results[0].admitted, ok.results[0].reason

@@ -476,11 +476,18 @@ def test_a_transaction_over_the_block_limit_is_refused_at_admission(chain_net: C
     """A transaction larger than a block can never be committed; held, it was skipped by every
     proposal and re-gossiped for ever (issue 18.3). It is refused with the reason, nothing kept."""
     fx = chain_net.fx
-    big = chain.sign_tx(fx.participant_keys[0], types_pb2.Transaction(payload=bytes(9 * 1024 * 1024), nonce=77))
+    # just over a block: parsed, and refused by the admission rule with its reason
+    big = chain.sign_tx(fx.participant_keys[0], types_pb2.Transaction(payload=bytes(8 * 1024 * 1024 + 1), nonce=77))
     with sync_channel(chain_net.replica.target) as ch:
         resp = consensus_pb2.SubmitTxResponse.FromString(ch.unary_unary("/zkpot.v1.Consensus/SubmitTx")(
             consensus_pb2.SubmitTxRequest(txs=[big]).SerializeToString(), timeout=60))
-    (result,) = resp.results
-    assert not result.admitted and result.reason.startswith("too_large:"), result
-    assert "over the block limit of 8388608 bytes" in result.reason
+        (result,) = resp.results
+        assert not result.admitted and result.reason.startswith("too_large:"), result
+        assert "over the block limit of 8388608 bytes" in result.reason
+        # a request over a block and its overhead is refused before it is even parsed
+        huge = chain.sign_tx(fx.participant_keys[0], types_pb2.Transaction(payload=bytes(10 * 1024 * 1024), nonce=78))
+        with pytest.raises(grpc.RpcError) as err:
+            ch.unary_unary("/zkpot.v1.Consensus/SubmitTx")(
+                consensus_pb2.SubmitTxRequest(txs=[huge]).SerializeToString(), timeout=60)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
     assert _status(chain_net.replica).mempool_size == 0 and healthy(chain_net.replica.target)

@@ -260,13 +260,19 @@ async def serve(
     on_stop: Callable[[], Awaitable[None]] | None = None,
     grace_s: float = 3.0,
     request_limits: Mapping[str, int] | None = None,
+    max_receive_bytes: int = MAX_MESSAGE_BYTES,
 ) -> None:
     """Run a grpc.aio server with health + reflection until SIGTERM/SIGINT, then stop gracefully.
 
-    `request_limits`: full method name ("/zkpot.v1.Consensus/SendVote") -> max request bytes.
+    `request_limits`: full method name ("/zkpot.v1.Consensus/SendVote") -> max request bytes,
+    checked on the received bytes before parsing. `max_receive_bytes`: the transport's own cap,
+    enforced on a message's length prefix, before its bytes are read at all (a service whose
+    largest honest request is well below MAX_MESSAGE_BYTES should lower it).
     With TLS configured (configure_tls) the port requires client certificates (mutual TLS).
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RequestGuard(request_limits)])
+    options = [o for o in SERVER_OPTIONS if o[0] != "grpc.max_receive_message_length"]
+    options.append(("grpc.max_receive_message_length", max_receive_bytes))
+    server = grpc.aio.server(options=options, interceptors=[RequestGuard(request_limits)])
     names = [register(server) for register in registrars]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

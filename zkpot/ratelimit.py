@@ -63,6 +63,12 @@ class TokenBuckets:
             return True
         return False
 
+    def charge(self, key: str, cost: float) -> None:
+        """Take `cost` more tokens after the fact, down to at most one burst of debt: what a request
+        turned out to cost (e.g. signatures that failed to verify) beyond what it paid up front."""
+        b = self._bucket(key)
+        b.tokens = max(-self.burst, b.tokens - cost)
+
     def retry_after(self, key: str, cost: float = 1.0) -> float:
         """Seconds until `key` could pay `cost` (0 if it can now)."""
         b = self._bucket(key)

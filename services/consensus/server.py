@@ -35,6 +35,11 @@ GOSSIP_TX_RATE, GOSSIP_TX_BURST = 50_000.0, 100_000.0
 
 _SERVICE = "/zkpot.v1.Consensus/"
 PROPOSAL_OVERHEAD_BYTES = 1024 * 1024
+BAD_SIGNATURE_COST = 100  # rate-limit tokens a peer pays per transaction whose signature fails
+# ... and per transaction refused as one no rule admits (a stranger's, or malformed): cheap to
+# refuse, but a peer sending nothing else is flooding, and pays for the requests it makes us parse
+JUNK_COST = 10
+_JUNK = ("unknown_signer", "malformed", "too_large")
 # Methods whose honest requests are small get a cap far below the server-wide 64 MiB
 # (Timeout carries a QC: ~100 bytes per validator signature).
 REQUEST_LIMITS = {
@@ -77,14 +82,29 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
     ) -> consensus_pb2.SubmitTxResponse:
         await self._txs(request, context, self.submit_limit)
         results = await self.core.submit(list(request.txs), gossip=True)
+        self._charge_forgeries(context, self.submit_limit, results)
         return consensus_pb2.SubmitTxResponse(results=results)
 
     async def GossipTxs(  # noqa: N802
         self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.Ack:
         await self._txs(request, context, self.gossip_limit)
-        await self.core.submit(list(request.txs), gossip=False)
+        results = await self.core.submit(list(request.txs), gossip=False)
+        self._charge_forgeries(context, self.gossip_limit, results)
         return consensus_pb2.Ack()
+
+    @staticmethod
+    def _charge_forgeries(context: grpc.aio.ServicerContext, limit: TokenBuckets,
+                          results: list[consensus_pb2.TxAdmission]) -> None:
+        """A signature that fails to verify cost this replica an ed25519 check and bought nothing:
+        the peer pays BAD_SIGNATURE_COST tokens for it, so a peer forging signatures (under a
+        member's key, which passes every cheaper check) is slowed to rate / BAD_SIGNATURE_COST of
+        them per second instead of the full transaction rate; junk pays JUNK_COST (issue 18.3,
+        bench/flood.py)."""
+        cost = sum(BAD_SIGNATURE_COST if r.reason.startswith("bad_signature") else
+                   JUNK_COST if r.reason.startswith(_JUNK) else 0 for r in results)
+        if cost:
+            limit.charge(grpcutil.peer_id(context), cost)
 
     async def Propose(  # noqa: N802
         self, request: consensus_pb2.Proposal, context: grpc.aio.ServicerContext
@@ -193,5 +213,8 @@ async def serve(args: ServeArgs) -> None:
         return consensus_pb2.DESCRIPTOR.services_by_name["Consensus"].full_name
 
     # a proposal holds at most max_block_bytes of transactions plus header, QC and TC
-    limits = {**REQUEST_LIMITS, _SERVICE + "Propose": args.config.max_block_bytes + PROPOSAL_OVERHEAD_BYTES}
-    await grpcutil.serve(args.listen, [register], on_stop=on_stop, request_limits=limits)
+    # transactions arrive in batches of at most one block's worth: a larger request (or a single
+    # transaction over the block limit) could never be committed, so it is refused before parsing
+    cap = args.config.max_block_bytes + PROPOSAL_OVERHEAD_BYTES
+    limits = {**REQUEST_LIMITS, _SERVICE + "Propose": cap, _SERVICE + "SubmitTx": cap, _SERVICE + "GossipTxs": cap}
+    await grpcutil.serve(args.listen, [register], on_stop=on_stop, request_limits=limits, max_receive_bytes=cap)
