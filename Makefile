@@ -26,7 +26,7 @@ devnet: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# -rs: say why anything was skipped. The full suite: ~13 min on a 2-core machine (CI: 797 s).
+# -rs: say why anything was skipped. The full suite: ~16 min on a 2-core machine (973 s, idle).
 test: install lint
 	$(VENV)/bin/pytest -q -rs $(PYTEST_ARGS)
 

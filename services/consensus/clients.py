@@ -22,7 +22,8 @@ BAD_SIGNATURE = "bad_signature: transaction signature does not verify"
 class LedgerClient:
     def __init__(self, target: str) -> None:
         self.target = target
-        self._channel = grpcutil.channel(target)
+        # the ledger is this replica's own: when it restarts, be back within a second or two
+        self._channel = grpcutil.channel(target, options=grpcutil.FAST_RECONNECT_OPTIONS)
         self.stub = ledger_pb2_grpc.LedgerStub(self._channel)
 
     async def head(self) -> ledger_pb2.HeadResponse:

@@ -29,12 +29,7 @@ log = logging.getLogger("zkpot.consensus.network")
 SEND_DEADLINE_S = 5.0
 GOSSIP_INFLIGHT_BYTES = 16 * 1024 * 1024
 FETCH_DEADLINE_S = 10.0
-CHANNEL_OPTIONS = [
-    *grpcutil.CHANNEL_OPTIONS,
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
+CHANNEL_OPTIONS = grpcutil.FAST_RECONNECT_OPTIONS
 
 
 @dataclass
