@@ -116,6 +116,9 @@ def test_report_has_every_round(devnet: tuple[Path, dict, int]) -> None:
         assert all(s["admitted"] for s in r["submissions"]), r["submissions"]
         assert 0.0 <= r["global_accuracy"] <= 1.0
     assert report["insecure_dev_srs"] is True
+    # the settings actually used, not the "0: task default" placeholders (issue 20.9)
+    assert report["config"]["test_set_size"] == report["test_set_size"] == 8
+    assert report["config"]["min_correct"] > 0 and report["config"]["round_deadline_s"] > 0
     for key in ("training_s", "proving_s", "verifying_s_all_validators", "consensus_commit_s", "total_s"):
         assert key in report["where_time_went"]
 

@@ -89,6 +89,17 @@ def _round_json(net: Devnet, rs: RoundStats) -> dict[str, Any]:
     }
 
 
+def _config_used(net: Devnet) -> dict[str, Any]:
+    """The run's settings with every "0: task default" replaced by the value the task has (issue 20.9)."""
+    m = net.genesis.manifest
+    used = {k: str(v) if hasattr(v, "__fspath__") else v for k, v in vars(net.config).items()}
+    used.update(test_set_size=m.test_set_size, min_correct=m.min_correct, shard_size=m.shard_size or m.test_set_size,
+                aggregation_rule=m.aggregation_rule or "fedavg-threshold",
+                round_deadline_blocks=m.round_deadline_blocks, round_deadline_s=m.round_deadline_ms / 1000,
+                secagg_threshold=m.secagg_threshold)
+    return used
+
+
 def write_report(net: Devnet, ledgers: dict[str, Any], verify: dict[str, float]) -> dict[str, Any]:
     rounds = [_round_json(net, rs) for _, rs in sorted(net.rounds.items())]
     all_subs = [s for r in rounds for s in r["submissions"]]
@@ -100,7 +111,7 @@ def write_report(net: Devnet, ledgers: dict[str, Any], verify: dict[str, float])
         "task_id": net.genesis.task_id.hex(),
         "insecure_dev_srs": bool(net.genesis.manifest.insecure_dev_srs),
         "test_set_size": net.genesis.manifest.test_set_size,
-        "config": {k: str(v) if hasattr(v, "__fspath__") else v for k, v in vars(net.config).items()},
+        "config": _config_used(net),
         "validators": [v.name for v in net.plan.validators],
         "participants": [p.name for p in net.plan.participants],
         "ledgers": ledgers,

@@ -500,6 +500,8 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
         stats.next_scores = list(schedule.scores)
         stats.closed = time.monotonic()
         net.progress.global_accuracy = stats.global_accuracy
+        if r == max(net.rounds):  # the last round: not "training and proving" any more (issue 20.9)
+            net.progress.stage = "all rounds closed: checking the ledgers"
         net.progress.say(
             f"round {r} closed at height {summary.close_height}: "
             f"{sum(s.aggregated for s in summary.submissions)}/{len(summary.submissions)} submissions aggregated, "
