@@ -289,16 +289,17 @@ def test_traffic_cannot_hurry_a_round_deadline(tmp_path):
             assert led.append(req).results[0].accepted
             b.accept(req)
         r1 = led.round_summary(1)
-        assert not r1.closed and r1.open_time_ms == t0  # 30 blocks > 5, but 1.5 s < 60 s
-        req = b.next_block([], timestamp_ms=t0 + 59_999)
+        # chain time starts with the first block (t0 + 50), not at genesis_time_ms
+        assert not r1.closed and r1.open_time_ms == t0 + 50  # 30 blocks > 5, but 1.5 s < 60 s
+        req = b.next_block([], timestamp_ms=t0 + 50 + 59_999)
         led.append(req)
         b.accept(req)
         assert not led.round_summary(1).closed
-        req = b.next_block([], timestamp_ms=t0 + 60_000)  # both deadlines passed
+        req = b.next_block([], timestamp_ms=t0 + 50 + 60_000)  # both deadlines passed
         led.append(req)
         b.accept(req)
         r1 = led.round_summary(1)
         assert r1.closed and r1.close_height == 32
-        assert led.round_summary(2).open_time_ms == t0 + 60_000
+        assert led.round_summary(2).open_time_ms == t0 + 50 + 60_000
     finally:
         led.close()

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from chain_factory import Fixture, make_genesis
-from security_procs import Service, consensus_service, ledger_service, metric, stop_all
+from security_procs import Service, consensus_service, ledger_service, metric, stop_all, sync_channel
 
 from zkpot import chain
 from zkpot.crypto import KeyPair
 from zkpot.grpcutil import CHANNEL_OPTIONS
-from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, types_pb2
+from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_grpc, types_pb2
 
 STRANGER = KeyPair.from_seed(b"\x77" * 32)
 RATE, BURST, QUOTA = 20, 40, 25
@@ -255,3 +255,40 @@ def test_a_peer_forging_signatures_pays_for_each_one(net: Net) -> None:
     ok = net.stub(fresh=True).SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(net.fx.validator_keys[3], 1,
                                                                                    b"o")), timeout=10)
     assert ok.results[0].admitted, ok.results[0].reason
+
+
+def test_junk_traffic_does_not_hurry_a_live_rounds_deadline(tmp_path) -> None:  # noqa: ANN001
+    """Issue 19.5 on real processes: a member sends 20 payloads a second to a live chain (one
+    validator, so every block commits at once) whose task closes a round after 5 blocks *and* 12 s
+    of chain time. Blocks come many times faster than idle, yet round 1 stays open until the chain
+    time has passed; then it closes."""
+    fx = make_genesis(n_validators=1, n_participants=2, deadline_blocks=5, deadline_ms=12_000)
+    genesis = tmp_path / "genesis.json"
+    fx.genesis.save(genesis)
+    key = tmp_path / "key.json"
+    fx.validator_keys[0].save(key)
+    ledger = ledger_service(tmp_path, genesis)
+    replica = consensus_service(tmp_path, genesis, key, "validator-0", ledger.target, ["--idle-block-ms", "5000"])
+    try:
+        ledger.start().wait_healthy()
+        replica.start().wait_healthy()
+        stub = consensus_pb2_grpc.ConsensusStub(sync_channel(replica.target))
+        with sync_channel(ledger.target) as ch:
+            lstub = ledger_pb2_grpc.LedgerStub(ch)
+            t0 = time.monotonic()
+            sent = 0
+            while time.monotonic() - t0 < 8.0:  # 20 tx/s of junk from a genesis member
+                stub.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(fx.participant_keys[0], 1, b"j")), timeout=5)
+                sent += 1
+                time.sleep(0.05)
+            head = lstub.Head(ledger_pb2.HeadRequest(), timeout=5)
+            assert head.height > 5 * 3, head  # blocks far faster than the 5 s idle interval
+            assert head.current_round == 1, "junk traffic closed the round before its chain time"
+            deadline = time.monotonic() + 30
+            while lstub.Head(ledger_pb2.HeadRequest(), timeout=5).current_round == 1:
+                assert time.monotonic() < deadline, "the round never closed"
+                time.sleep(0.5)
+            closed = lstub.GetRound(ledger_pb2.GetRoundRequest(round=1), timeout=5)
+            assert closed.closed and time.monotonic() - t0 >= 11.0
+    finally:
+        stop_all([replica, ledger])

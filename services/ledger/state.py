@@ -279,7 +279,9 @@ class StateMachine:
         summary = ledger_pb2.RoundSummary(
             round=round_,
             open_height=height,
-            open_time_ms=self._now_ms if self.manifest.round_deadline_ms else 0,
+            # round 1 opens at genesis, but its chain time starts with the first block (set there):
+            # a chain started long after genesis_time_ms must not find its first round expired
+            open_time_ms=self._now_ms if self.manifest.round_deadline_ms and height > 0 else 0,
             global_model_cid=global_cid,
             aggregation_rule=aggregation_rule(self.manifest.min_correct, self.manifest.aggregation_rule),
             test_set_size=self.manifest.test_set_size,
@@ -295,6 +297,11 @@ class StateMachine:
         ov = _Overlay(reader)
         height = block.header.height
         self._now_ms = block.header.timestamp_ms  # chain time: what round deadlines count besides blocks
+        if height == 1 and self.manifest.round_deadline_ms:
+            first = read_round(ov.get, 1)
+            if first is not None and not first.open_time_ms:
+                first.open_time_ms = self._now_ms
+                ov.put(round_key(1), _ser(first))
         results: list[types_pb2.TxResult] = []
         seen: set[bytes] = set()
         duplicates: set[int] = set()
