@@ -370,12 +370,10 @@ class StateMachine:
         # ... and below the circuit's quantum: what the proof commits to is the model rounded to the
         # circuit's scale, so bytes that differ by less than a quantum are the same committed model
         committed = model_codec.quantized(tensors, self.manifest.param_scale)
-        if committed == self._global_quantized(ov, summary.global_model_cid):
+        if committed == self._quantized_model(ov, summary.global_model_cid):
             return "model is the round's global model to within the circuit's quantum (free-riding: same commitment)"
         for s in summary.submissions:
-            earlier = ov.blob(s.model_cid)
-            assert earlier is not None  # stored with its submission
-            if model_codec.quantized(model_codec.decode_fixed(earlier), self.manifest.param_scale) == committed:
+            if self._quantized_model(ov, s.model_cid) == committed:
                 return "model copies an earlier submission of this round to within the circuit's quantum " \
                        "(free-riding: same commitment)"
         summary.submissions.add(
@@ -456,7 +454,8 @@ class StateMachine:
     def _global_layout(self, ov: _Overlay, cid: str) -> list[tuple[str, tuple[int, ...]]]:
         return _of_global_model(self._layouts, ov, cid, lambda data: _layout(model_codec.decode_fixed(data)))
 
-    def _global_quantized(self, ov: _Overlay, cid: str) -> bytes:
+    def _quantized_model(self, ov: _Overlay, cid: str) -> bytes:
+        """A stored model (global or submitted) rounded to param_scale, cached by content id."""
         scale = self.manifest.param_scale
         return _of_global_model(self._quantized, ov, cid,
                                 lambda data: model_codec.quantized(model_codec.decode_fixed(data), scale))
