@@ -16,7 +16,7 @@ from pathlib import Path
 
 from zkpot.crypto import KeyPair
 from zkpot.v1 import types_pb2
-from zkpot.zkp import data, prove
+from zkpot.zkp import data, prove, submission
 from zkpot.zkp.task import TaskConfig, create_task, load_task
 from zkpot.zkp.verify import check_submission
 
@@ -46,7 +46,7 @@ def main() -> None:
         key = KeyPair.from_seed(bytes([10 + a.participant]) * 32)
         shard = data.dirichlet_shards(4, 0.5, 7)[a.participant]
         r = prove.prove_round(task, task.initial_model, shard, 1, key.public, a.dir / f"work{a.participant}")
-        tx = prove.submit_proof_tx(key, task.task_id, 1, r.proof, r.model_commitment, r.claimed_correct,
+        tx = submission.submit_proof_tx(key, task.task_id, 1, r.proof, r.model_commitment, r.claimed_correct,
                                    r.model_params)
         a.tx.write_bytes(tx.SerializeToString())
         out.update({k: v for k, v in r.__dict__.items() if k.endswith("seconds") or k.endswith("accuracy")})

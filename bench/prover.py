@@ -325,7 +325,7 @@ def main() -> int:
     from zkpot import model_codec
     from zkpot.crypto import KeyPair
     from zkpot.v1 import prover_pb2
-    from zkpot.zkp import data, prove
+    from zkpot.zkp import data, submission
     from zkpot.zkp.task import TaskConfig, create_task
     from zkpot.zkp.verify import check_submission
 
@@ -375,7 +375,7 @@ def main() -> int:
         service_s = min(s for _, s in service_runs)
         assert result.model_cid == model_codec.model_cid(direct["params"]), "service and direct trained apart"
 
-        tx = prove.submit_proof_tx(alice, task.task_id, ROUND, result.proof, result.model_commitment,
+        tx = submission.submit_proof_tx(alice, task.task_id, ROUND, result.proof, result.model_commitment,
                                    result.claimed_correct, result.model_params, shards=list(result.shards))
         verdict = check_submission(task, tx, root)
         assert verdict.valid, verdict

@@ -36,7 +36,7 @@ from zkpot.v1 import (
     verifier_pb2,
     verifier_pb2_grpc,
 )
-from zkpot.zkp import model, prove
+from zkpot.zkp import model, prove, submission
 from zkpot.zkp.task import Task
 
 R = verifier_pb2.RejectReason
@@ -81,7 +81,7 @@ def _verify(svc: Service, tx: types_pb2.Transaction) -> verifier_pb2.VerifyResul
 def _submission(mode: str, key: KeyPair, task: Task, round_: int, net: model.MLP, f: Forged) -> types_pb2.Transaction:
     if mode == "secure":
         return private_submission(key, task, round_, f)
-    return prove.submit_proof_tx(key, task.task_id, round_, f.proof, f.commitment, f.count, model.encode(net))
+    return submission.submit_proof_tx(key, task.task_id, round_, f.proof, f.commitment, f.count, model.encode(net))
 
 
 def _weak_model(task: Task) -> model.MLP:

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -49,9 +50,11 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, int]:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     report_path = data_dir / "report.json"
     killed, seen_at = False, 0.0
+    faults = ParticipantFaults(data_dir)
     try:
         while not report_path.exists() and proc.poll() is None and time.monotonic() - t0 < 900:
             time.sleep(1)
+            faults.step()
             if not killed and (data_dir / "genesis.json").exists():
                 # the fault the network is built for: kill -9 one replica (v3: no participant submits
                 # through it) mid-round; the devnet must restart it, finish every round, and say so
@@ -78,6 +81,39 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, int]:
 
 
 DASHBOARD_RESULTS: dict[str, list[str]] = {}
+
+
+class ParticipantFaults:
+    """kill -9 of p0's participant service right after it signed round 1's submission (restarted,
+    it must resend those bytes, not prove and sign again), and of p1's prover mid-proof in round 2
+    (its participant must wait for the restarted prover and still submit in time)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.done: set[str] = set()
+        self.proving_seen_at = 0.0
+
+    def _log(self, name: str) -> str:
+        path = self.data_dir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _kill(self, what: str, node: str) -> None:
+        pids = [pid for pid in _processes_mentioning(str(self.data_dir / "genesis.json")) if what in _cmdline(pid)
+                and f"--node {node} " in _cmdline(pid)] if what != "prover serve" else \
+            [pid for pid in _processes_mentioning(str(self.data_dir / "task")) if what in _cmdline(pid)
+             and f"--node {node} " in _cmdline(pid)]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        if pids:
+            self.done.add(f"{node}:{what}")
+
+    def step(self) -> None:
+        if "p0:participant run" not in self.done and "round=1 event=signed" in self._log("p0-participant"):
+            self._kill("participant run", "p0")
+        if "p1:prover serve" not in self.done and "round=2 event=proving" in self._log("p1-participant"):
+            self.proving_seen_at = self.proving_seen_at or time.monotonic()
+            if time.monotonic() - self.proving_seen_at > 4:  # training done, ezkl under way
+                self._kill("prover serve", "p1")
 DASHBOARDS = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
 
 
@@ -131,6 +167,21 @@ def test_a_replica_killed_mid_run_is_restarted_and_reported(devnet: tuple[Path, 
     assert ("v3-consensus", "died") in events and ("v3-consensus", "restarted") in events, report["restarts"]
     died = next(e for e in report["restarts"] if e["event"] == "died")
     assert died["exit_code"] == -9
+
+
+def test_a_participant_and_a_prover_killed_mid_round_lose_nothing(devnet: tuple[Path, dict, int]) -> None:
+    """Issue 13: p0's participant killed right after signing, p1's prover killed mid-proof: both are
+    restarted, every round still has both submissions, and each participant's committed transaction
+    is the one it recorded before the kill (the chain-side count is checked in _check_chain)."""
+    data_dir, report, _ = devnet
+    events = {(e["service"], e["event"]) for e in report["restarts"]}
+    for service in ("p0-participant", "p1-prover"):
+        assert (service, "died") in events and (service, "restarted") in events, report["restarts"]
+    for r in report["rounds"]:
+        for sub in r["submissions"]:
+            rec = json.loads((data_dir / "nodes" / sub["participant"] / "participant" / "rounds" /
+                              f"{r['round']}.json").read_text())
+            assert rec["tx_id"] == sub["tx_id"] and rec["stage"] == "done" and sub["height"] > 0, (rec, sub)
 
 
 def test_every_replica_holds_the_same_chain(devnet: tuple[Path, dict, int]) -> None:
@@ -213,6 +264,10 @@ async def _check_chain(genesis: Genesis, ledgers: list[str], verifier: str) -> N
     proofs = [tx for sb in chains[0] for tx, res in zip(sb.block.txs, sb.results, strict=False)
               if tx.WhichOneof("body") == "submit_proof" and res.accepted]
     assert len(proofs) == ROUNDS * PARTICIPANTS
+    # one SubmitProof per participant and round, whatever was killed and restarted (issue 13)
+    every = Counter((tx.submit_proof.participant, tx.submit_proof.round) for sb in chains[0] for tx in sb.block.txs
+                    if tx.WhichOneof("body") == "submit_proof")
+    assert set(every.values()) == {1}, every
     async with grpcutil.channel(verifier) as ch:
         stub = verifier_pb2_grpc.VerifierStub(ch)
         resp = await stub.Verify(verifier_pb2.VerifyRequest(txs=proofs), timeout=600)

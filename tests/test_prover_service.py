@@ -13,7 +13,7 @@ from zkp_env import free_port, shared_env, start_service, stop_service, wait_ser
 
 from zkpot import grpcutil, model_codec
 from zkpot.v1 import prover_pb2, prover_pb2_grpc
-from zkpot.zkp import model, prove
+from zkpot.zkp import model, submission
 from zkpot.zkp.verify import check_submission
 
 
@@ -71,7 +71,7 @@ def test_prove_round_streams_stages_and_the_result_verifies(prover) -> None:
     assert r.test_set_size == 8 and r.quantized_accuracy == r.claimed_correct / 8
     assert r.model_cid == model_codec.model_cid(r.model_params)
     assert r.prove_seconds > 0 and r.train_seconds > 0
-    tx = prove.submit_proof_tx(env.bob, env.task.task_id, 3, r.proof, r.model_commitment, r.claimed_correct,
+    tx = submission.submit_proof_tx(env.bob, env.task.task_id, 3, r.proof, r.model_commitment, r.claimed_correct,
                                r.model_params)
     verdict = check_submission(env.task, tx, env.root)
     assert verdict.valid, verdict

@@ -19,9 +19,9 @@ from zkp_env import shared_env
 from services.ledger.ledger import Ledger
 from services.ledger.state import GenesisError, StateMachine
 from services.ledger.task_commitments import TaskCommitments
+from services.participant import masking as secure
 from zkpot import aggregation, chain, secagg
 from zkpot.codec import content_id
-from zkpot.devnet import secure
 from zkpot.v1 import ledger_pb2, types_pb2
 from zkpot.zkp import commitment
 

@@ -19,7 +19,7 @@ from zkpot.crypto import KeyPair
 from zkpot.genesis import Genesis, Member
 from zkpot.ports import free_port  # noqa: F401 - the tests import it from here
 from zkpot.v1 import types_pb2
-from zkpot.zkp import data, prove
+from zkpot.zkp import data, prove, submission
 from zkpot.zkp.task import Task, TaskConfig, create_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def shared_env() -> ZkpEnv:
         shard_path = root / "shard-0.npz"
         data.save(shard_path, shard)
         honest = prove.prove_round(task, task.initial_model, shard, 1, alice.public, root / "work", seed=1)
-        honest_tx = prove.submit_proof_tx(alice, task.task_id, 1, honest.proof, honest.model_commitment,
+        honest_tx = submission.submit_proof_tx(alice, task.task_id, 1, honest.proof, honest.model_commitment,
                                           honest.claimed_correct, honest.model_params)
         validator = KeyPair.from_seed(b"\x09" * 32)
         genesis = Genesis(chain_id="zkp-test", genesis_time_ms=0, validators=(Member("v0", validator.public),),
@@ -99,8 +99,8 @@ def sharded_env() -> ShardedEnv:
         prove.compile_step(task, trained.model_params, root / "b")
         prove.witness_step(task, root / "b", 1, 1, bob.public)
         other = prove.prove_shard_step(task, root / "b", 1)
-        _sharded = ShardedEnv(root, task, alice, bob, shard_path, honest, prove.round_tx(alice, task.task_id, honest),
-                              other)
+        honest_tx = submission.round_tx(alice, task.task_id, honest.round, honest)
+        _sharded = ShardedEnv(root, task, alice, bob, shard_path, honest, honest_tx, other)
     return _sharded
 
 

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("zkpot.keys_cli", "create and show ed25519 identities"),
     "tls": ("zkpot.tls", "mutual TLS: a dev CA and node certificates"),
     "task": ("zkpot.zkp.cli", "create a learning task (publisher)"),
+    "participant": ("services.participant.cli", "a participant: follows the chain, proves each round, submits"),
     "prover": ("services.prover.cli", "participant's prover service"),
     "verifier": ("services.verifier.cli", "proof verifier service"),
     "consensus": ("services.consensus.cli", "HotStuff replica service"),

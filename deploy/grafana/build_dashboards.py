@@ -121,6 +121,19 @@ DASHBOARDS: dict[str, dict] = {
                 (r("zkpot_verifier_rejections_total", "node, reason", sel=""), "{{node}} {{reason}}"),
                 (r("zkpot_verifier_cache_hits_total", sel=""), "{{node}} cache hits"),
             ], "ops", "timeseries"),
+            ("Participants: last accepted round", [
+                ("zkpot_participant_last_accepted_round", "{{node}}"),
+            ], "none", "timeseries"),
+            ("Participant submissions by outcome and reason", [
+                ("sum by (outcome, reason) (increase(zkpot_participant_submissions_total[$__range]))",
+                 "{{outcome}} {{reason}}"),
+            ], "none", "stat"),
+            ("Participants by phase (proving, submitting, masking ...)", [
+                ("sum by (phase) (zkpot_participant_phase)", "{{phase}}"),
+            ], "none", "timeseries"),
+            ("Participant fail-overs to another validator", [
+                (r("zkpot_participant_failovers_total", sel=""), "{{node}}"),
+            ], "ops", "timeseries"),
             ("Prover runs by outcome", [
                 ("sum by (outcome) (increase(zkpot_prover_proofs_total[$__range]))", "{{outcome}}"),
             ], "none", "stat"),

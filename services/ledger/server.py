@@ -24,7 +24,7 @@ from services.ledger.ledger import HASH_LEN, AppendRejected, Ledger, Prepared, c
 from services.ledger.store import Store
 from zkpot import grpcutil, metrics
 from zkpot.grpcutil import Registrar
-from zkpot.v1 import ledger_pb2, ledger_pb2_grpc
+from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2
 
 log = logging.getLogger("zkpot.ledger")
 _cleanups: set[asyncio.Task] = set()  # backup scratch removals in flight (kept referenced until done)
@@ -342,6 +342,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             upto = min(head, next_height + STREAM_BATCH - 1)
             blocks = await asyncio.to_thread(self._read_range, next_height, upto)
             for sb in blocks:
+                if request.headers_only:
+                    sb = ledger_pb2.StoredBlock(block=types_pb2.Block(header=sb.block.header), block_hash=sb.block_hash,
+                                                state_root=sb.state_root)
                 yield sb
             next_height = upto + 1
 

@@ -57,8 +57,9 @@ class _Metrics:
 
 
 class ProverServicer(prover_pb2_grpc.ProverServicer):
-    def __init__(self, task: Task, pool: ProcessPoolExecutor, workers: int = 1) -> None:
+    def __init__(self, task: Task, pool: ProcessPoolExecutor, workers: int = 1, shard_samples: int = 0) -> None:
         self.task = task
+        self.shard_samples = shard_samples
         self.pool = pool
         self.workers = workers
         self.lock = asyncio.Lock()
@@ -122,10 +123,13 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
                     self.m.shard_seconds.observe(p.prove_seconds)
                 r = prove.assemble(self.task, request.round, request.participant, trained, compile_s, list(wits),
                                    list(proven), prove_s)
+                result = to_proto(r, self.workers)
+                if self.task.manifest.secure_aggregation:  # the participant masks these; it loads no torch
+                    result.committed_params = await self._run(worker.committed_params, trained.model_params)
                 outcome = "ok"
                 log.info("round %d proven: %d/%d correct (float %.3f) in %d shard(s), prove %.1fs", request.round,
                          r.claimed_correct, r.test_set_size, r.float_accuracy, len(r.shards), r.prove_seconds)
-                yield prover_pb2.ProveRoundProgress(result=to_proto(r, self.workers))
+                yield prover_pb2.ProveRoundProgress(result=result)
             except prove.ProveRangeError as exc:
                 outcome = "out_of_range"
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
@@ -150,6 +154,13 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
                     pass
 
 
+    async def Info(  # noqa: N802 - gRPC method name
+        self, request: prover_pb2.ProverInfoRequest, context: grpc.aio.ServicerContext
+    ) -> prover_pb2.ProverInfo:
+        return prover_pb2.ProverInfo(task_id=self.task.task_id, shard_samples=self.shard_samples,
+                                     test_set_shards=self.task.n_shards, prove_workers=self.workers)
+
+
 def to_proto(r: prove.RoundProof, workers: int = 1) -> prover_pb2.ProveRoundResult:
     return prover_pb2.ProveRoundResult(
         shards=prove.shard_protos(r.shards) if len(r.shards) > 1 else [], prove_workers=workers,
@@ -170,7 +181,7 @@ async def serve(args: ServeArgs) -> None:
     pool = await workerpool.start(
         workers, f"zkpot-prover-{args.node}-", worker.init,
         lambda workdir: (str(args.task_dir), str(args.shard), str(workdir), threads), worker.ping, args.workdir)
-    servicer = ProverServicer(task, pool.executor, workers)
+    servicer = ProverServicer(task, pool.executor, workers, len(shard))
     log.info("task %s, shard %s (%d samples), %d test-set shard(s) of %d, %d prove worker(s)",
              task.task_id.hex()[:16], args.shard, len(shard), task.n_shards, task.shard_size, workers)
 

@@ -46,6 +46,12 @@ def train(global_model: bytes, epochs: int, seed: int, behaviour: str = "") -> p
     return prove.train_step(task, global_model, shard, epochs, seed, behaviour)
 
 
+def committed_params(model_params: bytes) -> bytes:
+    """The integers the proof commits to, big-endian int64 (what a secure-aggregation member masks)."""
+    task, _, _ = _state()
+    return commitment.param_vector(task, model_params).astype(">i8").tobytes()
+
+
 def compile_job(job: str, model_params: bytes) -> float:
     task, _, base = _state()
     return prove.compile_step(task, model_params, base / job)

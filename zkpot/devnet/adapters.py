@@ -124,6 +124,7 @@ async def compare_ledgers(plan: DevnetPlan, settle_s: float = 10.0) -> dict[str,
             await asyncio.sleep(0.5)
         upto = min(h.height for h in heads)
         mismatches = []
+        chain_bytes, tx_bytes = 0, {}  # what a validator stores and every participant could download
         h = 0
         while h <= upto:
             pages = [await s.GetBlocks(ledger_pb2.GetBlocksRequest(from_height=h, limit=200), timeout=30)
@@ -132,12 +133,17 @@ async def compare_ledgers(plan: DevnetPlan, settle_s: float = 10.0) -> dict[str,
             if n == 0:
                 break
             for i in range(n):
+                block = pages[0].blocks[i].block
+                chain_bytes += block.ByteSize()
+                for tx in block.txs:
+                    kind = tx.WhichOneof("body") or "none"
+                    tx_bytes[kind] = tx_bytes.get(kind, 0) + tx.ByteSize()
                 ids = {(p.blocks[i].block_hash, p.blocks[i].state_root) for p in pages}
                 if len(ids) != 1 and h + i <= upto:
                     mismatches.append(h + i)
             h += n
         return {"agree": not mismatches, "heights": [hd.height for hd in heads], "compared_up_to": upto,
-                "mismatched_heights": mismatches[:20],
+                "mismatched_heights": mismatches[:20], "chain_bytes": chain_bytes, "tx_bytes": tx_bytes,
                 "state_roots": sorted({hd.state_root.hex() for hd in heads if hd.height == upto})}
     finally:
         for c in channels:

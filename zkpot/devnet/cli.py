@@ -28,10 +28,12 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="prove the public test set in shards of this many samples (0: one proof)")
     parser.add_argument("--prove-workers", type=int, default=1,
                         help="worker processes per prover; shards are proven in parallel across them")
+    parser.add_argument("--provers", type=int, default=0,
+                        help="scale tests: participants share this many prover processes (participant j uses "
+                             "prover j mod N and trains on its shard); 0: one prover per participant")
     parser.add_argument("--local-epochs", type=int, default=0, help="local epochs per round (0: prover default)")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the non-IID shards")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--parallel-proofs", type=int, default=2, help="proofs in flight at once (default 2)")
     parser.add_argument("--round-deadline-blocks", type=int, default=300,
                         help="a round closes after this many blocks even if not everyone submitted, and no sooner "
                              "than the chain time those blocks take when idle (x --idle-block-ms)")
@@ -88,8 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     config = DevnetConfig(
         data_dir=args.data_dir.resolve(), validators=args.validators, participants=args.participants,
         rounds=args.rounds, base_port=args.base_port, existing=args.existing, test_set_size=args.test_set_size,
-        shard_size=args.shard_size, prove_workers=args.prove_workers,
-        local_epochs=args.local_epochs, alpha=args.alpha, seed=args.seed, parallel_proofs=args.parallel_proofs,
+        shard_size=args.shard_size, prove_workers=args.prove_workers, provers=args.provers,
+        local_epochs=args.local_epochs, alpha=args.alpha, seed=args.seed,
         round_deadline_blocks=args.round_deadline_blocks, min_correct=args.min_correct,
         report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,
         prometheus=args.prometheus, linger_s=args.linger, tls=args.tls,

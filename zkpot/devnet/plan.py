@@ -53,10 +53,17 @@ class ParticipantPlan:
     prover_port: int
     prover_metrics: int
     shard_path: Path
+    participant_port: int = 0         # its Participant status service (base+500+10j+1)
+    participant_metrics: int = 0      # base+500+10j+6
+    state_dir: Path = Path()          # the participant service's durable state
 
     @property
     def prover(self) -> str:
         return f"{HOST}:{self.prover_port}"
+
+    @property
+    def participant(self) -> str:
+        return f"{HOST}:{self.participant_port}"
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ class DevnetPlan:
             out += [v.consensus_port, v.verifier_port, v.ledger_port, v.consensus_metrics, v.verifier_metrics,
                     v.ledger_metrics]
         for p in self.participants:
-            out += [p.prover_port, p.prover_metrics]
+            out += [p.prover_port, p.prover_metrics, p.participant_port, p.participant_metrics]
         return out + [self.observer_metrics, self.prometheus_port]
 
     def metrics_targets(self) -> dict[str, str]:
@@ -96,6 +103,7 @@ class DevnetPlan:
             out[f"{v.name}/ledger"] = f"{HOST}:{v.ledger_metrics}"
         for p in self.participants:
             out[f"{p.name}/prover"] = f"{HOST}:{p.prover_metrics}"
+            out[f"{p.name}/participant"] = f"{HOST}:{p.participant_metrics}"
         out["observer/observer"] = f"{HOST}:{self.observer_metrics}"
         return out
 
@@ -103,7 +111,7 @@ class DevnetPlan:
 def plan_ports(base: int, n_validators: int, n_participants: int) -> list[int]:
     """Every port a devnet with this base uses (see make_plan)."""
     ports = [base + 10 * i + k for i in range(n_validators) for k in (0, 1, 2, 5, 6, 7)]
-    ports += [base + 500 + 10 * j + k for j in range(n_participants) for k in (0, 5)]
+    ports += [base + 500 + 10 * j + k for j in range(n_participants) for k in (0, 1, 5, 6)]
     return ports + [base + 905, base + 909]
 
 
@@ -126,7 +134,8 @@ def _key(path: Path) -> KeyPair:
 
 
 def make_plan(data_dir: Path, n_validators: int, n_participants: int, base_port: int) -> DevnetPlan:
-    """Ports: validator i uses base+10i .. +7; prover j uses base+500+10j, +5 (metrics); the observer's
+    """Ports: validator i uses base+10i .. +7; participant j's prover base+500+10j (+5 metrics) and
+    participant service base+500+10j+1 (+6 metrics); the observer's
     metrics base+905; Prometheus (with --prometheus) base+909."""
     keys = data_dir / "keys"
     validators = []
@@ -146,7 +155,8 @@ def make_plan(data_dir: Path, n_validators: int, n_participants: int, base_port:
         participants.append(
             ParticipantPlan(j, name, keys / f"{name}.json", key.public, validators[j % n_validators],
                             leads=j < n_validators, prover_port=p, prover_metrics=p + 5,
-                            shard_path=data_dir / "shards" / f"{name}.npz")
+                            shard_path=data_dir / "shards" / f"{name}.npz", participant_port=p + 1,
+                            participant_metrics=p + 6, state_dir=data_dir / "nodes" / name / "participant")
         )
     return DevnetPlan(data_dir, tuple(validators), tuple(participants), observer_metrics=base_port + 905,
                       prometheus_port=base_port + 909)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zkpot.devnet.run import Devnet
-    from zkpot.v1 import ledger_pb2, prover_pb2
+    from zkpot.v1 import ledger_pb2, participant_pb2
 
 
 @dataclass
@@ -34,11 +34,21 @@ class SubmissionStats:
     height: int = 0
     aggregated: bool = False
 
-    def fill_from_prover(self, r: prover_pb2.ProveRoundResult) -> None:
-        self.claimed_correct, self.test_set_size = r.claimed_correct, r.test_set_size
-        self.float_accuracy, self.quantized_accuracy = r.float_accuracy, r.quantized_accuracy
-        self.train_s, self.compile_s = r.train_seconds, r.compile_seconds
-        self.witness_s, self.prove_s = r.witness_seconds, r.prove_seconds
+    stage: str = ""                   # how the round ended for the participant (its own record)
+    validator: str = ""               # consensus address that admitted it
+    attempts: int = 0                 # SubmitTx calls, fail-overs included
+
+    @classmethod
+    def from_participant(cls, name: str, r: participant_pb2.ParticipantRound) -> SubmissionStats:
+        """From the participant service's own record of the round (its Status RPC)."""
+        return cls(participant=name, round=r.round, tx_id=r.tx_id.hex(), claimed_correct=r.claimed_correct,
+                   test_set_size=r.test_set_size, float_accuracy=r.float_accuracy,
+                   quantized_accuracy=r.claimed_correct / r.test_set_size if r.test_set_size else 0.0,
+                   train_s=r.train_seconds, compile_s=r.compile_seconds, witness_s=r.witness_seconds,
+                   prove_s=r.prove_seconds, prover_wall_s=r.prover_wall_seconds, admission_s=r.admission_seconds,
+                   commit_s=r.commit_seconds, admitted=r.admitted,
+                   admission_reason="" if r.admitted else r.reason, ledger_reason=r.ledger_reason, height=r.height,
+                   aggregated=r.aggregated, stage=r.stage, validator=r.validator, attempts=r.attempts)
 
 
 @dataclass

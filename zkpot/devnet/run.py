@@ -1,8 +1,9 @@
-"""The devnet orchestrator: publish a task, start every service as its own process, drive the
-participants through the FL rounds over gRPC, watch the chain, and write the report.
+"""The devnet orchestrator: publish a task, start every service as its own process (participants
+included: `zkpot participant run`), supervise them, watch the chain, and write the report.
 
-Nothing here is on the consensus path: the orchestrator only plays the participants' client
-role (ask the prover, sign, submit) and the observer's (read ledgers, scrape metrics).
+Nothing here is on the consensus path or plays a participant: the orchestrator is a supervisor,
+an observer (it reads ledgers and the participants' Status) and, for the attack checks, an
+outsider forging copies of a committed proof (adversary.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import grpc
 
-from zkpot import chain, grpcutil
-from zkpot.crypto import KeyPair
-from zkpot.devnet import adapters, prometheus, secure
+from services.participant.rounds import BEHAVIOURS, FINAL_STAGES
+from zkpot import grpcutil
+from zkpot.devnet import adapters, adversary, prometheus
 from zkpot.devnet.plan import (
     DevnetPlan,
     ParticipantPlan,
@@ -39,9 +40,8 @@ from zkpot.v1 import (
     consensus_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
-    prover_pb2,
-    prover_pb2_grpc,
-    types_pb2,
+    participant_pb2,
+    participant_pb2_grpc,
 )
 
 log = logging.getLogger("zkpot.devnet")
@@ -59,10 +59,10 @@ class DevnetConfig:
     test_set_size: int = 0               # 0: task default
     shard_size: int = 0                  # 0: one proof over the whole public test set
     prove_workers: int = 1               # per prover; the devnet's provers share the machine
+    provers: int = 0                     # scale tests: participants share this many provers; 0: one each
     local_epochs: int = 0               # 0: prover default
     alpha: float = 0.5
     seed: int = 7
-    parallel_proofs: int = 2
     round_deadline_blocks: int = 300
     min_correct: int = 0                # 0: task default
     aggregation_rule: str = ""          # zkpot.aggregation rule; "": task default (fedavg-threshold)
@@ -78,20 +78,11 @@ class DevnetConfig:
     behaviours: dict[str, str] = field(default_factory=dict)
 
 
-# label_flip / scaled / random / free_ride: the prover trains so (zkpot.zkp.model.train_as) and proves
-# the result honestly; copy: resubmit another participant's proof under one's own key (the proof's
-# binding to its submitter must get it refused); silent: never submit (the round closes at its deadline).
-# Secure aggregation only: drop_mask proves, then never sends its masked update (the others' shares
-# recover its mask key); mask_cheat proves an honest model but masks a scaled one (the commitment
-# check must void the aggregate).
-BEHAVIOURS = ("honest", "label_flip", "scaled", "random", "free_ride", "copy", "silent", "drop_mask", "mask_cheat")
-
-
-def prover_behaviour(behaviour: str) -> str:
-    """What the prover trains as: the training-time behaviours; the others train honestly."""
-    from zkpot.zkp.model import BEHAVIOURS as TRAINING
-
-    return behaviour if behaviour in TRAINING and behaviour != "honest" else ""
+# Byzantine behaviours for experiments: services.participant.rounds.BEHAVIOURS. label_flip / scaled /
+# random / free_ride: the prover trains so and proves the result honestly; copy: resubmit another
+# participant's committed proof under one's own key; silent: never submit; drop_mask / mask_cheat
+# (secure aggregation): never send the masked update / mask a sign-flipped model.
+__all__ = ["BEHAVIOURS", "DevnetConfig", "main", "run_devnet"]
 
 
 @dataclass
@@ -106,11 +97,13 @@ class Devnet:
     attacks: list[dict] = field(default_factory=list)
     restarts: list[dict] = field(default_factory=list)  # services that died and were restarted
     t_start: float = field(default_factory=time.monotonic)
-    admitted_txs: dict[int, dict[str, types_pb2.Transaction]] = field(default_factory=dict)  # round -> name -> tx
+    attack_rounds: set[int] = field(default_factory=set)   # rounds whose attack checks have run
 
 
 def preflight(config: DevnetConfig) -> None:
     """Refuse a run that cannot start, leaving the previous devnet's data dir as it was."""
+    if not 0 <= config.provers <= config.participants:
+        raise SystemExit(f"--provers must be 0..{config.participants} (the participants); got {config.provers}")
     busy = ports_in_use(plan_ports(config.base_port, config.validators, config.participants))
     if busy:
         hint = free_base_port(config.validators, config.participants)
@@ -182,7 +175,7 @@ async def start_services(net: Devnet) -> None:
     for kind in ("ledger", "verifier"):
         for v in plan.validators:
             procs.start(f"{v.name}-{kind}", _service_args(plan, v, net.config)[kind], env=tls_env.get(v.name))
-    for p in plan.participants:
+    for p in provers_of(net):
         procs.start(f"{p.name}-prover", ["prover", "serve", "--task-dir", str(plan.task_dir), "--shard",
                                          str(p.shard_path), "--listen", p.prover, "--metrics-port",
                                          str(p.prover_metrics), "--node", p.name,
@@ -192,7 +185,10 @@ async def start_services(net: Devnet) -> None:
     await _wait_all(net, [v.ledger for v in plan.validators] + [v.verifier for v in plan.validators])
     for v in plan.validators:
         procs.start(f"{v.name}-consensus", _service_args(plan, v, net.config)["consensus"], env=tls_env.get(v.name))
-    await _wait_all(net, [v.consensus for v in plan.validators] + [p.prover for p in plan.participants])
+    await _wait_all(net, [v.consensus for v in plan.validators] + [p.prover for p in provers_of(net)])
+    for p in plan.participants:  # each participant is its own process, like every other service
+        procs.start(f"{p.name}-participant", participant_args(net, p), env=tls_env.get(p.name))
+    await _wait_all(net, [p.participant for p in plan.participants])
     v0 = plan.validators[0]
     procs.start("observer", ["observer", "serve", "--ledger", v0.ledger, "--genesis", str(plan.genesis_path),
                              "--task-dir", str(plan.task_dir), "--metrics-port", str(plan.observer_metrics)],
@@ -237,196 +233,75 @@ async def _get_model(stub: ledger_pb2_grpc.LedgerStub, cid: str) -> bytes:
     return b"".join(chunks)
 
 
-async def run_participant(net: Devnet, p: ParticipantPlan, proof_slots: asyncio.Semaphore) -> None:
-    """One participant's client: for each round, train+prove at its prover, sign, submit, wait."""
-    key = KeyPair.load(p.key_path)
-    task_id = net.genesis.task_id
-    async with grpcutil.channel(p.validator.ledger) as lch, grpcutil.channel(p.prover) as pch, \
-            grpcutil.channel(p.validator.consensus) as cch:
-        ledger = ledger_pb2_grpc.LedgerStub(lch)
-        prover = prover_pb2_grpc.ProverStub(pch)
-        consensus = consensus_pb2_grpc.ConsensusStub(cch)
-        behaviour = net.config.behaviours.get(p.name, "honest")
-        for r in range(1, net.config.rounds + 1):
-            summary = await _wait_round(ledger, r, lambda s: s is not None)
-            if behaviour in ("silent", "copy"):  # experiments: no training, no proof of its own
-                if behaviour == "copy":
-                    await _submit_copy(net, ledger, consensus, p, key, r)
-                await _wait_round(ledger, r, lambda s: s is not None and s.closed)
-                continue
-            global_model = await _get_model(ledger, summary.global_model_cid)
-            stats = SubmissionStats(participant=p.name, round=r)
-            net.rounds[r].submissions[p.name] = stats
-            async with proof_slots:
-                result = None
-                request = prover_pb2.ProveRoundRequest(task_id=task_id, round=r, participant=key.public,
-                                                       global_model=global_model,
-                                                       local_epochs=net.config.local_epochs,
-                                                       seed=net.config.seed * 1000 + r * 10 + p.index,
-                                                       behaviour=prover_behaviour(behaviour))
-                t0 = time.monotonic()
-                async for event in prover.ProveRound(request, timeout=1800):
-                    if event.WhichOneof("event") == "result":
-                        result = event.result
-                stats.prover_wall_s = time.monotonic() - t0
-            if result is None:
-                raise RuntimeError(f"{p.name}: prover returned no result in round {r}")
-            stats.fill_from_prover(result)
-            tx = types_pb2.Transaction(submit_proof=types_pb2.SubmitProof(
-                task_id=task_id, round=r, participant=key.public, model_commitment=result.model_commitment,
-                claimed_correct=result.claimed_correct, proof=result.proof, model_params=result.model_params,
-                model_cid=result.model_cid, shards=result.shards))
-            masking = None
-            if net.genesis.manifest.secure_aggregation:  # the model stays here: deal mask-key shares instead
-                keys, self_seed = secure.deal(key, net.genesis, tx.submit_proof)
-                masking = secure.MaskingRound(r, keys, self_seed,
-                                              adapters.param_vector(net.plan.task_dir, result.model_params),
-                                              result.claimed_correct)
-            chain.sign_tx(key, tx)
-            stats.tx_id = chain.tx_id(tx).hex()
-            t_submit = time.monotonic()
-            resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[tx]), timeout=300)
-            admission = resp.results[0]
-            stats.admission_s = time.monotonic() - t_submit
-            stats.admitted, stats.admission_reason = admission.admitted, admission.reason
-            net.progress.submitted += 1
-            if admission.admitted:
-                net.admitted_txs.setdefault(r, {})[p.name] = tx
-                net.progress.verified += 1
-                committed = await _wait_tx(ledger, bytes.fromhex(stats.tx_id))
-                stats.commit_s = time.monotonic() - t_submit
-                stats.height = committed.height
-                if not committed.result.accepted:  # a valid proof the state rules refused (e.g. free-riding)
-                    stats.ledger_reason = committed.result.reason
-            else:
-                net.progress.rejected += 1
-                net.progress.say(f"{p.name}: round {r} submission rejected: {admission.reason}")
-            net.progress.draw()
-            if net.config.attack_checks and p.index == 0 and admission.admitted:
-                await run_attack_checks(net, consensus, tx, r)
-            if net.genesis.manifest.secure_aggregation:
-                await _secure_phases(net, ledger, consensus, p, key, r, masking if admission.admitted else None)
-            await _wait_round(ledger, r, lambda s: s is not None and s.closed)
+def provers_of(net: Devnet) -> list[ParticipantPlan]:
+    """The participants whose provers run: all, or the first --provers (a shared pool for scale tests)."""
+    n = net.config.provers
+    return list(net.plan.participants[:n] if n > 0 else net.plan.participants)
 
 
-async def _secure_phases(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub, consensus: consensus_pb2_grpc.ConsensusStub,
-                         p: ParticipantPlan, key: KeyPair, r: int, masking: secure.MaskingRound | None) -> None:
-    """Masking (as a member of the mask set) and unmasking (as a holder of shares) of round r."""
+def prover_for(net: Devnet, p: ParticipantPlan) -> str:
+    pool = provers_of(net)
+    return pool[p.index % len(pool)].prover
+
+
+def participant_args(net: Devnet, p: ParticipantPlan) -> list[str]:
+    """`zkpot participant run` for p: its own validator first, then the others for fail-over."""
+    vs = [p.validator, *(v for v in net.plan.validators if v is not p.validator)]
     behaviour = net.config.behaviours.get(p.name, "honest")
-    if behaviour == "drop_mask":  # experiments: proves, then goes offline for the rest of the round
+    return ["participant", "run", "--key", str(p.key_path), "--genesis", str(net.plan.genesis_path),
+            *(f"--validator={v.consensus},{v.ledger}" for v in vs), "--prover", prover_for(net, p),
+            "--data-dir", str(p.state_dir), "--listen", p.participant, "--metrics-port", str(p.participant_metrics),
+            "--node", p.name, "--local-epochs", str(net.config.local_epochs),
+            # the seeds the devnet always used: seed*1000 + 10*round + index
+            "--seed", str(net.config.seed * 1000 + p.index), "--behaviour", behaviour]
+
+
+async def participant_status(p: ParticipantPlan) -> participant_pb2.ParticipantStatus | None:
+    try:
+        async with grpcutil.channel(p.participant) as ch:
+            return await participant_pb2_grpc.ParticipantStub(ch).Status(
+                participant_pb2.ParticipantStatusRequest(), timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        log.debug("%s status: %s", p.name, exc.details())
+        return None
+
+
+async def poll_participants(net: Devnet) -> None:
+    """Each participant's own account of its rounds (its Status RPC) -> the report's submissions."""
+    for p in net.plan.participants:
+        status = await participant_status(p)
+        if status is None:
+            continue
+        for rec in status.rounds:
+            if rec.round in net.rounds and (rec.tx_id or rec.stage in ("refused", "late", "skipped")):
+                net.rounds[rec.round].submissions[p.name] = SubmissionStats.from_participant(p.name, rec)
+    current = net.rounds.get(net.progress.round)
+    if current is not None:
+        subs = current.submissions.values()
+        net.progress.submitted = sum(1 for s in subs if s.tx_id)
+        net.progress.verified = sum(1 for s in subs if s.admitted)
+        net.progress.rejected = sum(1 for s in subs if s.admission_reason and not s.admitted)
+
+
+def participants_settled(net: Devnet, statuses: list[participant_pb2.ParticipantStatus | None]) -> bool:
+    """Every participant has recorded how every round ended for it (the report reads those records)."""
+    last = max(net.rounds)
+    return all(s is not None and (s.task_finished or (s.rounds and s.rounds[-1].round >= last
+                                                      and s.rounds[-1].stage in FINAL_STAGES))
+               for s in statuses)
+
+
+async def attack_checks(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub, consensus: consensus_pb2_grpc.ConsensusStub,
+                        summary: ledger_pb2.RoundSummary) -> None:
+    """Once per round: p0's submission, as committed, forged four ways by an outsider (adversary.py)."""
+    r = summary.round
+    owner = net.plan.participants[0].public_key
+    mine = [s for s in summary.submissions if s.participant == owner]
+    if r in net.attack_rounds or not mine or summary.closed:
         return
-    phase = secure.PHASE
-    summary = await _wait_round(ledger, r,
-                                lambda s: s is not None and (s.closed or s.phase != phase.ROUND_PHASE_PROOFS))
-    if masking is not None and summary.phase == phase.ROUND_PHASE_MASKING and key.public in summary.mask_set:
-        tx = secure.masked_update_tx(key, net.genesis, masking, summary, cheat=behaviour == "mask_cheat")
-        await _submit_small(net, consensus, ledger, p, tx, f"round {r} masked update")
-    summary = await _wait_round(ledger, r,
-                                lambda s: s is not None and (s.closed or s.phase == phase.ROUND_PHASE_UNMASKING))
-    if not summary.closed:
-        tx = secure.reveal_tx(key, net.genesis, summary, masking)
-        if tx is not None:
-            await _submit_small(net, consensus, ledger, p, tx, f"round {r} mask-key reveal")
-
-
-async def _submit_small(net: Devnet, consensus: consensus_pb2_grpc.ConsensusStub, ledger: ledger_pb2_grpc.LedgerStub,
-                        p: ParticipantPlan, tx: types_pb2.Transaction, what: str) -> None:
-    resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[tx]), timeout=60)
-    if not resp.results[0].admitted:
-        net.progress.say(f"{p.name}: {what} refused: {resp.results[0].reason}")
-        return
-    await _wait_tx(ledger, chain.tx_id(tx))
-
-
-async def _submit_copy(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub, consensus: consensus_pb2_grpc.ConsensusStub,
-                       p: ParticipantPlan, key: KeyPair, r: int) -> None:
-    """Experiments' copier: resubmit the first admitted round-r submission of someone else under its own
-    key (re-signed); the proof's binding to its real submitter must get it refused at admission."""
-    while True:
-        others = {n: t for n, t in net.admitted_txs.get(r, {}).items() if n != p.name}
-        if others:
-            break
-        summary = await _get_round(ledger, r)
-        if summary is not None and summary.closed:
-            return  # nothing to copy before the round closed
-        await asyncio.sleep(0.25)
-    tx = types_pb2.Transaction()
-    tx.CopyFrom(others[min(others)])
-    tx.submit_proof.participant = key.public
-    chain.sign_tx(key, tx)
-    stats = SubmissionStats(participant=p.name, round=r, claimed_correct=tx.submit_proof.claimed_correct,
-                            tx_id=chain.tx_id(tx).hex())
-    net.rounds[r].submissions[p.name] = stats
-    resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[tx]), timeout=300)
-    stats.admitted, stats.admission_reason = resp.results[0].admitted, resp.results[0].reason
-    net.progress.say(f"{p.name} (copier): round {r} copied submission "
-                     f"{'ADMITTED (bug!)' if stats.admitted else 'rejected: ' + stats.admission_reason}")
-
-
-def forged_variants(net: Devnet, tx: types_pb2.Transaction) -> list[tuple[str, types_pb2.Transaction]]:
-    """Cheats a participant could try with a real proof in hand; each must be refused."""
-    owner = KeyPair.load(net.plan.participants[0].key_path)
-    thief = KeyPair.load(net.plan.participants[-1].key_path) if len(net.plan.participants) > 1 else KeyPair.generate()
-    variants = []
-
-    def variant(name: str, key: KeyPair, edit) -> None:  # noqa: ANN001
-        forged = types_pb2.Transaction()
-        forged.CopyFrom(tx)
-        edit(forged.submit_proof)
-        forged.submit_proof.participant = key.public
-        forged.nonce = 1  # a new transaction, not a duplicate of the honest one
-        variants.append((name, chain.sign_tx(key, forged)))
-
-    def tamper(sp: types_pb2.SubmitProof) -> None:
-        target = sp.shards[0] if sp.shards else sp
-        proof = bytearray(target.proof)
-        proof[len(proof) // 2] ^= 0x01
-        target.proof = bytes(proof)
-
-    def inflate(sp: types_pb2.SubmitProof) -> None:
-        sp.claimed_correct = sp.claimed_correct + 1
-
-    def replay(sp: types_pb2.SubmitProof) -> None:
-        sp.round = sp.round + 1
-
-    variant("tampered_proof", owner, tamper)
-    variant("inflated_claim", owner, inflate)
-    variant("copied_to_other_submitter", thief, lambda sp: None)
-    variant("replayed_next_round", owner, replay)
-    return variants
-
-
-async def run_attack_checks(net: Devnet, consensus: consensus_pb2_grpc.ConsensusStub,
-                            tx: types_pb2.Transaction, r: int) -> None:
-    for name, forged in forged_variants(net, tx):
-        resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[forged]), timeout=120)
-        result = resp.results[0]
-        net.attacks.append({"round": r, "attack": name, "rejected": not result.admitted, "reason": result.reason})
-        verdict = "rejected" if not result.admitted else "ADMITTED (bug!)"
-        net.progress.say(f"attack check, round {r}: {name} {verdict}: {result.reason}")
-
-
-async def _wait_round(stub: ledger_pb2_grpc.LedgerStub, r: int, ok, timeout_s: float = 3600):  # noqa: ANN001,ANN202
-    deadline = time.monotonic() + timeout_s
-    while True:
-        summary = await _get_round(stub, r)
-        if ok(summary):
-            return summary
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"round {r} did not reach the expected state")
-        await asyncio.sleep(0.25)
-
-
-async def _wait_tx(stub: ledger_pb2_grpc.LedgerStub, tx_id: bytes, timeout_s: float = 600) -> ledger_pb2.GetTxResponse:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            return await stub.GetTx(ledger_pb2.GetTxRequest(tx_id=tx_id), timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"transaction {tx_id.hex()[:16]} not committed after {timeout_s}s")
+    net.attack_rounds.add(r)
+    got = await ledger.GetTx(ledger_pb2.GetTxRequest(tx_id=mine[0].tx_id), timeout=10)
+    await adversary.run_attack_checks(net, consensus, got.tx, r)
 
 
 QUORUM_LOSS_DEADLINE_S = 120.0
@@ -455,30 +330,58 @@ def supervise(net: Devnet) -> None:
                                f"{QUORUM_LOSS_DEADLINE_S:.0f}s (more than f = {f}): the network cannot commit")
 
 
+CHAIN_STALL_S = 300.0
+
+
 async def watch(net: Devnet) -> None:
-    """Observer: keeps the progress line and per-round figures current from validator 0."""
+    """Supervisor and observer, from validator 0: keeps the progress line and per-round figures
+    current, runs the attack checks, and returns once every round has closed and every participant
+    has recorded how it ended."""
     v0 = net.plan.validators[0]
+    attacks: asyncio.Task | None = None
+    last_height, last_move = -1, time.monotonic()
     async with grpcutil.channel(v0.consensus) as cch, grpcutil.channel(v0.ledger) as lch:
         consensus = consensus_pb2_grpc.ConsensusStub(cch)
         ledger = ledger_pb2_grpc.LedgerStub(lch)
-        while True:
-            supervise(net)
-            try:
-                status = await consensus.Status(consensus_pb2.StatusRequest(), timeout=2)
-                net.progress.view = status.view
-                net.progress.leader = net.genesis.name_of(status.leader)
-                head = await ledger.Head(ledger_pb2.HeadRequest(), timeout=2)
-                net.progress.height = head.height
-                current = min(head.current_round, net.config.rounds)
-                if current != net.progress.round and current >= 1:
-                    net.progress.round = current
-                    net.progress.submitted = net.progress.verified = net.progress.rejected = 0
-                    net.rounds[current].started = net.rounds[current].started or time.monotonic()
-                await _record_closed_rounds(net, ledger)
-            except grpc.aio.AioRpcError as exc:
-                log.debug("watch: %s", exc.details())
-            net.progress.draw()
-            await asyncio.sleep(0.5)
+        try:
+            while True:
+                supervise(net)
+                try:
+                    status = await consensus.Status(consensus_pb2.StatusRequest(), timeout=2)
+                    net.progress.view = status.view
+                    net.progress.leader = net.genesis.name_of(status.leader)
+                    head = await ledger.Head(ledger_pb2.HeadRequest(), timeout=2)
+                    net.progress.height = head.height
+                    if head.height != last_height:
+                        last_height, last_move = head.height, time.monotonic()
+                    current = min(head.current_round, net.config.rounds)
+                    if current != net.progress.round and current >= 1:
+                        net.progress.round = current
+                        net.progress.submitted = net.progress.verified = net.progress.rejected = 0
+                        net.rounds[current].started = net.rounds[current].started or time.monotonic()
+                    await _record_closed_rounds(net, ledger)
+                    if net.config.attack_checks and (attacks is None or attacks.done()):
+                        if attacks is not None:
+                            attacks.result()  # an error in the checks fails the run
+                        summary = await _get_round(ledger, current)
+                        if summary is not None:
+                            attacks = asyncio.create_task(attack_checks(net, ledger, consensus, summary))
+                    await poll_participants(net)
+                    if all(st.closed for st in net.rounds.values()):
+                        statuses = [await participant_status(p) for p in net.plan.participants]
+                        if participants_settled(net, statuses):
+                            await poll_participants(net)
+                            return
+                except grpc.aio.AioRpcError as exc:
+                    log.debug("watch: %s", exc.details())
+                if time.monotonic() - last_move > CHAIN_STALL_S:
+                    raise RuntimeError(f"the chain made no progress for {CHAIN_STALL_S:.0f}s (height {last_height})")
+                net.progress.draw()
+                await asyncio.sleep(0.5)
+        finally:
+            if attacks is not None and not attacks.done():
+                attacks.cancel()
+                await asyncio.gather(attacks, return_exceptions=True)
 
 
 async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub) -> None:
@@ -513,27 +416,6 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
             net.progress.say(f"round {r}: {summary.aggregate_note}")
 
 
-async def record_remaining_rounds(net: Devnet, timeout_s: float = 120.0) -> None:
-    """After the participants finish: record every round's figures directly (not through the
-    watcher, which is cancelled first so it cannot be interrupted half-way through a round)."""
-    v0 = net.plan.validators[0]
-    deadline = time.monotonic() + timeout_s
-    async with grpcutil.channel(v0.ledger) as lch:
-        ledger = ledger_pb2_grpc.LedgerStub(lch)
-        while True:
-            try:
-                await _record_closed_rounds(net, ledger)
-            except grpc.aio.AioRpcError as exc:
-                log.debug("record: %s", exc.details())
-            if all(s.closed for s in net.rounds.values()):
-                return
-            if time.monotonic() > deadline:
-                open_rounds = [r for r, s in net.rounds.items() if not s.closed]
-                raise TimeoutError(f"rounds {open_rounds} did not close within {timeout_s:.0f}s "
-                                   "after every participant finished")
-            await asyncio.sleep(0.25)
-
-
 async def run_devnet(config: DevnetConfig) -> dict:
     t_start = time.monotonic()
     preflight(config)  # everything that can refuse the run, before the data dir is touched
@@ -555,26 +437,12 @@ async def run_devnet(config: DevnetConfig) -> dict:
     net.timings["task_setup_s"] = t_task
     try:
         progress.stage = "starting services"
-        progress.say(f"starting {len(plan.validators) * 3 + len(plan.participants)} service processes "
+        progress.say(f"starting {len(plan.validators) * 3 + 2 * len(plan.participants) + 1} service processes "
                      f"(logs in {plan.log_dir})")
         await start_services(net)
         progress.stage = "training and proving"
-        slots = asyncio.Semaphore(max(1, config.parallel_proofs))
-        watcher = asyncio.create_task(watch(net))
         t_rounds = time.monotonic()
-        participants = [asyncio.create_task(run_participant(net, p, slots)) for p in plan.participants]
-        pending = {watcher, *participants}
-        # the watcher runs until cancelled: finish when every participant has, fail on any error
-        while any(not t.done() for t in participants):
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise task.exception()  # type: ignore[misc]
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await record_remaining_rounds(net)
+        await watch(net)
         net.timings["rounds_s"] = time.monotonic() - t_rounds
         progress.stage = "done"
         progress.draw(force=True)

@@ -48,7 +48,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-set-size", type=int, default=16, help="the task's public test set")
     parser.add_argument("--min-correct", type=int, default=0, help="aggregation threshold (0: the task default)")
     parser.add_argument("--base-port", type=int, default=27300, help="first port of each devnet's port plan")
-    parser.add_argument("--parallel-proofs", type=int, default=2)
     parser.add_argument("--round-deadline-blocks", type=int, default=600,
                         help="the task's round deadline (default 600, ~10 min idle). A round closes early only when "
                              "every participant has an accepted submission, so with silent, copy or free_ride "
@@ -81,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         fractions=args.fractions or ((0.0, 0.25) if quick else (0.0, 0.2, 0.3)),
         attacks=args.attack, alpha=args.alpha, seed=args.seed, local_epochs=args.local_epochs,
         test_set_size=args.test_set_size, min_correct=args.min_correct, base_port=args.base_port,
-        parallel_proofs=args.parallel_proofs, zkpot=args.zkpot, round_deadline_blocks=args.round_deadline_blocks,
+        zkpot=args.zkpot, round_deadline_blocks=args.round_deadline_blocks,
         secure_aggregation=args.secure_aggregation, secagg_threshold=args.secagg_threshold,
         resume=args.resume,
     )

@@ -26,7 +26,6 @@ class ExperimentConfig:
     hidden: int = 16
     weight_bound: float = 1.0
     base_port: int = 27300
-    parallel_proofs: int = 2
     round_deadline_blocks: int = 600               # the task's; silent attackers make every round wait for it
     zkpot: bool = True                             # False: only the in-process scenarios
     secure_aggregation: bool = False               # the ZKPoT runs' task: pairwise-masked aggregation

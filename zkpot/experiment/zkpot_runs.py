@@ -25,7 +25,7 @@ def devnet_config(config: ExperimentConfig, behaviours: dict[str, str], report: 
         data_dir=config.devnet_path().resolve(), validators=config.validators, participants=config.participants,
         rounds=config.rounds, base_port=config.base_port if base_port is None else base_port, existing="reuse-task",
         test_set_size=config.test_set_size, local_epochs=config.local_epochs, alpha=config.alpha, seed=config.seed,
-        parallel_proofs=config.parallel_proofs, round_deadline_blocks=config.round_deadline_blocks,
+        round_deadline_blocks=config.round_deadline_blocks,
         min_correct=config.min_correct, report_path=report.resolve(),
         attack_checks=False, behaviours=dict(behaviours), secure_aggregation=config.secure_aggregation,
         secagg_threshold=config.secagg_threshold,

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zkpot import chain, model_codec
-from zkpot.crypto import KeyPair
+from zkpot import model_codec
 from zkpot.model_codec import ModelFormatError
 from zkpot.v1 import types_pb2
 from zkpot.zkp import circuit, model
@@ -227,29 +226,3 @@ def assemble(task: Task, round_: int, participant: bytes, trained: Trained, comp
 
 def shard_protos(shards: Sequence[ShardResult]) -> list[types_pb2.ShardProof]:
     return [types_pb2.ShardProof(proof=s.proof, correct=s.correct) for s in shards]
-
-
-def submit_proof_tx(key: KeyPair, task_id: bytes, round_: int, proof: bytes, model_commitment: bytes,
-                    claimed_correct: int, model_params: bytes, nonce: int = 0,
-                    shards: Sequence[types_pb2.ShardProof] = ()) -> types_pb2.Transaction:
-    """The signed SubmitProof transaction for a proven round (participant = key.public).
-
-    Single-shard tasks: `proof`. Sharded tasks: `shards` (one ShardProof per shard, in order) and an
-    empty `proof`. First cut: the model is revealed (model_params) so validators can aggregate it;
-    secure aggregation (masked shares + commitment openings) replaces this later.
-    """
-    tx = types_pb2.Transaction(
-        submit_proof=types_pb2.SubmitProof(
-            task_id=task_id, round=round_, participant=key.public, model_commitment=model_commitment,
-            claimed_correct=claimed_correct, proof=proof, model_params=model_params,
-            model_cid=model_codec.model_cid(model_params), shards=list(shards),
-        ),
-        nonce=nonce,
-    )
-    return chain.sign_tx(key, tx)
-
-
-def round_tx(key: KeyPair, task_id: bytes, r: RoundProof, nonce: int = 0) -> types_pb2.Transaction:
-    """submit_proof_tx for a RoundProof: `proof` for one shard, `shards` for several."""
-    return submit_proof_tx(key, task_id, r.round, r.proof, r.model_commitment, r.claimed_correct, r.model_params,
-                           nonce, shard_protos(r.shards) if len(r.shards) > 1 else ())
