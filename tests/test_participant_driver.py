@@ -315,3 +315,31 @@ def test_state_dir_of_another_identity_or_damaged_is_refused(tmp_path: Path, fak
     (tmp_path / "s" / "rounds" / "1.json").write_text('{"round": 1, "txs": {"submit": "!!"}}')
     with pytest.raises(StateDirError, match="1.json"):
         ParticipantState(tmp_path / "s", fake.key.public, fake.genesis.task_id)
+
+
+def test_experiment_behaviours_copy_and_silent(tmp_path: Path, fake: FakeChain) -> None:
+    """copy: another participant's committed proof, re-signed as its own (the chain must refuse it;
+    here the fake validator does, as the real verifier does); silent: never submits."""
+    other = make_genesis(n_validators=4, n_participants=2, rounds=2).participant_keys[1]
+    theirs = chain.sign_tx(other, types_pb2.Transaction(submit_proof=types_pb2.SubmitProof(
+        task_id=fake.genesis.task_id, round=1, participant=other.public, claimed_correct=7, proof=b"p")))
+    fake.mempool[chain.tx_id(theirs)] = theirs
+    fake.commit_mempool()
+    fake.refuse = {0: "invalid_proof: REJECT_REASON_INVALID_PROOF: binding", 1: "invalid_proof: binding"}
+
+    async def scenario(behaviour: str, d_path: Path) -> RoundDriver:
+        d = driver(d_path, fake, FakeProver(), behaviour=behaviour)
+        task = asyncio.create_task(d.run())
+        await _until(lambda: d.state.get(1) is not None and d.state.get(1).stage in ("refused", "skipped"))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return d
+
+    copier = asyncio.run(scenario("copy", tmp_path / "copy"))
+    rec = copier.state.get(1)
+    assert rec.stage == "refused" and rec.reason.startswith("invalid_proof")
+    sent = copier.state.get(1).tx("submit")
+    assert sent.submit_proof.participant == fake.key.public and sent.submit_proof.proof == b"p"
+    n_sent = len(fake.submissions)
+    silent = asyncio.run(scenario("silent", tmp_path / "silent"))
+    assert silent.state.get(1).stage == "skipped" and len(fake.submissions) == n_sent

@@ -81,3 +81,11 @@ def test_a_damaged_or_foreign_state_dir_is_refused(world: dict) -> None:
     world["fx"].participant_keys[1].save(world["dir"] / "p1.json")
     out = _run(_args(world, key="p1.json"))  # p0's state dir, p1's key
     assert out.returncode == 2 and "holds the state of participant" in out.stderr, out.stderr
+
+
+def test_the_participant_loads_neither_torch_nor_ezkl() -> None:
+    """A participant process is small (tens of MB, bench/round.py): the heavy libraries are its prover's."""
+    code = ("import sys, services.participant.server, services.participant.cli, services.participant.rounds; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ezkl', 'onnx', 'sklearn')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,7 +1,7 @@
 """`zkpot ledger`: run the ledger service, and query one.
 
   zkpot ledger serve --data-dir DIR --genesis FILE --listen HOST:PORT [--metrics-port P] [--node NAME]
-  zkpot ledger head|block|tx|task|round|scores|schedule|model --target HOST:PORT ...
+  zkpot ledger head|block|tx|task|round|scores|schedule|model (--target HOST:PORT | --data-dir DIR) ...
   zkpot ledger backup (--target HOST:PORT | --data-dir DIR) --out DIR [--genesis FILE]
   zkpot ledger restore --from DIR --data-dir DIR --genesis FILE [--force]
   zkpot ledger verify --data-dir DIR [--genesis FILE]
@@ -53,7 +53,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     def client(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--target", default="127.0.0.1:7300", help="ledger address HOST:PORT")
+        p.add_argument("--target", default="127.0.0.1:7300", help="a running ledger's address HOST:PORT")
+        p.add_argument("--data-dir", type=Path, help="query a stopped ledger's RocksDB directory instead (opened "
+                       "read-only; e.g. devnet-data/nodes/v0/ledger)")
+        p.add_argument("--genesis", type=Path, help="genesis JSON: names members (p0, v1) beside their keys; with "
+                       "--data-dir, default: the nearest genesis.json above it (a devnet's)")
         grpcutil.add_tls_args(p)
         return p
 
@@ -220,11 +224,38 @@ def _verify(args: argparse.Namespace) -> int:
 Command = Callable[[ledger_pb2_grpc.LedgerStub, argparse.Namespace], Awaitable[int]]
 
 
+def _find_genesis(data_dir: Path) -> Path | None:
+    for parent in [data_dir, *data_dir.resolve().parents]:
+        if (parent / "genesis.json").is_file():
+            return parent / "genesis.json"
+    return None
+
+
+def _open_stopped(args: argparse.Namespace) -> Genesis:
+    """The genesis for a --data-dir query; refuses clearly when there is none or the ledger runs."""
+    from services.ledger.backup import lock_held
+    from zkpot.errors import StartupError
+    from zkpot.genesis import Genesis
+
+    if not (args.data_dir / "CURRENT").exists():
+        raise StartupError(f"{args.data_dir} is not a ledger's RocksDB directory")
+    path = args.genesis or _find_genesis(args.data_dir)
+    if path is None:
+        raise StartupError(f"no genesis.json above {args.data_dir}: pass --genesis FILE")
+    if lock_held(args.data_dir):  # a read-only open beside a writer could read a torn state: ask the server
+        raise StartupError(f"{args.data_dir} is in use by a running ledger: query it with --target HOST:PORT")
+    return Genesis.load(path)
+
+
 def _run(cmd: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        args.names = _names(_load_genesis(args.genesis) if args.data_dir is None else _open_stopped(args))
+
         async def go() -> int:
-            async with grpcutil.channel(args.target) as ch:
-                return await cmd(ledger_pb2_grpc.LedgerStub(ch), args)
+            if args.data_dir is None:
+                async with grpcutil.channel(args.target) as ch:
+                    return await cmd(ledger_pb2_grpc.LedgerStub(ch), args)
+            return await _query_stopped(cmd, args)
 
         try:
             return asyncio.run(go())
@@ -233,6 +264,48 @@ def _run(cmd: Command) -> Callable[[argparse.Namespace], int]:
             return 1
 
     return run
+
+
+async def _query_stopped(cmd: Command, args: argparse.Namespace) -> int:
+    """The same query, answered by the ledger service's own code over a read-only open of the
+    stopped ledger, served in this process on a private unix socket."""
+    import tempfile
+
+    from services.ledger.ledger import GenesisMismatch, Ledger
+    from services.ledger.server import LedgerServicer, registrar
+    from zkpot.errors import StartupError
+    from zkpot.genesis import Genesis
+
+    genesis = Genesis.load(args.genesis or _find_genesis(args.data_dir))
+    try:
+        ledger = Ledger(args.data_dir, genesis, read_only=True)
+    except GenesisMismatch as exc:
+        raise StartupError(str(exc)) from exc
+    servicer = LedgerServicer(ledger)
+    server = grpc.aio.server()
+    registrar(servicer)(server)
+    with tempfile.TemporaryDirectory(prefix="zkpot-ledger-query-") as tmp:
+        address = f"unix://{tmp}/ledger.sock"
+        server.add_insecure_port(address)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(address) as ch:
+                return await cmd(ledger_pb2_grpc.LedgerStub(ch), args)
+        finally:
+            await server.stop(1.0)
+            ledger.close()
+
+
+def _names(genesis: Genesis | None) -> dict[bytes, str]:
+    if genesis is None:
+        return {}
+    return {m.public_key: m.name for m in (*genesis.validators, *genesis.participants)}
+
+
+def _who(args: argparse.Namespace, key: bytes) -> str:
+    """A member as "p0 (1a2b3c4d)" when genesis names it, else its short key."""
+    name = getattr(args, "names", {}).get(key)
+    return f"{name} ({crypto.short(key)})" if name else crypto.short(key)
 
 
 def _hex(b: bytes, n: int = 16) -> str:
@@ -246,7 +319,12 @@ async def _head(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> i
     print(f"block hash    {h.block_hash.hex()}")
     print(f"view          {h.view}")
     print(f"state root    {h.state_root.hex()}")
-    print(f"current round {h.current_round}")
+    task = await stub.GetTask(ledger_pb2.GetTaskRequest(), timeout=CALL_TIMEOUT_S)
+    rounds = task.manifest.rounds
+    if rounds and h.current_round > rounds:
+        print(f"rounds        finished: all {rounds} rounds closed")
+    else:
+        print(f"current round {h.current_round} of {rounds}")
     return 0
 
 
@@ -260,7 +338,7 @@ async def _block(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> 
     hdr = sb.block.header
     when = datetime.fromtimestamp(hdr.timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds")
     print(f"block {hdr.height}  hash {sb.block_hash.hex()}")
-    print(f"  view {hdr.view}  proposer {crypto.short(hdr.proposer)}  time {when}")
+    print(f"  view {hdr.view}  proposer {_who(args, hdr.proposer)}  time {when}")
     print(f"  parent {hdr.parent_hash.hex()}  state root {sb.state_root.hex()}")
     print(f"  qc: {len(sb.qc.votes)} votes  parent qc: {len(hdr.parent_qc.votes)} votes")
     print(f"  {len(sb.block.txs)} transactions")
@@ -269,9 +347,9 @@ async def _block(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> 
         extra = ""
         if kind == "submit_proof":
             sp = tx.submit_proof
-            extra = f" round {sp.round} participant {crypto.short(sp.participant)} correct {sp.claimed_correct}"
+            extra = f" round {sp.round} participant {_who(args, sp.participant)} correct {sp.claimed_correct}"
         verdict = "accepted" if res.accepted else f"REJECTED: {res.reason}"
-        print(f"    {res.tx_id.hex()[:16]} {kind}{extra} -> {verdict}")
+        print(f"    {res.tx_id.hex()} {kind}{extra} -> {verdict}")  # in full: `zkpot ledger tx` takes it
     return 0
 
 
@@ -279,7 +357,7 @@ async def _tx(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int
     r = await stub.GetTx(ledger_pb2.GetTxRequest(tx_id=args.tx_id), timeout=CALL_TIMEOUT_S)
     kind = r.tx.WhichOneof("body") or "unknown"
     print(f"tx {r.result.tx_id.hex()} ({kind}) in block {r.height}")
-    print(f"  sender {r.tx.sender.hex()}  nonce {r.tx.nonce}")
+    print(f"  sender {_who(args, r.tx.sender)} {r.tx.sender.hex()}  nonce {r.tx.nonce}")
     if kind == "submit_proof":
         sp = r.tx.submit_proof
         print(f"  round {sp.round}  claimed correct {sp.claimed_correct}  model {sp.model_cid}")
@@ -312,7 +390,7 @@ async def _round(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> 
     for sub in s.submissions:
         mark = "aggregated" if sub.aggregated else ""
         print(
-            f"    {crypto.short(sub.participant)} correct {sub.claimed_correct}/{s.test_set_size} "
+            f"    {_who(args, sub.participant)} correct {sub.claimed_correct}/{s.test_set_size} "
             f"height {sub.height} model {sub.model_cid} {mark}"
         )
     return 0
@@ -324,8 +402,8 @@ async def _scores(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) ->
     print(f"round {s.round} ({state}): {len(s.scores)} proven scores, min correct {s.min_correct}/{s.test_set_size}")
     for e in s.scores:
         mark = " aggregated" if e.aggregated else ""
-        op = f" validator {crypto.short(e.validator)}" if e.validator else ""
-        print(f"  {crypto.short(e.participant)} {e.proven_correct}/{s.test_set_size} height {e.height}{op}{mark}")
+        op = f" validator {_who(args, e.validator)}" if e.validator else ""
+        print(f"  {_who(args, e.participant)} {e.proven_correct}/{s.test_set_size} height {e.height}{op}{mark}")
     return 0
 
 
@@ -333,11 +411,13 @@ async def _schedule(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) 
     s = await stub.LeaderSchedule(ledger_pb2.LeaderScheduleRequest(), timeout=CALL_TIMEOUT_S)
     print(f"epoch {s.epoch}, from view {s.activation_view}:")
     for i, (key, score) in enumerate(zip(s.leaders, s.scores, strict=False)):
-        print(f"  {i}. {key.hex()}  score {score}")
+        name = args.names.get(key, "")
+        print(f"  {i}. {name + ' ' if name else ''}{key.hex()}  score {score}")
     if s.previous_leaders:
         print(f"before view {s.activation_view} (from view {s.previous_activation_view}):")
         for i, key in enumerate(s.previous_leaders):
-            print(f"  {i}. {key.hex()}")
+            name = args.names.get(key, "")
+            print(f"  {i}. {name + ' ' if name else ''}{key.hex()}")
     return 0
 
 

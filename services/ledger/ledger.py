@@ -183,14 +183,19 @@ def check_cid(cid: str) -> None:
 
 
 class Ledger:
-    def __init__(self, data_dir: Path, genesis: Genesis, commitments: st.masking.Commitments | None = None) -> None:
+    def __init__(self, data_dir: Path, genesis: Genesis, commitments: st.masking.Commitments | None = None,
+                 read_only: bool = False) -> None:
+        """read_only: open a stopped ledger for queries (no lock taken, nothing written; appends fail)."""
         self.genesis = genesis
         self.validators = genesis.validator_keys
         self.quorum = genesis.quorum
         self.machine = st.StateMachine(genesis, commitments)
-        self.store = Store(Path(data_dir))
+        self.store = Store(Path(data_dir), read_only=read_only)
         try:
-            self._init_genesis()
+            if read_only:
+                self._check_genesis()
+            else:
+                self._init_genesis()
         except Exception:
             self.store.close()
             raise
@@ -206,6 +211,14 @@ class Ledger:
         self.store.close()
 
     # -- genesis -------------------------------------------------------------------------------
+
+    def _check_genesis(self) -> None:
+        stored = self.store.meta(META_GENESIS)
+        if stored is None:
+            raise GenesisMismatch(f"{self.store.path} holds no chain (never started)")
+        if stored != genesis_fingerprint(self.genesis):
+            raise GenesisMismatch(f"{self.store.path} holds a different chain (genesis {stored.hex()[:16]}, file "
+                                  f"{genesis_fingerprint(self.genesis).hex()[:16]})")
 
     def _init_genesis(self) -> None:
         fingerprint = genesis_fingerprint(self.genesis)
