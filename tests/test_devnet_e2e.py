@@ -157,6 +157,9 @@ def test_report_has_every_round(devnet: tuple[Path, dict, int]) -> None:
     assert report["config"]["min_correct"] > 0 and report["config"]["round_deadline_s"] > 0
     for key in ("training_s", "proving_s", "verifying_s_all_validators", "consensus_commit_s", "total_s"):
         assert key in report["where_time_went"]
+    # `zkpot devnet status` reads this: the run is over and says so (issue 20.7)
+    state = json.loads((devnet[0] / "devnet.json").read_text())
+    assert state["state"] == "stopped" and set(state["endpoints"]) >= {"v0", "p0"}
 
 
 def test_a_replica_killed_mid_run_is_restarted_and_reported(devnet: tuple[Path, dict, int]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +58,9 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
     if config.secure_aggregation:
         kwargs["secure_aggregation"] = True
         kwargs["secagg_threshold"] = config.secagg_threshold
-    task = create_task(plan.task_dir, KeyPair.load(publisher_key), TaskConfig(**kwargs))
+    t0 = time.monotonic()
+    task = create_task(plan.task_dir, KeyPair.load(publisher_key), TaskConfig(**kwargs),
+                       progress=lambda step: progress.say(f"task set-up ({time.monotonic() - t0:.0f}s): {step}"))
     return dict(getattr(task, "timings", {}) or {})
 
 

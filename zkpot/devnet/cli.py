@@ -14,6 +14,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "Publish a task, start validators (consensus + verifier + ledger each) and provers as local "
         "processes on loopback, and run federated-learning rounds with real ezkl proofs."
     )
+    parser.add_argument("action", nargs="?", default="run", choices=["run", "status", "stop"],
+                        help="run a devnet (default); status: is the one in --data-dir running, where are its "
+                             "endpoints; stop: stop it")
     parser.add_argument("--validators", type=int, default=4, help="validator nodes, n = 3f+1 (default 4)")
     parser.add_argument("--participants", type=int, default=4, help="participants (default 4, one per validator)")
     parser.add_argument("--rounds", type=int, default=3, help="FL rounds (default 3)")
@@ -56,7 +59,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prometheus", action="store_true",
                         help="also run a real Prometheus (Debian's prometheus) scraping every process")
     parser.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
-                        help="keep the network (and Prometheus) up this long after the last round")
+                        help="keep the network (and Prometheus) up this long after the last round ('inf': until "
+                             "`zkpot devnet stop` or Ctrl-C)")
     parser.add_argument("--behaviour", action="append", default=[], metavar="NAME=KIND",
                         help="make participant NAME (p0, p1, ...) Byzantine: label_flip, scaled, random, free_ride, "
                              "copy or silent (repeatable; experiments, see `zkpot experiment`)")
@@ -79,7 +83,13 @@ def parse_behaviours(items: list[str], participants: int) -> dict[str, str]:
 
 def _run(args: argparse.Namespace) -> int:
     from zkpot import log
+    from zkpot.devnet import state
     from zkpot.devnet.run import DevnetConfig, main
+
+    if args.action == "status":
+        return state.status(args.data_dir.resolve())
+    if args.action == "stop":
+        return state.stop(args.data_dir.resolve())
 
     log.setup("devnet", "orchestrator", "WARNING")
     # ezkl logs its numerical-fidelity tables and scale hints at WARNING; the task publisher

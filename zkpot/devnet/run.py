@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import time
@@ -21,6 +22,7 @@ import grpc
 from services.participant.rounds import BEHAVIOURS, FINAL_STAGES
 from zkpot import grpcutil
 from zkpot.devnet import adapters, adversary, prometheus
+from zkpot.devnet import state as devnet_state
 from zkpot.devnet.plan import (
     DevnetPlan,
     ParticipantPlan,
@@ -421,6 +423,10 @@ async def run_devnet(config: DevnetConfig) -> dict:
     preflight(config)  # everything that can refuse the run, before the data dir is touched
     prepare_data_dir(config)
     plan = make_plan(config.data_dir, config.validators, config.participants, config.base_port)
+    devnet_state.write(config.data_dir, pid=os.getpid(), state="publishing task",
+                       endpoints=devnet_state.endpoints(plan),
+                       started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       tls_dir=str(plan.data_dir / "tls" / "devnet") if config.tls else "")
     progress = Progress(config.rounds, config.participants)
     progress.stage = "publishing task"
     progress.say(f"zkpot devnet: {config.validators} validators, {config.participants} participants, "
@@ -440,6 +446,10 @@ async def run_devnet(config: DevnetConfig) -> dict:
         progress.say(f"starting {len(plan.validators) * 3 + 2 * len(plan.participants) + 1} service processes "
                      f"(logs in {plan.log_dir})")
         await start_services(net)
+        devnet_state.write(config.data_dir, state="running rounds")
+        v0 = plan.validators[0]
+        progress.say(f"network up: v0 ledger {v0.ledger}, consensus {v0.consensus}; every endpoint: "
+                     f"`zkpot devnet status --data-dir {config.data_dir}`")
         progress.stage = "training and proving"
         t_rounds = time.monotonic()
         await watch(net)
@@ -452,15 +462,19 @@ async def run_devnet(config: DevnetConfig) -> dict:
         net.timings["total_s"] = time.monotonic() - t_start
         report = write_report(net, ledgers_agree, verify_stats)
         if config.linger_s > 0:
-            progress.say(f"network stays up for {config.linger_s:.0f}s (Ctrl-C stops it)")
+            devnet_state.write(config.data_dir, state="lingering")
+            forever = config.linger_s == float("inf")
+            progress.say(f"network stays up {'until stopped' if forever else f'for {config.linger_s:.0f}s'} "
+                         f"(Ctrl-C or `zkpot devnet stop --data-dir {config.data_dir}` stops it)")
             try:
-                await asyncio.sleep(config.linger_s)
+                await (asyncio.Event().wait() if forever else asyncio.sleep(config.linger_s))
             except asyncio.CancelledError:
                 pass  # the run itself is complete: Ctrl-C here just ends the linger
         return report
     finally:
         if net.procs.stop():
             print(f"\nWARNING: {stopped_message()}", flush=True)
+        devnet_state.write(config.data_dir, state="stopped")
 
 
 def main(config: DevnetConfig) -> int:

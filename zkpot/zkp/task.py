@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,8 +186,11 @@ def _worst_case_models(hidden: int, bound: float) -> list[model.MLP]:
     return out
 
 
-def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConfig()) -> Task:
-    """Publish a task: data, calibrated settings, SRS, keys, manifest and the signed PublishTask."""
+def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConfig(),
+                progress: Callable[[str], None] | None = None) -> Task:
+    """Publish a task: data, calibrated settings, SRS, keys, manifest and the signed PublishTask.
+    `progress` hears each slow step as it starts (the devnet prints them)."""
+    say = progress or (lambda step: None)
     config.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,6 +210,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     paths["initial_model"].write_bytes(initial_bytes)
 
     # calibrate on a trained reference model (realistic activations), then check the rest fit
+    say("training reference models and calibrating the circuit")
     refs = [
         model.train(model.decode(initial_bytes, config.hidden), pool, epochs=3, seed=config.seed + i,
                     weight_bound=config.weight_bound)
@@ -256,6 +261,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         shutil.copyfile(config.srs, paths["srs"])
 
     circuit.compile_model(work / "ref.onnx", paths["settings"], work / "ref.compiled")
+    say(f"key generation (ezkl setup, logrows {logrows})")
     t_setup = time.perf_counter()
     if not ezkl.setup(str(work / "ref.compiled"), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])):
         raise TaskError("ezkl setup failed")
@@ -272,6 +278,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         raise TaskError("the witness carries no parameter commitment (param_visibility must be polycommit)")
     # end-to-end self-test: one real proof, verified on rebuilt instances; fixes the proof length
     # (Halo2 proofs of one circuit have one length; verifiers refuse any other, e.g. trailing bytes)
+    say("self-test: one real proof, verified on rebuilt public instances")
     t_prove = time.perf_counter()
     self_dir = work / "self"
     ref_proof = circuit.prove(ev.witness_path, self_dir / "model.compiled", paths["pk"], self_dir / "proof.json",
