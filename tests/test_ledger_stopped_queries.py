@@ -68,3 +68,25 @@ def test_a_running_or_missing_ledger_is_refused_clearly(stopped: tuple[Path, str
     make_genesis(n_validators=4, n_participants=2, rounds=2, chain_id="another").genesis.save(wrong)
     out = _zkpot("head", "--data-dir", str(data), "--genesis", str(wrong))
     assert out.returncode == 2 and "different chain" in out.stderr, out.stderr
+
+
+def test_task_evaluate_scores_a_stored_model(tmp_path: Path) -> None:
+    """`zkpot task evaluate TASK MODEL`: a global model fetched from the chain, on the public test
+    set and the held-out split; a file that is not a model of the task is refused clearly."""
+    import json
+
+    from zkp_env import shared_env
+
+    env = shared_env()
+    model = tmp_path / "model.bin"
+    model.write_bytes(env.task.initial_model)
+    out = subprocess.run([sys.executable, "-m", "zkpot.cli", "task", "evaluate", str(env.task.dir), str(model)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["test_set_size"] == len(env.task.test_set) and figures["held_out_size"] > 100
+    assert 0.0 <= figures["held_out_accuracy"] <= 1.0
+    model.write_bytes(b"junk")
+    out = subprocess.run([sys.executable, "-m", "zkpot.cli", "task", "evaluate", str(env.task.dir), str(model)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr.startswith("error:") and "Traceback" not in out.stderr

@@ -42,6 +42,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("dir", type=Path)
     s.set_defaults(func=_show)
 
+    ev = sub.add_parser("evaluate", help="a model's float accuracy on the task's public test set and on the "
+                        "whole held-out split (e.g. a round's global model: zkpot ledger model CID --out FILE)")
+    ev.add_argument("dir", type=Path, help="task directory")
+    ev.add_argument("model", type=Path, help="model file (zkpot model codec bytes)")
+    ev.set_defaults(func=_evaluate)
+
     sh = sub.add_parser("shards", help="write non-IID (Dirichlet) private shards of the training split")
     sh.add_argument("--out", type=Path, required=True, help="directory; writes shard-<i>.npz")
     sh.add_argument("--participants", type=int, required=True)
@@ -84,6 +90,25 @@ def _show(args: argparse.Namespace) -> int:
         out["created"] = {k: v for k, v in json.loads(summary.read_text()).items()
                           if k in ("setup_seconds", "total_seconds", "reference_correct")}
     print(json.dumps(out, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from zkpot.model_codec import ModelFormatError, model_cid
+    from zkpot.zkp import data, model
+    from zkpot.zkp.task import TaskError, load_task
+
+    try:
+        task = load_task(args.dir)
+        raw = args.model.read_bytes()
+        net = model.decode(raw, task.hidden)
+    except (TaskError, OSError, ModelFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    holdout = data.held_out(int(task.params.get("seed", 7)))
+    print(json.dumps({"model_cid": model_cid(raw), "test_set_accuracy": model.float_accuracy(net, task.test_set),
+                      "test_set_size": len(task.test_set), "held_out_accuracy": model.float_accuracy(net, holdout),
+                      "held_out_size": len(holdout)}, indent=2))
     return 0
 
 
