@@ -28,12 +28,16 @@ class GatedLedger:
     async def LeaderSchedule(self, req, timeout=None):  # noqa: ANN001,ANN201,N802
         return ledger_pb2.LeaderScheduleResponse(leaders=[b"v0"], scores=[5])
 
+    async def GetBlocks(self, req, timeout=None):  # noqa: ANN001,ANN201,N802
+        return ledger_pb2.GetBlocksResponse()
+
 
 def _net() -> SimpleNamespace:
     return SimpleNamespace(
         rounds={1: RoundStats(round=1)},
         plan=SimpleNamespace(task_dir="unused"),
-        genesis=SimpleNamespace(name_of=lambda k: k.decode()),
+        genesis=SimpleNamespace(name_of=lambda k: k.decode(), validators=[b"v0"],
+                                manifest=SimpleNamespace(min_correct=4)),
         progress=SimpleNamespace(global_accuracy=None, say=lambda msg: None),
     )
 

@@ -1,21 +1,32 @@
 """Leader schedule: a pure function of committed data, shared by the ledger (which records it)
 and consensus (which evaluates it per view).
 
-Rule: when FL round r closes (in a block of view V), validators whose participant's proven
-correct count in round r reached the task threshold are ranked best first (ties broken by
-sha256(round || key)); the rest follow in the same tie order, so a validator without a passing
-proof can still lead but only after every proven one. The schedule applies from view
-V + ACTIVATION_LAG: every replica has committed the closing block long before it reaches that
-view, so all derive the same leader for every view. Before any round closes: genesis order.
+Ranking (recorded by the ledger): when FL round r closes (in a block of view V), validators whose
+participant's proven correct count in round r reached the task threshold are ranked best first
+(ties broken by sha256(round || key)); the rest follow in the same tie order. The schedule applies
+from view V + ACTIVATION_LAG: every replica has committed the closing block long before it reaches
+that view, so all derive the same leader for every view. Before any round closes: genesis order.
+
+Leadership (issue 21; `rotation`): proven contribution decides *how often* a validator leads,
+not only in which order. When at least f+1 validators qualified in the epoch's round, only they
+lead, each in proportion to its proven score (WEIGHT_LEVELS levels of the best score, at least
+1), interleaved by smooth weighted round-robin so no validator leads long runs; a validator whose
+participant proved nothing, or too little, leads no view at all. With fewer than f+1 qualified
+the rotation widens to every validator in ranked order (plain round-robin): f qualified crashed
+leaders could otherwise stall the chain. A qualified leader that crashes is skipped by
+services.consensus.leader's rule as before. The score is the last closed round's only: a
+validator whose participant stops proving loses its turns at the next epoch.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 ACTIVATION_LAG = 10
+WEIGHT_LEVELS = 8   # a leader's turns per cycle: 1..8, in proportion to its score over the best
 
 
 @dataclass(frozen=True)
@@ -46,9 +57,58 @@ def rank_leaders(
     return tuple(ordered), tuple(max(scores.get(v, 0), 0) for v in ordered)
 
 
-def leader_for_view(schedule: Schedule, view: int) -> bytes:
+def weights(scores: Sequence[int], min_correct: int) -> tuple[int, ...]:
+    """Turns per cycle for each ranked validator: 0 unless it qualified (score >= min_correct and
+    > 0), else 1..WEIGHT_LEVELS by its score over the best (integer arithmetic: every replica agrees)."""
+    threshold = max(1, min_correct)
+    best = max((s for s in scores if s >= threshold), default=0)
+    return tuple(max(1, (WEIGHT_LEVELS * s + best // 2) // best) if best and s >= threshold else 0 for s in scores)
+
+
+@functools.lru_cache(maxsize=64)
+def rotation(leaders: tuple[bytes, ...], scores: tuple[int, ...], min_correct: int, f: int) -> tuple[bytes, ...]:
+    """The cycle of leaders for an epoch: the qualified ones, weighted (smooth weighted round-robin,
+    ties to the better ranked), when at least f+1 qualified; else every validator in ranked order."""
+    w = weights(scores, min_correct)
+    qualified = [i for i, x in enumerate(w) if x > 0]
+    if len(qualified) < f + 1:
+        return leaders
+    total = sum(w[i] for i in qualified)
+    current = dict.fromkeys(qualified, 0)
+    cycle = []
+    for _ in range(total):
+        for i in qualified:
+            current[i] += w[i]
+        best = max(qualified, key=lambda i: (current[i], -i))
+        current[best] -= total
+        cycle.append(leaders[best])
+    return tuple(cycle)
+
+
+def epoch_of(schedule: Schedule, view: int) -> tuple[int, tuple[bytes, ...], tuple[int, ...]]:
+    """(first view, ranked leaders, scores) of the epoch `view` is in; the previous epoch's scores
+    are not kept, so its views rotate plainly (they are at most ACTIVATION_LAG views)."""
     if view >= schedule.activation_view or not schedule.previous_leaders:
-        leaders, start = schedule.leaders, schedule.activation_view
-    else:
-        leaders, start = schedule.previous_leaders, schedule.previous_activation_view
-    return leaders[(view - start) % len(leaders)]
+        return schedule.activation_view, schedule.leaders, schedule.scores
+    return schedule.previous_activation_view, schedule.previous_leaders, ()
+
+
+def order_for_view(schedule: Schedule, view: int, min_correct: int | None = None, f: int = 0
+                   ) -> tuple[int, tuple[bytes, ...]]:
+    """(first view of its epoch, the epoch's leader cycle). min_correct None: plain rotation over
+    the ranking (the rule before issue 21, kept for tools that only show the ranking)."""
+    start, leaders, scores = epoch_of(schedule, view)
+    if min_correct is None or len(scores) != len(leaders):
+        return start, leaders
+    return start, rotation(leaders, scores, min_correct, f)
+
+
+def leader_for_view(schedule: Schedule, view: int, min_correct: int | None = None, f: int = 0) -> bytes:
+    start, cycle = order_for_view(schedule, view, min_correct, f)
+    return cycle[(view - start) % len(cycle)]
+
+
+def view_shares(leaders: Sequence[bytes], scores: Sequence[int], min_correct: int, f: int) -> dict[bytes, float]:
+    """Each validator's share of the views of an epoch with this ranking (dashboards, reports)."""
+    cycle = rotation(tuple(leaders), tuple(scores), min_correct, f)
+    return {v: cycle.count(v) / len(cycle) for v in leaders}

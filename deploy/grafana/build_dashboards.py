@@ -121,6 +121,10 @@ DASHBOARDS: dict[str, dict] = {
                 (r("zkpot_verifier_rejections_total", "node, reason", sel=""), "{{node}} {{reason}}"),
                 (r("zkpot_verifier_cache_hits_total", sel=""), "{{node}} cache hits"),
             ], "ops", "timeseries"),
+            ("Views led per validator (committed blocks; proven scores weight leadership)", [
+                # every replica counts every committed block: the most complete replica's count
+                ("max by (validator) (increase(zkpot_consensus_views_led_total[$__range]))", "{{validator}}"),
+            ], "none", "stat"),
             ("Participants: last accepted round", [
                 ("zkpot_participant_last_accepted_round", "{{node}}"),
             ], "none", "timeseries"),

@@ -100,7 +100,7 @@ class Core:
         self.lock = asyncio.Lock()
         self.safety_store = SafetyStore(config.data_dir)
         self.safety = SafetyState()
-        self.leaders = LeaderElector([v.public_key for v in genesis.validators])
+        self.leaders = LeaderElector([v.public_key for v in genesis.validators], int(genesis.manifest.min_correct))
         self.votes = VoteAggregator(self.validators, self.quorum)
         self.timeouts = TimeoutAggregator(self.validators, self.quorum)
         self.mempool = Mempool(config.mempool_max_txs, config.mempool_max_bytes, config.mempool_max_per_sender,
@@ -441,6 +441,7 @@ class Core:
             if seen is not None:
                 m.commit_latency.observe(now - seen)
             m.committed_blocks.inc()
+            m.views_led.labels(validator=self.genesis.name_of(block.header.proposer)).inc()
             m.committed_txs.inc(len(block.txs))
             self._commit_queue.put_nowait((block, qc))
         log.debug("committed up to height %d", self.store.committed_height)

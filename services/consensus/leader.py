@@ -3,8 +3,8 @@ validators that failed to lead earlier in the same epoch.
 
 Skip rule (a pure function of committed blocks; docs/consensus.md has the fairness and liveness
 argument): a committed block whose view is above parent_qc.view + 1 was proposed after a TC, so
-the leaders of the views in that gap produced no certified block. For view v, F(v) = leaders of
-gap views found in committed blocks of v's epoch whose own view is <= v - SKIP_LAG. If the
+the leaders of the views in that gap produced no certified block. For view v, F(v) = scheduled
+leaders of gap views found in committed blocks of v's epoch whose own view is <= v - SKIP_LAG. If the
 scheduled leader is in F(v), the next validator of the epoch's order not in F(v) leads instead.
 F(v) is ignored when it holds more than f validators (plain rotation), so at most f are ever
 skipped and they are forgiven when the next epoch starts.
@@ -26,8 +26,11 @@ MAX_GAP = 64  # views of one gap examined (a gap is a run of timeouts; longer on
 
 
 class LeaderElector:
-    def __init__(self, genesis_order: Sequence[bytes]) -> None:
+    def __init__(self, genesis_order: Sequence[bytes], min_correct: int | None = None) -> None:
+        """min_correct: the task's threshold, which decides who qualifies to lead (zkpot.schedule.rotation);
+        None: plain rotation over the ranking."""
         self.validators = frozenset(genesis_order)
+        self.min_correct = min_correct
         # before the ledger answers: the genesis order, which is also the ledger's epoch-0 schedule
         self.schedule = schedule.Schedule(
             epoch=0, activation_view=0, leaders=tuple(genesis_order), scores=tuple(0 for _ in genesis_order)
@@ -39,24 +42,28 @@ class LeaderElector:
         self._last_noted_height = 0
 
     def _epoch(self, view: int) -> tuple[int, tuple[bytes, ...]]:
-        s = self.schedule
-        if view >= s.activation_view or not s.previous_leaders:
-            return (s.activation_view if view >= s.activation_view else 0), s.leaders
-        return s.previous_activation_view, s.previous_leaders
+        """(first view, leader cycle) of view's epoch (zkpot.schedule.order_for_view)."""
+        start, cycle = schedule.order_for_view(self.schedule, view, self.min_correct, self.f)
+        return (start if view >= start else 0), cycle
 
     def leader(self, view: int) -> bytes:
         cached = self._memo.get(view)
         if cached is not None:
             return cached
-        base = schedule.leader_for_view(self.schedule, view)
+        base = schedule.leader_for_view(self.schedule, view, self.min_correct, self.f)
         start, order = self._epoch(view)
         # evidence is appended in view order, so a prefix holds everything committed by view - LAG
+        # the *scheduled* leaders of those views, not recomputed ones: a view whose substitute
+        # failed blames the scheduled leader (already skipped) instead of growing F past f and
+        # switching the rule off (a weighted cycle gives a dead top scorer several turns per
+        # SKIP_LAG; recomputing them with later evidence named live substitutes)
         failed = {
-            self.leader(fv) for ev, fv in self._evidence if ev <= view - SKIP_LAG and self._epoch(fv)[0] == start
+            schedule.leader_for_view(self.schedule, fv, self.min_correct, self.f)
+            for ev, fv in self._evidence if ev <= view - SKIP_LAG and self._epoch(fv)[0] == start
         }
         out = base
         if base in failed and len(failed) <= self.f:
-            k = order.index(base)
+            k = (view - schedule.epoch_of(self.schedule, view)[0]) % len(order)  # base's place in the cycle
             later = (order[(k + i) % len(order)] for i in range(1, len(order)))
             out = next((c for c in later if c not in failed), base)
         self._memo[view] = out

@@ -24,6 +24,9 @@ votes_received = metrics.counter("zkpot_consensus_votes_received_total", "Valid 
 timeouts_sent = metrics.counter("zkpot_consensus_timeouts_sent_total", "Timeouts this replica signed")
 proposals = metrics.counter("zkpot_consensus_proposals_total", "Blocks this replica proposed")
 committed_blocks = metrics.counter("zkpot_consensus_committed_blocks_total", "Blocks committed")
+views_led = metrics.counter("zkpot_consensus_views_led_total",
+                            "Committed blocks by proposer: views each validator led (proven scores weight it)",
+                            ["validator"])
 committed_txs = metrics.counter("zkpot_consensus_committed_txs_total", "Transactions committed")
 sync_requests = metrics.counter("zkpot_consensus_sync_requests_total", "FetchBlocks requests sent", ["result"],
                                  known=("ok", "not_found"))

@@ -60,6 +60,8 @@ class RoundStats:
     holdout_accuracy: float = 0.0     # on the whole held-out split
     next_leaders: list[str] = field(default_factory=list)
     next_scores: list[int] = field(default_factory=list)
+    next_view_shares: dict[str, float] = field(default_factory=dict)  # the next epoch's share of views per validator
+    blocks_proposed: dict[str, int] = field(default_factory=dict)     # this round's committed blocks by proposer
     submissions: dict[str, SubmissionStats] = field(default_factory=dict)
     summary: ledger_pb2.RoundSummary | None = None
 
@@ -88,6 +90,8 @@ def _round_json(net: Devnet, rs: RoundStats) -> dict[str, Any]:
         "dropped": [net.genesis.name_of(k) for k in s.dropped] if s else [],
         "next_leaders": rs.next_leaders,
         "next_leader_scores": rs.next_scores,
+        "next_view_shares": rs.next_view_shares,
+        "blocks_proposed": rs.blocks_proposed,
         "submissions": subs,
         "time": {
             "training_s": round(sum(x.train_s for x in rs.submissions.values()), 2),
@@ -144,11 +148,17 @@ def write_report(net: Devnet, ledgers: dict[str, Any], verify: dict[str, float])
     return report
 
 
+def _leaders(r: dict[str, Any]) -> str:
+    """The next epoch's leaders with their share of views (only proven contributors lead)."""
+    shares = r.get("next_view_shares") or {}
+    return " > ".join(f"{n} {100 * shares[n]:.0f}%" if n in shares else n for n in r["next_leaders"])
+
+
 def print_summary(report: dict[str, Any]) -> None:
     if report["insecure_dev_srs"]:
         print("WARNING: this chain's task uses an INSECURE development SRS (ezkl.gen_srs); never use it in production")
     header = (f"{'round':>5} {'height':>7} {'accepted':>8} {'global acc':>10} {'held-out':>8} {'wall s':>7} "
-              f"{'prove s':>8}  next leaders")
+              f"{'prove s':>8}  next leaders (share of views)")
     print(header)
     print("-" * len(header))
     for r in report["rounds"]:
@@ -157,7 +167,7 @@ def print_summary(report: dict[str, Any]) -> None:
         accepted = f"{r['accepted_submissions']}/{len(r['submissions'])}"
         held = f"{100 * r['global_accuracy_holdout']:.1f}%"
         print(f"{r['round']:>5} {r['close_height'] or '-':>7} {accepted:>8} "
-              f"{acc:>10} {held:>8} {wall:>7} {r['time']['proving_s']:>8.0f}  {' > '.join(r['next_leaders'])}")
+              f"{acc:>10} {held:>8} {wall:>7} {r['time']['proving_s']:>8.0f}  {_leaders(r)}")
     print()
     print(f"{'participant':<12} " + " ".join(f"{'r' + str(r['round']) + ' correct':>12}" for r in report["rounds"]))
     names = sorted({s["participant"] for r in report["rounds"] for s in r["submissions"]})

@@ -14,13 +14,14 @@ import os
 import shutil
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from services.participant.rounds import BEHAVIOURS, FINAL_STAGES
-from zkpot import grpcutil
+from zkpot import chain, grpcutil
 from zkpot.devnet import adapters, adversary, prometheus
 from zkpot.devnet import state as devnet_state
 from zkpot.devnet.plan import (
@@ -37,6 +38,7 @@ from zkpot.devnet.progress import Progress
 from zkpot.devnet.report import RoundStats, SubmissionStats, write_report
 from zkpot.genesis import Genesis
 from zkpot.ports import ports_in_use
+from zkpot.schedule import view_shares
 from zkpot.v1 import (
     consensus_pb2,
     consensus_pb2_grpc,
@@ -386,6 +388,23 @@ async def watch(net: Devnet) -> None:
                 await asyncio.gather(attacks, return_exceptions=True)
 
 
+async def _blocks(ledger: ledger_pb2_grpc.LedgerStub, lo: int, hi: int) -> list[ledger_pb2.StoredBlock]:
+    out: list[ledger_pb2.StoredBlock] = []
+    while lo <= hi:
+        page = await ledger.GetBlocks(ledger_pb2.GetBlocksRequest(from_height=lo, limit=min(200, hi - lo + 1)),
+                                      timeout=30)
+        if not page.blocks:
+            break
+        out.extend(page.blocks)
+        lo += len(page.blocks)
+    return out
+
+
+def _shares_text(counts: dict[str, int]) -> str:
+    total = sum(counts.values()) or 1
+    return " ".join(f"{n} {100 * c / total:.0f}%" for n, c in counts.items())
+
+
 async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub) -> None:
     for r, stats in net.rounds.items():
         if stats.closed:
@@ -397,12 +416,18 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
         # torch evaluation is CPU work: keep it off the event loop
         global_acc, holdout_acc = await asyncio.to_thread(adapters.global_accuracy, net.plan.task_dir, model)
         schedule = await ledger.LeaderSchedule(ledger_pb2.LeaderScheduleRequest(), timeout=5)
+        blocks = await _blocks(ledger, summary.open_height + 1, summary.close_height)
         # everything is fetched: record it in one step, `closed` last, so a reader that sees the round
         # closed also sees its figures (a cancelled fetch above leaves the round unrecorded, not zeroed)
         stats.summary = summary
         stats.global_accuracy, stats.holdout_accuracy = global_acc, holdout_acc
         stats.next_leaders = [net.genesis.name_of(k) for k in schedule.leaders]
         stats.next_scores = list(schedule.scores)
+        f = chain.max_faulty(len(net.genesis.validators))
+        shares = view_shares(list(schedule.leaders), list(schedule.scores), int(net.genesis.manifest.min_correct), f)
+        stats.next_view_shares = {net.genesis.name_of(k): round(v, 3) for k, v in shares.items()}
+        stats.blocks_proposed = dict(sorted(Counter(net.genesis.name_of(b.block.header.proposer)
+                                                    for b in blocks).items()))
         stats.closed = time.monotonic()
         net.progress.global_accuracy = stats.global_accuracy
         if r == max(net.rounds):  # the last round: not "training and proving" any more (issue 20.9)
@@ -412,7 +437,8 @@ async def _record_closed_rounds(net: Devnet, ledger: ledger_pb2_grpc.LedgerStub)
             f"{sum(s.aggregated for s in summary.submissions)}/{len(summary.submissions)} submissions aggregated, "
             f"global accuracy {100 * stats.global_accuracy:.1f}% "
             f"({100 * stats.holdout_accuracy:.1f}% on the whole held-out split), "
-            f"next leaders {' > '.join(stats.next_leaders)}"
+            f"blocks proposed {_shares_text(stats.blocks_proposed)}; next epoch's view shares "
+            f"{' > '.join(f'{n} {100 * stats.next_view_shares[n]:.0f}%' for n in stats.next_leaders)}"
         )
         if summary.aggregate_note:
             net.progress.say(f"round {r}: {summary.aggregate_note}")
