@@ -168,6 +168,9 @@ def print_summary(report: dict[str, Any]) -> None:
         held = f"{100 * r['global_accuracy_holdout']:.1f}%"
         print(f"{r['round']:>5} {r['close_height'] or '-':>7} {accepted:>8} "
               f"{acc:>10} {held:>8} {wall:>7} {r['time']['proving_s']:>8.0f}  {_leaders(r)}")
+    print(f"accepted: submissions aggregated / submitted; global acc: the round's aggregate (float) on the task's "
+          f"public test set ({report['test_set_size']} samples, what the proofs score); held-out: the same model on "
+          f"the whole held-out split, a steadier figure; prove s: training + proving summed over participants")
     print()
     print(f"{'participant':<12} " + " ".join(f"{'r' + str(r['round']) + ' correct':>12}" for r in report["rounds"]))
     names = sorted({s["participant"] for r in report["rounds"] for s in r["submissions"]})
