@@ -257,6 +257,35 @@ def test_a_peer_forging_signatures_pays_for_each_one(net: Net) -> None:
     assert ok.results[0].admitted, ok.results[0].reason
 
 
+def test_a_throttled_peers_bodies_are_refused_before_they_are_parsed(net: Net) -> None:
+    """Issue 18.3: the rate limit runs before SubmitTx's body is parsed, and a body pays one token
+    per started 64 KiB up front: a peer that sends a multi-megabyte junk body, or any body once its
+    bucket is empty, costs the replica only the read (RESOURCE_EXHAUSTED, not a parse error)."""
+    from services.consensus.server import BYTES_PER_TOKEN
+
+    def raw_submit(channel: grpc.Channel, body: bytes) -> grpc.RpcError:
+        call = channel.unary_unary("/zkpot.v1.Consensus/SubmitTx")  # bytes in, bytes out: no parsing here
+        with pytest.raises(grpc.RpcError) as err:
+            call(body, timeout=30)
+        return err.value
+
+    opts = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+    big = grpc.insecure_channel(net.replica.target, options=opts)
+    junk = b"\xff" * ((BURST + 1) * BYTES_PER_TOKEN)  # unparsable, and dearer than a whole burst
+    err = raw_submit(big, junk)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rate limited" in err.details(), err.details()
+    small = grpc.insecure_channel(net.replica.target, options=opts)
+    err = raw_submit(small, b"\xff\xff")  # a fresh peer's junk is parsed, and refused as junk
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in err.details(), err.details()
+    for _ in range(BURST + 1):  # empty this peer's bucket
+        try:
+            consensus_pb2_grpc.ConsensusStub(small).SubmitTx(consensus_pb2.SubmitTxRequest(), timeout=10)
+        except grpc.RpcError:
+            pass
+    err = raw_submit(small, b"\xff\xff")
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()  # not parsed any more
+
+
 def test_junk_traffic_does_not_hurry_a_live_rounds_deadline(tmp_path) -> None:  # noqa: ANN001
     """Issue 19.5 on real processes: a member sends 20 payloads a second to a live chain (one
     validator, so every block commits at once) whose task closes a round after 5 blocks *and* 12 s

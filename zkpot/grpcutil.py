@@ -137,6 +137,19 @@ class _Refused:
         self.message = message
 
 
+class _Raw:
+    """A gated request's bytes, parsed only after its gate passed (RequestGuard `gates`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+# A pre-parse gate: (call context, request bytes) -> why it is refused (RESOURCE_EXHAUSTED), or None.
+Gate = Callable[[grpc.aio.ServicerContext, int], "str | None"]
+
+
 class RequestRefused(Exception):
     """Raised by a guarded request stream at its first refused message. The guard turns it into the
     call's status in the handler's own task (aborting from another task races the handler's sends)."""
@@ -156,10 +169,13 @@ class RequestGuard(grpc.aio.ServerInterceptor):
       where a few hundred bytes are expected. Over the cap: RESOURCE_EXHAUSTED.
     - Parsing: grpc.aio answers an unparsable body with UNKNOWN and logs a traceback per request
       (a free way to flood logs); here it is INVALID_ARGUMENT with one debug line.
+    - Gates (unary methods): a per-caller check that runs before the body is parsed (e.g. a
+      rate limit), so a caller over its budget costs the server only the transport's read.
     """
 
-    def __init__(self, limits: Mapping[str, int] | None = None) -> None:
+    def __init__(self, limits: Mapping[str, int] | None = None, gates: Mapping[str, Gate] | None = None) -> None:
         self.limits = dict(limits or {})
+        self.gates = dict(gates or {})
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, details):  # noqa: ANN001, ANN201 - grpc signature
@@ -193,6 +209,9 @@ class RequestGuard(grpc.aio.ServerInterceptor):
 
         if handler.request_streaming:
             return self._wrap_request_stream(handler, checked)
+        gate = self.gates.get(method)
+        if gate is not None and not handler.response_streaming:
+            return self._wrap_gated(method, handler, limit, gate)
         if handler.response_streaming:
             inner_stream = handler.unary_stream
             if inspect.isasyncgenfunction(inner_stream):  # yields its responses
@@ -222,6 +241,34 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             return await result if inspect.isawaitable(result) else result
 
         return grpc.unary_unary_rpc_method_handler(behavior, checked, handler.response_serializer)
+
+    @staticmethod
+    def _wrap_gated(method: str, handler: grpc.RpcMethodHandler, limit: int | None, gate: Gate
+                    ) -> grpc.RpcMethodHandler:
+        """Unary: size cap, then the gate, then parsing (in that order: each is dearer than the last)."""
+        deserialize, inner = handler.request_deserializer, handler.unary_unary
+
+        def raw(data: bytes) -> object:
+            if limit is not None and len(data) > limit:
+                return _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{method}: request of {len(data)} bytes exceeds this method's {limit}")
+            return _Raw(data)
+
+        async def behavior(request, context):  # noqa: ANN001, ANN202
+            if isinstance(request, _Refused):
+                await context.abort(request.code, request.message)
+            refusal = gate(context, len(request.data))
+            if refusal is not None:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+            try:
+                parsed = deserialize(request.data) if deserialize is not None else request.data
+            except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's fault
+                log.debug("unparsable request to %s: %s", method, exc)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: request does not parse: {exc}")
+            result = inner(parsed, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return grpc.unary_unary_rpc_method_handler(behavior, raw, handler.response_serializer)
 
     @staticmethod
     def _wrap_request_stream(handler: grpc.RpcMethodHandler, checked: Callable[[bytes], object]
@@ -269,18 +316,20 @@ async def serve(
     grace_s: float = 3.0,
     request_limits: Mapping[str, int] | None = None,
     max_receive_bytes: int = MAX_MESSAGE_BYTES,
+    gates: Mapping[str, Gate] | None = None,
 ) -> None:
     """Run a grpc.aio server with health + reflection until SIGTERM/SIGINT, then stop gracefully.
 
     `request_limits`: full method name ("/zkpot.v1.Consensus/SendVote") -> max request bytes,
-    checked on the received bytes before parsing. `max_receive_bytes`: the transport's own cap,
+    checked on the received bytes before parsing; `gates`: full method name -> a per-caller check run
+    before parsing (RequestGuard). `max_receive_bytes`: the transport's own cap,
     enforced on a message's length prefix, before its bytes are read at all (a service whose
     largest honest request is well below MAX_MESSAGE_BYTES should lower it).
     With TLS configured (configure_tls) the port requires client certificates (mutual TLS).
     """
     options = [o for o in SERVER_OPTIONS if o[0] != "grpc.max_receive_message_length"]
     options.append(("grpc.max_receive_message_length", max_receive_bytes))
-    server = grpc.aio.server(options=options, interceptors=[RequestGuard(request_limits)])
+    server = grpc.aio.server(options=options, interceptors=[RequestGuard(request_limits, gates)])
     names = [register(server) for register in registrars]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

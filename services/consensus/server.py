@@ -40,6 +40,10 @@ BAD_SIGNATURE_COST = 100  # rate-limit tokens a peer pays per transaction whose 
 # refuse, but a peer sending nothing else is flooding, and pays for the requests it makes us parse
 JUNK_COST = 10
 _JUNK = ("unknown_signer", "malformed", "too_large")
+# Checked before a SubmitTx/GossipTxs body is parsed: a caller whose bucket is empty is refused for
+# the cost of reading its bytes, and every started BYTES_PER_TOKEN of a body costs one token up front
+# (an honest batch of a few hundred payloads or one proof: 1 token; a 16 MiB junk body: 256).
+BYTES_PER_TOKEN = 64 * 1024
 # Methods whose honest requests are small get a cap far below the server-wide 64 MiB
 # (Timeout carries a QC: ~100 bytes per validator signature).
 REQUEST_LIMITS = {
@@ -71,7 +75,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         if len(request.txs) > MAX_TXS_PER_REQUEST:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_TXS_PER_REQUEST} txs per request")
         peer = grpcutil.peer_id(context)
-        if not limit.try_take(peer, len(request.txs)):
+        if not limit.try_take(peer, len(request.txs) - 1):  # the first was paid before parsing (gate)
             m.rejected.labels(reason="rate_limited").inc()
             wait = limit.retry_after(peer, len(request.txs))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -92,6 +96,21 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         results = await self.core.submit(list(request.txs), gossip=False)
         self._charge_forgeries(context, self.gossip_limit, results)
         return consensus_pb2.Ack()
+
+    def gate(self, limit_name: str) -> grpcutil.Gate:
+        """The pre-parse check of SubmitTx (limit_name "submit") or GossipTxs ("gossip")."""
+
+        def check(context: grpc.aio.ServicerContext, size: int) -> str | None:
+            limit = self.submit_limit if limit_name == "submit" else self.gossip_limit
+            peer = grpcutil.peer_id(context)
+            # one token per request (an empty one too: nothing is free) plus its size; _txs then takes
+            # one per transaction after the first
+            if limit.try_take(peer, 1 + size // BYTES_PER_TOKEN):
+                return None
+            m.rejected.labels(reason="rate_limited").inc()
+            return f"rate limited: {peer} is over {limit.rate:.0f} txs/s (retry in {limit.retry_after(peer):.2f}s)"
+
+        return check
 
     @staticmethod
     def _charge_forgeries(context: grpc.aio.ServicerContext, limit: TokenBuckets,
@@ -203,12 +222,13 @@ async def serve(args: ServeArgs) -> None:
         await ledger.close()
         await checker.close()
 
+    servicer = ConsensusServicer(
+        core,
+        TokenBuckets(args.submit_tx_rate, args.submit_tx_burst),  # a request over the burst never passes
+        TokenBuckets(args.gossip_tx_rate, max(GOSSIP_TX_BURST, args.gossip_tx_rate)),
+    )
+
     def register(server: grpc.aio.Server) -> str:
-        servicer = ConsensusServicer(
-            core,
-            TokenBuckets(args.submit_tx_rate, args.submit_tx_burst),  # a request over the burst never passes
-            TokenBuckets(args.gossip_tx_rate, max(GOSSIP_TX_BURST, args.gossip_tx_rate)),
-        )
         consensus_pb2_grpc.add_ConsensusServicer_to_server(servicer, server)
         return consensus_pb2.DESCRIPTOR.services_by_name["Consensus"].full_name
 
@@ -217,4 +237,6 @@ async def serve(args: ServeArgs) -> None:
     # transaction over the block limit) could never be committed, so it is refused before parsing
     cap = args.config.max_block_bytes + PROPOSAL_OVERHEAD_BYTES
     limits = {**REQUEST_LIMITS, _SERVICE + "Propose": cap, _SERVICE + "SubmitTx": cap, _SERVICE + "GossipTxs": cap}
-    await grpcutil.serve(args.listen, [register], on_stop=on_stop, request_limits=limits, max_receive_bytes=cap)
+    gates = {_SERVICE + "SubmitTx": servicer.gate("submit"), _SERVICE + "GossipTxs": servicer.gate("gossip")}
+    await grpcutil.serve(args.listen, [register], on_stop=on_stop, request_limits=limits, max_receive_bytes=cap,
+                         gates=gates)
