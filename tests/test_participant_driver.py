@@ -343,3 +343,29 @@ def test_experiment_behaviours_copy_and_silent(tmp_path: Path, fake: FakeChain) 
     n_sent = len(fake.submissions)
     silent = asyncio.run(scenario("silent", tmp_path / "silent"))
     assert silent.state.get(1).stage == "skipped" and len(fake.submissions) == n_sent
+
+
+def test_an_unexpected_error_is_retried_not_a_crash(tmp_path: Path, fake: FakeChain, monkeypatch) -> None:  # noqa: ANN001
+    """A surprise in a round (here: the model fetch fails once) is logged and the round picked up
+    again from the chain; the driver does not die (a dead driver would be a crash loop)."""
+    monkeypatch.setattr(rounds_mod, "ERROR_BACKOFF_S", 0.01)
+    real, calls = fake.get_model, []
+
+    async def flaky(cid: str) -> bytes:
+        calls.append(cid)
+        if len(calls) == 1:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone")
+        return await real(cid)
+
+    fake.get_model = flaky  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        d = driver(tmp_path, fake, FakeProver())
+        task = asyncio.create_task(d.run())
+        await _until(lambda: len(_mine(fake)) == 1)
+        assert not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert len(calls) == 2

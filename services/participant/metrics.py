@@ -21,6 +21,9 @@ failovers = metrics.counter("zkpot_participant_failovers_total",
                             "Switches to another validator (the current one was down or could not verify)")
 prover_failures = metrics.counter("zkpot_participant_prover_failures_total",
                                   "ProveRound calls that failed, by gRPC status", ["code"])
+errors = metrics.counter("zkpot_participant_errors_total",
+                         "Unexpected errors in a round (logged with a traceback; the round is picked up again)",
+                         ["kind"])
 last_accepted_round = metrics.gauge("zkpot_participant_last_accepted_round",
                                     "Last round whose submission the chain accepted")
 height = metrics.gauge("zkpot_participant_chain_height", "Chain head as this participant follows it")

@@ -49,6 +49,7 @@ RESUBMIT_AFTER_BLOCKS = 20    # admitted but not included after this many blocks
 # round's proof phase lasts, with this backoff; other failures are retried len(...) times, then the round is skipped.
 PROVER_BACKOFF_S = (1, 2, 5, 10, 20, 30)
 FINAL_STAGES = ("done", "refused", "skipped", "late")
+ERROR_BACKOFF_S = 5.0
 
 
 class ProverMismatch(StartupError):
@@ -137,7 +138,16 @@ class RoundDriver:
             r = current
             self.round = r
             m.current_round.set(r)
-            await self.play(r)
+            try:
+                await self.play(r)
+            except (asyncio.CancelledError, StartupError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a surprise (a ledger answering NOT_FOUND mid fail-over,
+                # say) must not become a crash loop: say it, wait, and pick the round up again from the chain
+                m.errors.labels(kind=type(exc).__name__[:40]).inc()
+                log.exception("round=%d event=error kind=%s: retrying in %ss", r, type(exc).__name__, ERROR_BACKOFF_S)
+                await asyncio.sleep(ERROR_BACKOFF_S)
+                continue
             r += 1
         self.finished = True
         self._phase("finished")
