@@ -71,13 +71,17 @@ def load_publish_tx(task_dir: Path) -> types_pb2.Transaction:
 
 
 def make_shards(plan: DevnetPlan, config: DevnetConfig) -> None:
-    """Non-IID private shards (Dirichlet alpha), one file per participant."""
+    """Non-IID private shards (Dirichlet alpha), one file per prover: per participant, or, with a
+    shared pool of --provers, one per pool member (the participants sharing a prover train on its
+    shard, with their own seeds; shards cut N ways for N participants would hold a few dozen
+    samples, one batch, and make training seed-independent: identical models, refused as copies)."""
     from zkpot.zkp import data
 
-    if all(p.shard_path.exists() for p in plan.participants):
+    owners = plan.participants[:config.provers] if config.provers else plan.participants
+    if all(p.shard_path.exists() for p in owners):
         return
-    shards = data.dirichlet_shards(len(plan.participants), config.alpha, config.seed)
-    for p, shard in zip(plan.participants, shards, strict=True):
+    shards = data.dirichlet_shards(len(owners), config.alpha, config.seed)
+    for p, shard in zip(owners, shards, strict=True):
         p.shard_path.parent.mkdir(parents=True, exist_ok=True)
         data.save(p.shard_path, shard)
 
