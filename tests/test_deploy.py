@@ -34,11 +34,16 @@ OPERATOR_COMPONENT = K8S / "components" / "prometheus-operator"
 # Native sidecars (restartable init containers) need Kubernetes >= 1.29.
 MIN_K8S = "1.29.0"
 VALIDATOR_PORTS = {"consensus": 26000, "verifier": 26001, "ledger": 26002}
+PARTICIPANT_PORTS = {"prover": 26500, "participant": 26501}
 # Plaintext gRPC health-only ports (ZKPOT_HEALTH_LISTEN): kubelet probes cannot do mutual TLS.
-HEALTH_PORTS = {"consensus": 26010, "verifier": 26011, "ledger": 26012, "prover": 26510}
-# Secrets written by deploy/scripts/make-secrets.sh, never committed
-SECRETS = {"zkpot-validator-keys", "zkpot-publisher-key", "zkpot-participant", "zkpot-validator-tls",
-           "zkpot-prover-tls", "zkpot-client-tls"}
+HEALTH_PORTS = {"consensus": 26010, "verifier": 26011, "ledger": 26012, "prover": 26510, "participant": 26511}
+# Secrets written by deploy/scripts/make-secrets.sh, never committed (zkpot-participant-shards only
+# with SHARDS=DIR; the pods mount it as optional)
+SECRETS = {"zkpot-validator-keys", "zkpot-publisher-key", "zkpot-participant-keys", "zkpot-participant-shards",
+           "zkpot-validator-tls", "zkpot-participant-tls", "zkpot-client-tls"}
+# the per-pod TLS Secret of each StatefulSet, picked from by its init container `tls`
+TLS_BUNDLES = {"validator": "zkpot-validator-tls", "participant": "zkpot-participant-tls"}
+SCRIPTS = K8S / "base" / "scripts"
 LONG_RUNNING = ("Deployment", "StatefulSet")
 
 
@@ -137,7 +142,8 @@ def test_overlay_renders_the_whole_network(overlay):
               and d["metadata"]["name"].startswith(("zkpot-config-", "zkpot-scripts-")) else d["metadata"]["name"])
              for d in docs}
     for expected in [("Namespace", "zkpot"), ("StatefulSet", "validator"), ("Service", "validator"),
-                     ("PodDisruptionBudget", "validator"), ("Deployment", "prover"), ("Job", "task-publisher"),
+                     ("PodDisruptionBudget", "validator"), ("StatefulSet", "participant"),
+                     ("Service", "participant"), ("Job", "task-publisher"),
                      ("PersistentVolumeClaim", "zkpot-task"), ("NetworkPolicy", "default-deny"),
                      ("ConfigMap", "zkpot-config"), ("ConfigMap", "zkpot-scripts"),
                      ("ConfigMap", "zkpot-prometheus"), ("ConfigMap", "zkpot-grafana-dashboards")]:
@@ -145,6 +151,7 @@ def test_overlay_renders_the_whole_network(overlay):
     for d in docs:
         if d["kind"] != "Namespace":
             assert d["metadata"].get("namespace") == "zkpot", f"{d['kind']}/{d['metadata']['name']} not in zkpot"
+    assert not [d for d in docs if d["kind"] == "Deployment"], "provers run in the participant pods now"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -160,13 +167,18 @@ def test_rendered_objects_match_kubernetes_schemas(overlay):
 
 
 def test_gpu_overlay_requests_a_gpu_and_cpu_overlays_do_not():
-    gpu = one(rendered("gpu"), "Deployment", "prover")["spec"]["template"]["spec"]
-    prover = next(c for c in gpu["containers"] if c["name"] == "prover")
+    gpu = one(rendered("gpu"), "StatefulSet", "participant")["spec"]["template"]["spec"]
+    prover = next(c for c in gpu["initContainers"] if c["name"] == "prover")
     assert int(prover["resources"]["limits"]["nvidia.com/gpu"]) == 1
     assert "gpu" in prover["image"]
     assert any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
     assert gpu["nodeSelector"]
     assert {"name": "ENABLE_ICICLE_GPU", "value": "true"} in prover["env"]
+    # the patch keeps the base's env and start order; the participant container stays on the CPU image
+    assert {e["name"] for e in prover["env"]} >= {"POD_NAME", "ZKPOT_TLS_DIR", "ZKPOT_HEALTH_LISTEN"}
+    assert [c["name"] for c in gpu["initContainers"]] == ["wait-for-genesis", "tls", "data", "prover"]
+    (participant,) = gpu["containers"]
+    assert "gpu" not in participant["image"] and "nvidia.com/gpu" not in json.dumps(participant["resources"])
     # validators never get a GPU, and keep the CPU image
     sts = one(rendered("gpu"), "StatefulSet", "validator")["spec"]["template"]["spec"]
     assert all("nvidia.com/gpu" not in json.dumps(c.get("resources", {})) for c in containers(sts))
@@ -212,6 +224,61 @@ def test_validator_statefulset_keeps_a_quorum_and_its_state(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_participant_statefulset_runs_one_pod_per_identity_with_its_prover(overlay):
+    docs = rendered(overlay)
+    sts = one(docs, "StatefulSet", "participant")
+    spec = sts["spec"]
+    assert spec["replicas"] >= 1 and spec["podManagementPolicy"] == "Parallel"
+    assert {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]} == {"data"}
+    headless = one(docs, "Service", spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert headless["spec"]["selector"].items() <= labels.items()
+    assert "zkpot.io/client" not in labels, "participants get their own NetworkPolicies, not the clients'"
+    pod = spec["template"]["spec"]
+    # the prover is a native sidecar: the participant starts once it answers
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-genesis", "tls", "data", "prover"], \
+        "start order"
+    assert [c["name"] for c in long_running(pod)] == ["prover", "participant"]
+    for c in long_running(pod):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"]["port"] == HEALTH_PORTS[c["name"]], f"{c['name']} {probe}"
+    prover, participant = long_running(pod)
+    # the prover serves its own pod only: loopback, no declared service port
+    assert "--listen=127.0.0.1:26500" in prover["args"]
+    assert PARTICIPANT_PORTS["prover"] not in {p["containerPort"] for p in prover["ports"]}
+    assert {p["containerPort"] for p in participant["ports"]} == {26501, 26506, 26511}
+    assert {p["containerPort"] for p in prover["ports"]} == {26505, 26510}
+    mounts = {c["name"]: {m["name"]: m for m in c["volumeMounts"]} for c in pod["initContainers"] + pod["containers"]}
+    # the key only where it is used; the data volume read-only for the prover
+    assert [name for name, m in mounts.items() if "keys" in m] == ["participant"]
+    assert mounts["participant"]["keys"]["mountPath"] == "/etc/zkpot/keys"
+    assert mounts["prover"]["data"]["readOnly"] is True and not mounts["participant"]["data"].get("readOnly")
+    assert mounts["data"]["data"]["mountPath"] == mounts["prover"]["data"]["mountPath"] == "/var/lib/zkpot/participant"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["keys"]["secret"]["secretName"] == "zkpot-participant-keys"
+    assert volumes["shards"]["secret"] == {**volumes["shards"]["secret"], "secretName": "zkpot-participant-shards",
+                                           "optional": True}
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "26506"
+
+
+def test_participants_scale_with_the_replicas_of_an_overlay(tmp_path):
+    """deploy/README.md, "Scaling": an overlay's `replicas` is all the manifests need (the pods' keys,
+    certificates and shards are picked by pod name; members.json comes from make-secrets.sh)."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "overlays" / "kind", overlay)],
+        "replicas": [{"name": "participant", "count": 6}]}))
+    docs = _kustomize(overlay)
+    assert one(docs, "StatefulSet", "participant")["spec"]["replicas"] == 6
+    assert one(docs, "StatefulSet", "validator")["spec"]["replicas"] == 4
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pods_are_restricted_and_bounded(overlay):
     for name, spec in pod_specs(rendered(overlay)):
         assert spec["securityContext"]["runAsNonRoot"] is True, name
@@ -224,7 +291,7 @@ def test_pods_are_restricted_and_bounded(overlay):
             assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), (name, c["name"])
             assert {"cpu", "memory"} <= c["resources"]["limits"].keys(), (name, c["name"])
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
-            if c.get("name") not in ("wait-for-genesis", "tls"):   # shell-only init steps
+            if c.get("name") not in ("wait-for-genesis", "tls", "data"):   # shell-only init steps
                 assert "/tmp" in mounts, f"{name}/{c['name']}: read-only root needs a writable /tmp"
 
 
@@ -273,10 +340,17 @@ def test_network_policies_open_only_the_needed_ports(overlay):
         return ports
 
     validator = {"app.kubernetes.io/name": "zkpot-validator"}
-    prover = {"app.kubernetes.io/name": "zkpot-prover"}
+    participant = {"app.kubernetes.io/name": "zkpot-participant"}
+    client = {"zkpot.io/client": "true"}
     assert ingress_ports("validator-ingress", validator) == {26000}      # peers: consensus only
-    assert ingress_ports("validator-ingress", prover) == {26000}         # provers: submission only
-    assert ingress_ports("prover-ingress", validator) == set()
+    assert ingress_ports("validator-ingress", participant) == {26000, 26002}   # submission, ledger
+    assert ingress_ports("validator-ingress", client) == {26000, 26002}
+    assert ingress_ports("participant-ingress", validator) == set()
+    assert ingress_ports("participant-ingress", participant) == set()   # participants never reach each other
+    assert ingress_ports("participant-ingress", client) == {26501}      # Status
+    egress = {p["port"] for rule in policies["participant-egress"]["egress"] for p in rule["ports"]
+              if any(peer.get("podSelector", {}).get("matchLabels") == validator for peer in rule["to"])}
+    assert egress == {26000, 26002}
     # Prometheus may reach every metrics port and nothing else
     metrics_ports = set()
     for _, spec in pod_specs(docs):
@@ -287,10 +361,11 @@ def test_network_policies_open_only_the_needed_ports(overlay):
         for rule in policy.get("ingress", []):
             if any("namespaceSelector" in peer for peer in rule["from"]):
                 scraped |= {p["port"] for p in rule["ports"]}
-    assert scraped == metrics_ports == {26005, 26006, 26007, 26505}
-    # the plaintext health-only ports are for the kubelet (node traffic), never opened to pods
+    assert scraped == metrics_ports == {26005, 26006, 26007, 26505, 26506}
+    # the plaintext health-only ports are for the kubelet (node traffic), never opened to pods; the
+    # prover's gRPC serves its own pod only
     opened = {p["port"] for policy in policies.values() for rule in policy.get("ingress", []) for p in rule["ports"]}
-    assert not opened & set(HEALTH_PORTS.values())
+    assert not opened & {*HEALTH_PORTS.values(), PARTICIPANT_PORTS["prover"]}
 
 
 def _env(container: dict) -> dict[str, str]:
@@ -319,7 +394,7 @@ def test_every_grpc_server_runs_mutual_tls_with_probes_on_a_health_only_port(ove
             if "secret" in volume:
                 assert volume["secret"]["secretName"] in SECRETS and "items" not in volume["secret"], where
             else:
-                # filled by the init container `tls` from the validators' Secret, before any server starts
+                # filled by the init container `tls` from the StatefulSet's Secret, before any server starts
                 assert volume["emptyDir"]["medium"] == "Memory", where
                 init = next(i for i in spec["initContainers"] if i["name"] == "tls")
                 inits = [i["name"] for i in spec["initContainers"]]
@@ -329,7 +404,7 @@ def test_every_grpc_server_runs_mutual_tls_with_probes_on_a_health_only_port(ove
                 assert init_mounts[mount["name"]]["mountPath"] == env["ZKPOT_TLS_DIR"], where
                 assert not init_mounts[mount["name"]].get("readOnly"), where
                 bundles = [volumes[n]["secret"]["secretName"] for n in init_mounts if "secret" in volumes[n]]
-                assert bundles == ["zkpot-validator-tls"], where
+                assert bundles == [TLS_BUNDLES[name.split("/")[1]]], where
             host, port = env["ZKPOT_HEALTH_LISTEN"].rsplit(":", 1)
             assert host == "0.0.0.0" and int(port) == HEALTH_PORTS[c["name"]], f"{where}: health port"
             assert int(port) in {p["containerPort"] for p in c["ports"]}, where
@@ -337,7 +412,7 @@ def test_every_grpc_server_runs_mutual_tls_with_probes_on_a_health_only_port(ove
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert c[probe] == {**c[probe], "grpc": {"port": int(port)}}, f"{where}: {probe} not on {port}"
         assert len(health_ports) == len(set(health_ports)), f"{name}: containers share a health port"
-    assert servers == 4   # ledger, verifier, consensus, prover
+    assert servers == 5   # ledger, verifier, consensus, prover, participant
 
 
 def test_consensus_script_peers_with_every_other_validator(tmp_path):
@@ -357,6 +432,50 @@ def test_consensus_script_peers_with_every_other_validator(tmp_path):
     assert args[args.index("--node") + 1] == "validator-2"
     assert args[args.index("--key") + 1] == "/etc/zkpot/keys/validator-2.json"
     assert args[-2:] == ["--idle-block-ms", "500"]
+
+
+def test_participant_script_prefers_the_validator_it_operates_and_lists_every_other(tmp_path):
+    fake = tmp_path / "zkpot"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "POD_NAME": "participant-5", "VALIDATORS": "4",
+           "PARTICIPANT_ARGS": "--local-epochs 2"}
+    proc = subprocess.run(["sh", str(SCRIPTS / "participant.sh")], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    args = proc.stdout.split()
+    assert args[:2] == ["participant", "run"]
+    # participant 5 of 4 validators: validator 1 first, then the others in turn
+    assert [a for a in args if a.startswith("--validator=")] == [
+        f"--validator=validator-{k}.validator:26000,validator-{k}.validator:26002" for k in (1, 2, 3, 0)]
+    assert args[args.index("--node") + 1] == "participant-5"
+    assert args[args.index("--key") + 1] == "/etc/zkpot/keys/participant-5.json"
+    assert args[args.index("--prover") + 1] == "127.0.0.1:26500"
+    assert args[-2:] == ["--local-epochs", "2"]
+
+
+def _load_shard(tmp_path: Path, pod: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POD_NAME": pod, "DATA_DIR": str(tmp_path / "data"), "SHARDS_DIR": str(tmp_path / "shards")}
+    return subprocess.run(["sh", str(SCRIPTS / "load-shard.sh")], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_load_shard_script_copies_the_pods_shard_once_and_otherwise_waits_for_one(tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "participant-1.npz").write_bytes(b"shard one")
+    (tmp_path / "shards" / "participant-2.npz").write_bytes(b"shard two")
+    assert _load_shard(tmp_path, "participant-1").returncode == 0
+    assert (tmp_path / "data" / "shard.npz").read_bytes() == b"shard one"
+    assert (tmp_path / "data" / "state").is_dir()        # the participant's --data-dir
+    # what is on the volume is the participant's: a Secret never replaces it
+    (tmp_path / "shards" / "participant-1.npz").write_bytes(b"changed")
+    assert _load_shard(tmp_path, "participant-1").returncode == 0
+    assert (tmp_path / "data" / "shard.npz").read_bytes() == b"shard one"
+    # no shard anywhere: it waits, saying how to copy one in
+    (tmp_path / "data" / "shard.npz").unlink()
+    with pytest.raises(subprocess.TimeoutExpired) as waited:
+        _load_shard(tmp_path, "participant-3", timeout=3)
+    said = waited.value.stdout.decode() if isinstance(waited.value.stdout, bytes) else waited.value.stdout or ""
+    assert "waiting for" in said and "kubectl cp" in said and "participant-3" in said
 
 
 def _fake_tools(tmp_path: Path) -> dict[str, str]:
@@ -417,45 +536,78 @@ def test_publish_script_creates_task_and_genesis_once(tmp_path):
     assert genesis[0][genesis[0].index("--members") + 1] == "/etc/zkpot/members/members.json"
 
 
-@pytest.mark.parametrize("overlay", ["kind", "gpu"])
-def test_container_commands_are_accepted_by_the_cli(overlay, tmp_path):
-    """Every `zkpot ... serve` the manifests start parses with the services' real CLIs, and the
-    paths they name are where the pod mounts things."""
-    docs = rendered(overlay)
-    env_values = {"POD_NAME": "validator-1", **config_env(docs)}
-    argvs: dict[str, list[str]] = {}
-    for _, spec in pod_specs(docs):
-        for c in long_running(spec):
-            if "args" in c:
-                argvs[c["name"]] = [re.sub(r"\$\((\w+)\)", lambda m: env_values[m.group(1)], a) for a in c["args"]]
-    env = {**_fake_tools(tmp_path), "POD_NAME": "validator-1", "VALIDATORS": env_values["VALIDATORS"],
-           "CONSENSUS_ARGS": env_values["CONSENSUS_ARGS"]}
-    proc = subprocess.run(["sh", str(K8S / "base" / "scripts" / "consensus.sh")], env=env, capture_output=True,
+def _script_argv(script: str, tmp_path: Path, env: dict[str, str]) -> list[str]:
+    """The `zkpot ...` argv a pod's start script execs (with a logging stand-in for zkpot)."""
+    tmp_path = tmp_path / script
+    tmp_path.mkdir()
+    proc = subprocess.run(["sh", str(SCRIPTS / script)], env={**_fake_tools(tmp_path), **env}, capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    argvs["consensus"] = _calls(tmp_path)[-1][1:]
-    assert set(argvs) == {"ledger", "verifier", "consensus", "prover"}
+    return _calls(tmp_path)[-1][1:]
+
+
+@pytest.mark.parametrize("overlay", ["kind", "gpu"])
+def test_container_commands_are_accepted_by_the_cli(overlay, tmp_path):
+    """Every `zkpot ...` the long-running containers start parses with the services' real CLIs, and
+    the paths they name are where the pod mounts things."""
+    docs = rendered(overlay)
+    config = config_env(docs)
+    argvs: dict[str, list[str]] = {}
+    mounts: dict[str, dict[str, str]] = {}
+    for name, spec in pod_specs(docs):
+        if name.startswith("Job/"):
+            continue
+        pod_name = f"{name.split('/')[1]}-1"
+        env_values = {"POD_NAME": pod_name, **config}
+        for c in long_running(spec):
+            mounts[c["name"]] = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+            if "args" in c:
+                argvs[c["name"]] = [re.sub(r"\$\((\w+)\)", lambda m, env=env_values: env[m.group(1)], a)
+                                    for a in c["args"]]
+            else:
+                assert c["command"][0] == "sh", c["name"]
+                argvs[c["name"]] = _script_argv(Path(c["command"][1]).name, tmp_path, env_values)
+    assert set(argvs) == {"ledger", "verifier", "consensus", "prover", "participant"}
     parsed = {service: _parse_cli(argv) for service, argv in argvs.items()}
     for service, args in parsed.items():
-        assert args.command == service and getattr(args, f"{service}_command") == "serve"
-    assert parsed["prover"].node == env_values["PARTICIPANT_NAME"]
+        assert args.command == service
+        assert getattr(args, f"{service}_command") == ("run" if service == "participant" else "serve")
     assert parsed["ledger"].node == parsed["verifier"].node == parsed["consensus"].node == "validator-1"
+    assert parsed["prover"].node == parsed["participant"].node == "participant-1"
     genesis = "/var/lib/zkpot/task/genesis.json"
-    assert {str(parsed[s].genesis) for s in ("ledger", "verifier", "consensus")} == {genesis}
+    assert {str(parsed[s].genesis) for s in ("ledger", "verifier", "consensus", "participant")} == {genesis}
     assert str(parsed["verifier"].task_dir) == str(parsed["prover"].task_dir) == "/var/lib/zkpot/task/task"
     assert parsed["consensus"].ledger == "127.0.0.1:26002" and parsed["consensus"].verifier == "127.0.0.1:26001"
-    assert len(parsed["consensus"].peer) == int(env_values["VALIDATORS"]) - 1
+    assert len(parsed["consensus"].peer) == int(config["VALIDATORS"]) - 1
+    # the participant: its key from its mounted Secret, its prover in its pod, state on its volume
+    participant = parsed["participant"]
+    assert str(participant.key) == f"{mounts['participant']['keys']}/participant-1.json"
+    assert participant.prover == parsed["prover"].listen == "127.0.0.1:26500"
+    assert str(participant.data_dir).startswith(mounts["participant"]["data"] + "/")
+    assert str(parsed["prover"].shard).startswith(mounts["prover"]["data"] + "/")
+    assert len(participant.validator) == int(config["VALIDATORS"])
+    assert participant.listen == "0.0.0.0:26501" and participant.metrics_port == 26506
 
 
 @pytest.fixture(scope="module")
 def secrets_out(tmp_path_factory) -> tuple[Path, dict[tuple[str, str], dict]]:
-    """deploy/scripts/make-secrets.sh run once (4 validators, 5 participants): its output directory
-    and the Kubernetes objects it wrote, each validated against the schemas."""
+    """deploy/scripts/make-secrets.sh run once (4 validators, 5 participants, with shards): its output
+    directory and the Kubernetes objects it wrote, each validated against the schemas."""
     zkpot = Path(sys.executable).parent / "zkpot"
     if not zkpot.exists():
         pytest.skip("needs the zkpot console script in the venv (make install)")
-    env = {**os.environ, "ZKPOT": str(zkpot), "KUBECTL": kubectl(), "CHAIN_ID": "zkpot-test-k8s"}
+    shards = tmp_path_factory.mktemp("shards")
+    for j in range(5):
+        (shards / f"shard-{j}.npz").write_bytes(f"shard {j}".encode())
+    env = {**os.environ, "ZKPOT": str(zkpot), "KUBECTL": kubectl(), "CHAIN_ID": "zkpot-test-k8s",
+           "SHARDS": str(shards)}
     out = tmp_path_factory.mktemp("secrets") / "net"
+    # a missing shard is refused before any identity is made
+    (shards / "shard-4.npz").rename(shards / "later.npz")
+    refused = subprocess.run(["sh", str(DEPLOY / "scripts" / "make-secrets.sh"), str(out), "4", "5"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "no shard-4.npz" in refused.stderr and not (out / "keys").exists()
+    (shards / "later.npz").rename(shards / "shard-4.npz")
     proc = subprocess.run(["sh", str(DEPLOY / "scripts" / "make-secrets.sh"), str(out), "4", "5"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -475,8 +627,14 @@ def test_make_secrets_script_feeds_the_genesis_script(secrets_out):
     out, objects = secrets_out
     assert set(objects) == {("Secret", n) for n in SECRETS} | {("ConfigMap", "zkpot-members")}
     assert set(objects[("Secret", "zkpot-validator-keys")]["data"]) == {f"validator-{i}.json" for i in range(4)}
+    # one key and one shard per participant pod, named after it
+    assert set(objects[("Secret", "zkpot-participant-keys")]["data"]) == {f"participant-{j}.json" for j in range(5)}
+    shards = objects[("Secret", "zkpot-participant-shards")]
+    assert {k: _secret_file(shards, k) for k in shards["data"]} == {f"participant-{j}.npz": f"shard {j}".encode()
+                                                                  for j in range(5)}
     members = json.loads(objects[("ConfigMap", "zkpot-members")]["data"]["members.json"])
     assert [v["name"] for v in members["validators"]] == [f"validator-{i}" for i in range(4)]
+    assert [p["name"] for p in members["participants"]] == [f"participant-{j}" for j in range(5)]
 
     # the Job's genesis script accepts it: names become the pods' --node, keys match the key files
     from chain_factory import make_genesis as fixture_genesis  # tests/ is on sys.path under pytest
@@ -491,6 +649,9 @@ def test_make_secrets_script_feeds_the_genesis_script(secrets_out):
     assert genesis.chain_id == "zkpot-test-k8s" and genesis.quorum == 3
     assert [m.name for m in genesis.validators] == [f"validator-{i}" for i in range(4)]
     assert genesis.validators[1].public_key == KeyPair.load(out / "keys" / "validator-1.json").public
+    key = json.loads(_secret_file(objects[("Secret", "zkpot-participant-keys")], "participant-3.json"))
+    assert genesis.participants[3].public_key == KeyPair.load(out / "keys" / "participant-3.json").public
+    assert key == json.loads((out / "keys" / "participant-3.json").read_text())
     assert genesis.participants[0].validator == genesis.validators[0].public_key
     assert genesis.participants[4].validator == b""   # participant without a validator
     members["participants"][0]["validator"] = "validator-9"
@@ -505,9 +666,9 @@ def _secret_file(secret: dict, key: str) -> bytes:
 
 
 def test_make_secrets_script_issues_mtls_certificates_for_every_name_dialled(secrets_out):
-    """One dev CA; each validator pod, the provers and clients get a certificate that chains to it
-    and names every host it is dialled by (peers use validator-<i>.validator, consensus.sh; clients
-    the Services; a pod's own containers 127.0.0.1)."""
+    """One dev CA; each validator pod, each participant pod and clients get a certificate that chains
+    to it and names every host it is dialled by (peers and participants use validator-<i>.validator;
+    clients the Services and participant-<j>.participant; a pod's own containers 127.0.0.1)."""
     import ipaddress
 
     from cryptography import x509
@@ -523,6 +684,11 @@ def test_make_secrets_script_issues_mtls_certificates_for_every_name_dialled(sec
     assert bundle.get("type", "Opaque") == "Opaque"
     assert set(bundle["data"]) == {"ca.crt"} | {f"validator-{i}.{ext}" for i in range(4) for ext in ("crt", "key")}
     assert _secret_file(bundle, "ca.crt") == (out / "tls" / "ca" / "ca.crt").read_bytes()
+    participants = objects[("Secret", "zkpot-participant-tls")]
+    assert participants.get("type", "Opaque") == "Opaque"
+    assert set(participants["data"]) == {"ca.crt"} | {f"participant-{j}.{ext}" for j in range(5)
+                                                      for ext in ("crt", "key")}
+    assert _secret_file(participants, "ca.crt") == _secret_file(bundle, "ca.crt"), "one CA for everyone"
 
     def check(pem_cert: bytes, pem_key: bytes, cn: str, hosts: set[str]) -> None:
         cert = x509.load_pem_x509_certificate(pem_cert)
@@ -541,13 +707,16 @@ def test_make_secrets_script_issues_mtls_certificates_for_every_name_dialled(sec
               {"localhost", f"{pod}.validator", f"{pod}.validator.{svc}", "consensus", f"consensus.{svc}", "ledger",
                f"ledger.{svc}"})
         assert _secret_file(bundle, f"{pod}.crt") == (out / "tls" / pod / "tls.crt").read_bytes()
-    for name, hosts in (("prover", {"prover", f"prover.{svc}", "localhost"}), ("client", {"localhost"})):
-        secret = objects[("Secret", f"zkpot-{name}-tls")]
-        assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
-        assert _secret_file(secret, "ca.crt") == _secret_file(bundle, "ca.crt"), "one CA for everyone"
-        check(_secret_file(secret, "tls.crt"), _secret_file(secret, "tls.key"), name, hosts)
-    # what a pod mounts is what --tls-dir loads
-    assert TlsMaterial.load(out / "tls" / "prover").common_name() == "prover"
+    for j in range(5):
+        pod = f"participant-{j}"   # its participant and its prover (dialled as 127.0.0.1) share it
+        check(_secret_file(participants, f"{pod}.crt"), _secret_file(participants, f"{pod}.key"), pod,
+              {"localhost", f"{pod}.participant", f"{pod}.participant.{svc}"})
+    secret = objects[("Secret", "zkpot-client-tls")]
+    assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    assert _secret_file(secret, "ca.crt") == _secret_file(bundle, "ca.crt"), "one CA for everyone"
+    check(_secret_file(secret, "tls.crt"), _secret_file(secret, "tls.key"), "client", {"localhost"})
+    # what the init container `tls` installs is what --tls-dir loads
+    assert TlsMaterial.load(out / "tls" / "participant-2").common_name() == "participant-2"
 
 
 def test_make_secrets_certificates_complete_a_mutual_tls_handshake(secrets_out):
@@ -645,8 +814,9 @@ def test_scrape_config_finds_every_metrics_port():
         for c in long_running(spec):
             ports = [p["name"] for p in c["ports"] if re.fullmatch(keep["regex"], p["name"])]
             assert len(ports) == 1, f"{name}/{c['name']}: one metrics-* port expected, got {ports}"
-            # the services' --metrics-port flag matches the declared port
-            flags = " ".join(c.get("args", [])) + open(K8S / "base" / "scripts" / "consensus.sh").read()
+            # the services' --metrics-port flag (in args or the start script) matches the declared port
+            script = SCRIPTS / Path(c["command"][1]).name if "command" in c else None
+            flags = " ".join(c.get("args", [])) + (script.read_text() if script else "")
             port = next(p["containerPort"] for p in c["ports"] if p["name"] == ports[0])
             assert f"--metrics-port={port}" in flags or f"--metrics-port {port}" in flags
 
