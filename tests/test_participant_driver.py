@@ -369,3 +369,32 @@ def test_an_unexpected_error_is_retried_not_a_crash(tmp_path: Path, fake: FakeCh
 
     asyncio.run(scenario())
     assert len(calls) == 2
+
+
+def test_restarted_after_its_round_closed_it_settles_the_round_from_the_chain(tmp_path: Path, fake: FakeChain) -> None:
+    """Killed once its transaction was out; the round closed while it was down. Restarted, it records
+    the block its transaction was committed in (from the chain), not a round without a height."""
+    fake.commit_on_submit = False
+
+    async def first_life() -> None:
+        d = driver(tmp_path, fake, FakeProver())
+        task = asyncio.create_task(d.run())
+        await _until(lambda: len(fake.mempool) == 1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        fake.commit_mempool()  # the others commit it, and the round closes, while it is down
+        fake.close_round(1)
+
+    async def second_life() -> RoundDriver:
+        fake.commit_on_submit = True
+        d = driver(tmp_path, fake, FakeProver())
+        task = asyncio.create_task(d.run())
+        await _until(lambda: d.round == 2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return d
+
+    asyncio.run(first_life())
+    d = asyncio.run(second_life())
+    rec = d.state.get(1)
+    assert rec.stage == "done" and rec.height > 0 and rec.aggregated, rec

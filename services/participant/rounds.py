@@ -215,6 +215,13 @@ class RoundDriver:
         return rec
 
     async def _close(self, rec: RoundRecord, summary: Summary) -> None:
+        if rec.stage in ("signed", "submitted") and rec.tx_id and not rec.height:
+            # restarted after the round closed (killed once its transaction was out): settle it from the chain
+            got = await self.validators.get_tx(bytes.fromhex(rec.tx_id))
+            if got is None:
+                self._final(rec, "late", "late: the round closed before the transaction was included")
+            else:
+                self._settle(rec, got, 0.0)
         mine = [s for s in summary.submissions if s.participant == self.key.public]
         rec.aggregated = bool(mine and mine[0].aggregated)
         if rec.stage not in FINAL_STAGES:
@@ -336,6 +343,10 @@ class RoundDriver:
         if outcome is None:
             return
         got, t_submit = outcome
+        self._settle(rec, got, t_submit)
+
+    def _settle(self, rec: RoundRecord, got: ledger_pb2.GetTxResponse, t_submit: float) -> None:
+        """Record the committed SubmitProof's block and the ledger's verdict."""
         rec.height = got.height
         rec.commit_seconds = time.monotonic() - t_submit if t_submit else 0.0
         if got.result.accepted:
