@@ -136,3 +136,25 @@ def test_experiment_quick_end_to_end(tmp_path):
     assert not r1["leader_is_attacker"] and r1["prove_s_mean"] > 0
     assert 0 < r1["accuracy"] <= 1 and "leadership" in results["targets"]
     assert "| zkpot-25% |" in (out / "results.md").read_text()
+
+
+def test_summary_reports_the_attackers_share_of_leadership() -> None:
+    """Issue 21: per round, the share of the next epoch's views and of the round's committed blocks
+    that attacker-operated validators lead (from the devnet report's next_view_shares and
+    blocks_proposed)."""
+    from zkpot.experiment.config import ExperimentConfig
+    from zkpot.experiment.zkpot_runs import summarize
+
+    sub = {"aggregated": True, "admitted": True, "admission_reason": "", "claimed_correct": 7, "test_set_size": 8,
+           "prove_s": 1.0, "ledger_reason": ""}
+    report = {"ok": True, "ledgers": {"agree": True}, "rounds": [{
+        "round": 1, "aggregation_rule": "fedavg-threshold(min_correct=4)", "next_leaders": ["v1", "v2", "v3", "v0"],
+        "next_leader_scores": [7, 7, 6, 2], "next_view_shares": {"v1": 0.4, "v2": 0.4, "v3": 0.2, "v0": 0.0},
+        "blocks_proposed": {"v0": 3, "v1": 4, "v2": 2, "v3": 1}, "global_accuracy_holdout": 0.8,
+        "global_accuracy": 0.75, "next_global_model_cid": "cid", "wall_s": 10.0,
+        "submissions": [{**sub, "participant": p} for p in ("p1", "p2", "p3")]
+        + [{**sub, "participant": "p0", "aggregated": False, "claimed_correct": 2}]}]}
+    (r,) = summarize(report, ExperimentConfig(out_dir=Path(".")), {"p0": "label_flip"})["rounds"]
+    assert r["attacker_view_share"] == 0.0 and r["attacker_block_share"] == 0.3
+    (r,) = summarize(report, ExperimentConfig(out_dir=Path(".")), {"p1": "label_flip"})["rounds"]
+    assert r["attacker_view_share"] == 0.4 and r["leader_is_attacker"]

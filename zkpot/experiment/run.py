@@ -111,9 +111,12 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
             for sc in results["scenarios"] if sc["kind"] == "zkpot" and sc["fraction"] in sims}
     led = [(sc["name"], r["round"], r["leader"]) for sc in results["scenarios"] if sc["kind"] == "zkpot"
            for r in sc["rounds"] if r["leader_is_attacker"]]
+    shares = {sc["name"]: [r.get("attacker_view_share", 0.0) for r in sc["rounds"]]
+              for sc in results["scenarios"] if sc["kind"] == "zkpot"}
     if real:
-        out["leadership"] = {"rounds_led_by_attackers": led, "target": "attackers never win leadership",
-                             "met": not led}
+        out["leadership"] = {"rounds_led_by_attackers": led, "attacker_view_share_by_round": shares,
+                             "target": "attackers never win leadership and lead no view of an epoch",
+                             "met": not led and not any(x > 0 for v in shares.values() for x in v)}
     return out
 
 
@@ -140,13 +143,14 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {sc['name']} | {attackers_} | {accs} | {excluded} |")
     zk = [sc for sc in results["scenarios"] if sc["kind"] == "zkpot"]
     if zk:
-        lines += ["", "| ZKPoT scenario | leaders per round (operator) | mean proof s per round | wall s |",
-                  "|---|---|---|---|"]
+        lines += ["", "| ZKPoT scenario | leaders per round (operator) | attackers' share of the next epoch's views "
+                      "| mean proof s per round | wall s |", "|---|---|---|---|---|"]
         for sc in zk:
             leaders = ", ".join(f"{r['leader']} ({r['leader_operator']}{'*' if r['leader_is_attacker'] else ''})"
                                 for r in sc["rounds"])
+            shares = ", ".join(f"{100 * r.get('attacker_view_share', 0.0):.0f}%" for r in sc["rounds"])
             proofs = ", ".join(f"{r['prove_s_mean']:.1f}" for r in sc["rounds"])
-            lines.append(f"| {sc['name']} | {leaders} | {proofs} | {sc['wall_s']:.0f} |")
+            lines.append(f"| {sc['name']} | {leaders} | {shares} | {proofs} | {sc['wall_s']:.0f} |")
         lines.append("")
         lines.append("`*` marks a leader operated by an attacker.")
     comparison = results.get("rule_comparison", {})

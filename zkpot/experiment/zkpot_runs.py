@@ -68,6 +68,11 @@ def leader_operator(validator: str, config: ExperimentConfig) -> str:
     return "p" + validator[1:] if validator.startswith("v") else validator
 
 
+def _share(counts: dict[str, int], pick: Any) -> float:
+    total = sum(counts.values())
+    return round(sum(c for v, c in counts.items() if pick(v)) / total, 3) if total else 0.0
+
+
 def summarize(report: dict[str, Any], config: ExperimentConfig, behaviours: dict[str, str]) -> dict[str, Any]:
     """Per-round figures of one ZKPoT scenario, from a devnet report."""
     min_correct = None
@@ -113,6 +118,12 @@ def summarize(report: dict[str, Any], config: ExperimentConfig, behaviours: dict
             "leader_operator": operator,
             "leader_is_attacker": operator in behaviours,
             "leader_score": r["next_leader_scores"][0] if r["next_leader_scores"] else 0,
+            # issue 21: the share of the next epoch's views, and of this round's committed blocks, that
+            # validators operated by attackers lead (0 while f+1 honest operators' participants qualify)
+            "attacker_view_share": round(sum(share for v, share in (r.get("next_view_shares") or {}).items()
+                                             if leader_operator(v, config) in behaviours), 3),
+            "attacker_block_share": _share(r.get("blocks_proposed") or {},
+                                           lambda v: leader_operator(v, config) in behaviours),
             "prove_s_mean": sum(proofs) / len(proofs) if proofs else 0.0,
             "prove_s_max": max(proofs, default=0.0),
             "round_wall_s": r["wall_s"],
