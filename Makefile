@@ -26,7 +26,7 @@ devnet: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# -rs: say why anything was skipped. The full suite: ~16 min on a 2-core machine (973 s, idle).
+# -rs: say why anything was skipped. The full suite: ~26 min on a 2-core machine (1,557 s, idle).
 test: install lint
 	$(VENV)/bin/pytest -q -rs $(PYTEST_ARGS)
 
