@@ -453,16 +453,12 @@ class RoundDriver:
                                                                         s.phase != PHASE.ROUND_PHASE_PROOFS))
         if state is not None and rec.stage == "committed" and summary.phase == PHASE.ROUND_PHASE_MASKING \
                 and me in summary.mask_set:
-            tx = rec.tx("masked")
-            if tx is None:
-                tx = masking.masked_update_tx(self.key, self.genesis, state, summary,
-                                              cheat=self.options.behaviour == "mask_cheat")
-                rec.set_tx("masked", tx)
-                self.state.save(rec)
-            got = await self._submit_until_included(
-                r, tx, None, until=lambda s: s is not None and s.phase == PHASE.ROUND_PHASE_MASKING)
-            if got is not None:
-                rec.masked_height = got[0].height
+            masked = state  # narrowed for the closure
+            rec.masked_height = await self._send_recorded(
+                rec, "masked", PHASE.ROUND_PHASE_MASKING,
+                lambda: masking.masked_update_tx(self.key, self.genesis, masked, summary,
+                                                 cheat=self.options.behaviour == "mask_cheat"))
+            if rec.masked_height:
                 self.state.save(rec)
                 self._log(r, "masked", height=rec.masked_height)
         self._phase("unmasking")
@@ -470,16 +466,24 @@ class RoundDriver:
                                                                         s.phase == PHASE.ROUND_PHASE_UNMASKING))
         if summary.closed:
             return
-        tx = rec.tx("reveal")
-        if tx is None:
-            tx = masking.reveal_tx(self.key, self.genesis, summary, state)
-            if tx is None:
-                return
-            rec.set_tx("reveal", tx)
-            self.state.save(rec)
-        got = await self._submit_until_included(
-            r, tx, None, until=lambda s: s is not None and s.phase == PHASE.ROUND_PHASE_UNMASKING)
-        if got is not None:
-            rec.reveal_height = got[0].height
+        rec.reveal_height = await self._send_recorded(
+            rec, "reveal", PHASE.ROUND_PHASE_UNMASKING,
+            lambda: masking.reveal_tx(self.key, self.genesis, summary, state))
+        if rec.reveal_height:
             self.state.save(rec)
             self._log(r, "revealed", height=rec.reveal_height)
+
+    async def _send_recorded(self, rec: RoundRecord, kind: str, phase: int,
+                             build: Callable[[], types_pb2.Transaction | None]) -> int:
+        """A phase's transaction: the recorded one, else built, recorded (before it is sent) and
+        sent until included while the round stays in `phase`. Returns its block height (0: none)."""
+        tx = rec.tx(kind)
+        if tx is None:
+            tx = build()
+            if tx is None:  # nothing to send in this phase
+                return 0
+            rec.set_tx(kind, tx)
+            self.state.save(rec)
+        got = await self._submit_until_included(rec.round, tx, None,
+                                                until=lambda s: s is not None and s.phase == phase)
+        return got[0].height if got is not None else 0
