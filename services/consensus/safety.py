@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zkpot.durable import write_atomic
 from zkpot.v1 import types_pb2
 
 STATE_FILE = "safety.json"
@@ -60,19 +60,7 @@ class SafetyStore:
         return SafetyState.from_json(self.path.read_text())
 
     def save(self, state: SafetyState) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, state.to_json().encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must be durable
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, state.to_json().encode())
 
 
 def vote_refusal(

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from zkpot.durable import write_atomic
 from zkpot.errors import StartupError
 from zkpot.v1 import participant_pb2, types_pb2
 
@@ -77,23 +77,6 @@ class RoundRecord:
         return participant_pb2.ParticipantRound(tx_id=bytes.fromhex(self.tx_id), **values)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write, fsync, rename, fsync the directory: after return the bytes survive a crash."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 class ParticipantState:
     """The records of one (participant key, task) in a data directory."""
 
@@ -118,7 +101,7 @@ class ParticipantState:
                 raise StateDirError(f"{data_dir} holds the state of task {theirs.get('task_id', '?')[:16]}, not of "
                                     f"this genesis's task {mine['task_id'][:16]}; use another --data-dir")
         else:
-            _write_atomic(ident, json.dumps(mine).encode(), 0o644)
+            write_atomic(ident, json.dumps(mine).encode(), 0o644)
         self.records: dict[int, RoundRecord] = {}
         known = {f.name for f in fields(RoundRecord)}
         for path in sorted(self.rounds_dir.glob("*.json")):
@@ -137,7 +120,7 @@ class ParticipantState:
 
     def save(self, rec: RoundRecord) -> None:
         self.records[rec.round] = rec
-        _write_atomic(self.rounds_dir / f"{rec.round}.json", json.dumps(asdict(rec), sort_keys=True).encode())
+        write_atomic(self.rounds_dir / f"{rec.round}.json", json.dumps(asdict(rec), sort_keys=True).encode())
 
     def last_accepted_round(self) -> int:
         return max((r.round for r in self.records.values() if r.height and not r.ledger_reason), default=0)
