@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from zkpot.grpcutil import CHANNEL_OPTIONS  # noqa: E402
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_grpc, types_pb2  # noqa: E402
 
 BATCH = 250
-WINDOW = 12_000
+WINDOW = 4_000  # two full blocks (2,000 txs each) in flight: saturates without queueing for seconds
 SENDERS = 16
 ECHO_METHOD = "/zkpot.bench.Echo/Echo"
 
@@ -97,6 +98,11 @@ class Net:
             self.procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
             log.close()
 
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by the live consensus and ledger processes."""
+        return {"consensus": sum(process_cpu_s(p.pid) for p in self.procs if p is not None),
+                "ledger": sum(process_cpu_s(led.proc.pid) for led in self.ledgers if led.proc is not None)}
+
     def kill9(self, i: int) -> None:
         proc = self.procs[i]
         if proc is not None:
@@ -116,6 +122,28 @@ class Net:
                     proc.kill()
         for led in self.ledgers:
             led.stop()
+
+
+def process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def verify_rate(seconds: float = 1.0) -> float:
+    """ed25519 verifications per second on one core, as a replica does them (PyNaCl)."""
+    from nacl.signing import SigningKey
+
+    key = SigningKey.generate()
+    signed = [key.sign(os.urandom(64)) for _ in range(256)]
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for s in signed:
+            key.verify_key.verify(s)
+        done += len(signed)
+    return done / (time.perf_counter() - t0)
 
 
 def start_echo(port: int) -> subprocess.Popen:
@@ -146,6 +174,7 @@ class Figures:
     p99_ms: float
     committed: int
     used: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per role over the window
 
     def as_dict(self) -> dict[str, float]:
         return {"tx_s": round(self.tx_s, 1), "p50_ms": round(self.p50_ms, 1), "p99_ms": round(self.p99_ms, 1)}
@@ -159,9 +188,11 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 async def run_load(
-    targets: list[str], watch: str, txs: list[types_pb2.Transaction], ids: list[bytes], seconds: float, window: int
+    targets: list[str], watch: str, txs: list[types_pb2.Transaction], ids: list[bytes], seconds: float, window: int,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> Figures:
-    """Closed loop: keep up to `window` txs submitted-but-uncommitted; measure commits on `watch`."""
+    """Closed loop: keep up to `window` txs submitted-but-uncommitted; measure commits on `watch`
+    (and with `cpu`, the processes' CPU seconds over the same window)."""
     channels = [grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for t in targets]
     stubs = [consensus_pb2_grpc.ConsensusStub(c) for c in channels]
     ledger_ch = grpc.aio.insecure_channel(watch, options=CHANNEL_OPTIONS)
@@ -224,15 +255,25 @@ async def run_load(
             if not resp.blocks:
                 await asyncio.sleep(0.01)
 
+    cpu_used: dict[str, float] = {}
+
+    async def sampler() -> None:
+        if cpu is None:
+            return
+        await asyncio.sleep(max(0.0, measuring_from - time.monotonic()))
+        before = cpu()
+        await asyncio.sleep(max(0.0, stop - time.monotonic()))
+        cpu_used.update({role: s - before[role] for role, s in cpu().items()})
+
     clients = max(1, min(8, len(txs) // BATCH))
-    await asyncio.gather(watcher(), *(submitter(k) for k in range(clients)))
+    await asyncio.gather(watcher(), sampler(), *(submitter(k) for k in range(clients)))
     for c in [*channels, ledger_ch]:
         await c.close()
     if rejections:
         print(f"  refused submissions: {rejections}", flush=True)
     span = stop - measuring_from
     return Figures(committed_in_window / span, percentile(latencies, 0.5) * 1000,
-                   percentile(latencies, 0.99) * 1000, committed_in_window, used)
+                   percentile(latencies, 0.99) * 1000, committed_in_window, used, cpu_used)
 
 
 async def run_echo(target: str, txs: list[types_pb2.Transaction], seconds: float) -> Figures:
@@ -339,8 +380,12 @@ def main() -> int:
         echo.wait()
     print(f"gRPC echo baseline: {base.tx_s:,.0f} tx/s  p50 {base.p50_ms:.1f} ms/batch of {BATCH}", flush=True)
 
+    cores = len(os.sched_getaffinity(0))
+    verify_s = verify_rate()
+    print(f"ed25519 verify: {verify_s:,.0f}/s on one core; {cores} cores", flush=True)
     results: dict[str, object] = {"bench": "consensus", "payload_bytes": 256, "batch": BATCH,
-                                  "echo_tx_s": round(base.tx_s, 1), "echo_p50_ms": round(base.p50_ms, 1)}
+                                  "echo_tx_s": round(base.tx_s, 1), "echo_p50_ms": round(base.p50_ms, 1),
+                                  "verify_per_s": round(verify_s), "cores": cores}
     for n in sizes:
         root = Path(tempfile.mkdtemp(prefix=f"zkpot-bench-consensus-{n}-"))
         net = Net(n, root, shlex.split(args.replica_args))
@@ -352,13 +397,20 @@ def main() -> int:
             # every run takes fresh ones (a committed tx would be refused as a duplicate)
             light = asyncio.run(run_load(net.targets, watch, txs[:nlight], ids[:nlight], seconds, BATCH))
             off = nlight
-            sat = asyncio.run(run_load(net.targets, watch, txs[off:], ids[off:], seconds, WINDOW))
+            sat = asyncio.run(run_load(net.targets, watch, txs[off:], ids[off:], seconds, WINDOW, net.cpu_s))
             off += sat.used
-            print(f"n={n:2d}: {sat.tx_s:8,.0f} tx/s committed ({sat.tx_s / base.tx_s:.2f}x echo)  "
-                  f"p50 {sat.p50_ms:.0f} ms  p99 {sat.p99_ms:.0f} ms  | light load p50 {light.p50_ms:.0f} ms",
-                  flush=True)
+            # every replica checks every signature once: the network cannot commit more than this
+            ceiling = cores * verify_s / n
+            per_tx = {role: used / max(1, sat.committed) / n * 1e6 for role, used in sat.cpu_s.items()}
+            print(f"n={n:2d}: {sat.tx_s:8,.0f} tx/s committed = {sat.tx_s / ceiling:.2f}x the signature ceiling "
+                  f"({ceiling:,.0f} tx/s)  p50 {sat.p50_ms:.0f} ms  p99 {sat.p99_ms:.0f} ms  | light load p50 "
+                  f"{light.p50_ms:.0f} ms | CPU per tx per replica: consensus {per_tx['consensus']:.0f} us, "
+                  f"ledger {per_tx['ledger']:.0f} us (one verify: {1e6 / verify_s:.0f} us)", flush=True)
             results[f"n{n}"] = {**sat.as_dict(), "light_p50_ms": round(light.p50_ms, 1),
-                                "vs_echo": round(sat.tx_s / base.tx_s, 3)}
+                                "vs_echo": round(sat.tx_s / base.tx_s, 3),
+                                "vs_signature_ceiling": round(sat.tx_s / ceiling, 3),
+                                "consensus_cpu_us_per_tx": round(per_tx["consensus"]),
+                                "ledger_cpu_us_per_tx": round(per_tx["ledger"])}
             if n == sizes[0]:
                 before = asyncio.run(head_height(watch))
                 net.kill9(n - 1)

@@ -74,12 +74,14 @@ def refused(call, msg, reason: str, net: Net) -> None:  # noqa: ANN001 - a stub 
     assert net.rejected(reason) == before + 1, f"{reason} not counted"
 
 
-def _proposal(net: Net, view: int = 1, signer: KeyPair | None = None) -> consensus_pb2.Proposal:
+def _proposal(net: Net, view: int = 1, signer: KeyPair | None = None,
+              txs: list[types_pb2.Transaction] | None = None) -> consensus_pb2.Proposal:
     fx = net.fx
+    txs = txs or []
     header = types_pb2.BlockHeader(chain_id=fx.genesis.chain_id, height=1, view=view, parent_hash=net.genesis_hash,
-                                   txs_root=chain.txs_root([]), timestamp_ms=int(time.time() * 1000))
+                                   txs_root=chain.txs_root(txs), timestamp_ms=int(time.time() * 1000))
     leader = fx.validator_keys[view % 4]  # genesis order, round robin
-    return consensus_pb2.Proposal(block=chain.sign_block(signer or leader, types_pb2.Block(header=header)))
+    return consensus_pb2.Proposal(block=chain.sign_block(signer or leader, types_pb2.Block(header=header, txs=txs)))
 
 
 def test_forged_proposals_are_refused_and_a_replay_gets_no_second_vote(net: Net) -> None:
@@ -93,6 +95,11 @@ def test_forged_proposals_are_refused_and_a_replay_gets_no_second_vote(net: Net)
     refused(stub.Propose, tampered, "bad_signature", net)
     wrong_leader = _proposal(net, signer=net.fx.validator_keys[2])  # a validator, but not view 1's leader
     refused(stub.Propose, wrong_leader, "wrong_leader", net)
+    # the right leader, a well-formed block, but one transaction's signature does not cover it: no
+    # vote. The ledgers rely on this (they do not re-verify signatures of a certified block).
+    altered = chain.sign_tx(net.fx.participant_keys[0], types_pb2.Transaction(payload=b"signed", nonce=1))
+    altered.payload = b"altered after signing"
+    refused(stub.Propose, _proposal(net, txs=[altered]), "invalid_tx", net)
     assert net.status().last_voted_view == 0
 
     good = _proposal(net)
