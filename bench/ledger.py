@@ -80,13 +80,13 @@ def capture_batches(fx: Fixture, blocks: list[ledger_pb2.AppendRequest], path: P
     """Append in process once, recording each batch's exact entries (what raw writes)."""
     led = Ledger(path, fx.genesis)
     batches: list[list[Entry]] = []
-    commit = led.store.commit
+    commit_group = led.store.commit_group
 
-    def recording(c, extra_meta=None):  # noqa: ANN001, ANN202 - same signature as Store.commit
-        batches.append(batch_entries(c, extra_meta))
-        commit(c, extra_meta)
+    def recording(commits, extra_meta=None):  # noqa: ANN001, ANN202 - same signature as Store.commit_group
+        batches.extend(batch_entries(c, extra_meta) for c in commits)
+        commit_group(commits, extra_meta)
 
-    led.store.commit = recording  # type: ignore[method-assign]
+    led.store.commit_group = recording  # type: ignore[method-assign]
     try:
         for req in blocks:
             resp = led.append(req)

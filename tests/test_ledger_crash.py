@@ -141,3 +141,37 @@ def test_kill9_during_appends_keeps_a_consistent_head(tmp_path):
         lp.stop()
         replica.close()
     print(f"{KILLS} kills, {durable} blocks; landed beyond the acknowledged / sent unacknowledged: {outcomes}")
+
+
+def test_group_commit_writes_every_block_or_none(tmp_path):
+    """Blocks prepared while a synced write runs go to disk together, in ONE batch: a failing
+    write leaves none of them (and drops what was prepared on top), a good one all of them."""
+    fx = make_genesis(n_participants=3, rounds=10_000, min_correct=12, deadline_blocks=3)
+    b = ChainBuilder(fx)
+    reqs = [b.extend(_txs(fx, h)) for h in range(1, 5)]
+    led = Ledger(tmp_path / "db", fx.genesis)
+    try:
+        group = [led.prepare(r) for r in reqs[:3]]
+        real = led.store.commit_group
+
+        def failing(commits, extra_meta=None):  # noqa: ANN001, ANN202
+            raise OSError("disk full")
+
+        led.store.commit_group = failing  # type: ignore[method-assign]
+        try:
+            led.commit_group(group)
+        except OSError:
+            pass
+        else:
+            raise AssertionError("the failed write was not reported")
+        assert led.head.height == 0 and led.store.block_bytes(1) is None and led.store.head_height() in (0, None)
+        led.store.commit_group = real  # type: ignore[method-assign]
+        group = [led.prepare(r) for r in reqs[:3]]  # dropped with the failure: prepared again
+        led.commit_group(group[:2])
+        assert led.head.height == 2
+        led.commit_group(group[2:])
+        led.append(reqs[3])
+        assert led.head.height == 4
+        assert all(led.stored_block(h).block == reqs[h - 1].block for h in (1, 2, 3, 4))
+    finally:
+        led.close()

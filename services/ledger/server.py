@@ -36,6 +36,7 @@ MAX_BLOCKS = 256
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # under grpcutil's 64 MiB message limit
 STREAM_BATCH = 32
 PIPELINE = 8  # AppendStream: prepared blocks in flight per stream
+GROUP_COMMIT_MAX = 64  # blocks per synced batch at most (bounds one batch's memory)
 # Every request but Append is a handful of small fields: cap it far below the server-wide 64 MiB.
 REQUEST_LIMITS = {
     f"/{ledger_pb2.DESCRIPTOR.package}.Ledger/{m.name}": 64 * 1024
@@ -51,6 +52,9 @@ class _Metrics:
         self.round_phase = metrics.gauge("zkpot_ledger_round_phase", "phase of the open round: 0 proofs, "
                                          "1 masking, 2 unmasking (secure aggregation), 3 closed")
         self.append_seconds = metrics.histogram("zkpot_ledger_append_seconds", "check + execute + synced write")
+        self.group_commit_blocks = metrics.histogram("zkpot_ledger_group_commit_blocks",
+                                                     "blocks written by one synced batch",
+                                                     buckets=(1, 2, 4, 8, 16, 32, 64))
         self.appends = metrics.counter("zkpot_ledger_appends_total", "Append calls that succeeded", ["result"],
                                        known=("appended", "already_present"))
         self.rejections = metrics.counter("zkpot_ledger_rejections_total", "refused appends", ["reason"],
@@ -129,29 +133,34 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
 
     async def _write_loop(self) -> None:
         while True:
-            prepared, fut = await self._write_queue.get()
-            height = prepared.commit.height
+            group = [await self._write_queue.get()]
+            while not self._write_queue.empty() and len(group) < GROUP_COMMIT_MAX:
+                group.append(self._write_queue.get_nowait())  # prepared meanwhile: same fsync
+            first = group[0][0].commit.height
             try:
-                await asyncio.to_thread(self.ledger.commit, prepared)
+                await asyncio.to_thread(self.ledger.commit_group, [prepared for prepared, _ in group])
             except Exception as exc:  # an I/O error (or a dropped block): it and all after it fail
-                log.exception("synced write of block %d failed; dropping the blocks prepared after it", height)
-                _fail(fut, exc)
+                log.exception("synced write of blocks from %d failed; dropping the blocks prepared after it", first)
+                for _, fut in group:
+                    _fail(fut, exc)
                 while not self._write_queue.empty():
                     _, later = self._write_queue.get_nowait()
-                    _fail(later, RuntimeError(f"block {height} before it could not be written"))
+                    _fail(later, RuntimeError(f"block {first} before it could not be written"))
                 self._durable.clear()
                 continue
-            self._durable.pop(height, None)
-            resp = prepared.response
-            self.m.appends.labels(result="appended").inc()
-            accepted = sum(1 for r in resp.results if r.accepted)
-            self.m.txs.labels(result="accepted").inc(accepted)
-            self.m.txs.labels(result="rejected").inc(len(resp.results) - accepted)
+            self.m.group_commit_blocks.observe(len(group))
+            for prepared, fut in group:
+                self._durable.pop(prepared.commit.height, None)
+                resp = prepared.response
+                self.m.appends.labels(result="appended").inc()
+                accepted = sum(1 for r in resp.results if r.accepted)
+                self.m.txs.labels(result="accepted").inc(accepted)
+                self.m.txs.labels(result="rejected").inc(len(resp.results) - accepted)
+                if not fut.done():
+                    fut.set_result(resp)
             self._publish_gauges()
             event, self._appended = self._appended, asyncio.Event()
             event.set()
-            if not fut.done():
-                fut.set_result(resp)
 
     async def _respond(self, fut: asyncio.Future, context: grpc.aio.ServicerContext) -> ledger_pb2.AppendResponse:
         try:

@@ -17,7 +17,7 @@ block or none of it, and the head always points at a complete block.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,10 +149,16 @@ class Store:
 
     def commit(self, c: Commit, extra_meta: Mapping[bytes, bytes] | None = None) -> None:
         """Write block + indexes + state + blobs + head as one synced batch."""
+        self.commit_group([c], extra_meta)
+
+    def commit_group(self, commits: Sequence[Commit], extra_meta: Mapping[bytes, bytes] | None = None) -> None:
+        """Consecutive blocks in ONE synced batch (group commit): all of them are durable, or none
+        is; each block's writes are whole inside it and the head pointer ends at the last."""
         wb = WriteBatch(raw_mode=True)
         h = self._handles
-        for cf, key, value in batch_entries(c, extra_meta):
-            wb.put(key, value, h[cf])
+        for c in commits:
+            for cf, key, value in batch_entries(c, extra_meta):
+                wb.put(key, value, h[cf])
         self._db.write(wb, self._sync)
 
 
