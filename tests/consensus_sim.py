@@ -95,6 +95,9 @@ class SimRuntime(Runtime):
     async def offload(self, fn, *args):  # noqa: ANN001, ANN201 - inline: deterministic
         return fn(*args)
 
+    async def offload_bulk(self, fn, *args):  # noqa: ANN001, ANN201
+        return fn(*args)
+
 
 RUNTIME = SimRuntime()
 

@@ -64,7 +64,7 @@ def test_the_simulator_catches_a_one_chain_commit_rule(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(BlockStore, "commit_target", one_chain)
     forks = []
-    for seed in (6, 46):  # Twins seeds that fork under 1-chain (re-found when the pacing changed)
+    for seed in (3, 16):  # Twins seeds that fork under 1-chain (re-found whenever the pacing changes)
         sc = make_scenario(seed)
         result = run_scenario(sc, fixture(sc.n))
         forks += [p for p in result.problems if p.startswith("SAFETY")]

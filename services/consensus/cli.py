@@ -35,6 +35,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--max-timeout-ms", type=int, default=30_000)
     s.add_argument("--max-block-txs", type=int, default=2000)
     s.add_argument("--max-block-bytes", type=int, default=8 * 1024 * 1024)
+    s.add_argument("--admission-backlog-txs", type=int, default=4000,
+                   help="transactions in admission (signature checks) past which new ones are refused as busy")
     s.add_argument("--mempool-max-txs", type=int, default=50_000)
     s.add_argument("--mempool-max-bytes", type=int, default=256 * 1024 * 1024)
     s.add_argument("--mempool-max-per-sender", type=int, default=None,
@@ -73,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         specs += [ln.strip() for ln in args.peers_file.read_text().splitlines() if ln.strip() and ln[0] != "#"]
     positive = (("--idle-block-ms", args.idle_block_ms), ("--base-timeout-ms", args.base_timeout_ms),
                 ("--max-block-txs", args.max_block_txs), ("--max-block-bytes", args.max_block_bytes),
-                ("--mempool-max-txs", args.mempool_max_txs))
+                ("--mempool-max-txs", args.mempool_max_txs), ("--admission-backlog-txs", args.admission_backlog_txs))
     for name, value in positive:
         if value <= 0:
             raise SystemExit(f"{name} must be positive")
@@ -90,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_timeout_s=max(args.max_timeout_ms, args.base_timeout_ms) / 1000,
         max_block_txs=args.max_block_txs,
         max_block_bytes=args.max_block_bytes,
+        admission_backlog_txs=args.admission_backlog_txs,
         mempool_max_txs=args.mempool_max_txs,
         mempool_max_bytes=args.mempool_max_bytes,
         mempool_max_per_sender=(args.mempool_max_per_sender if args.mempool_max_per_sender is not None

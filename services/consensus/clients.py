@@ -85,10 +85,13 @@ class TxChecker:
         self._inflight: dict[bytes, asyncio.Future] = {}
         self.verify_calls = 0
 
-    async def refusals(self, txs: list[types_pb2.Transaction], ids: list[bytes]) -> list[str | None]:
-        """Per transaction: None if it is valid, else why not."""
+    async def refusals(
+        self, txs: list[types_pb2.Transaction], ids: list[bytes], bulk: bool = False
+    ) -> list[str | None]:
+        """Per transaction: None if it is valid, else why not. `bulk`: admission (its own pool),
+        not a proposal's check."""
         out: list[str | None] = [tx_shape_refusal(tx) for tx in txs]
-        await self._check_signatures(txs, ids, out)
+        await self._check_signatures(txs, ids, out, bulk)
         proofs = [i for i in range(len(txs)) if out[i] is None and txs[i].WhichOneof("body") == "submit_proof"]
         if proofs and self._stub is None:
             for i in proofs:
@@ -115,7 +118,7 @@ class TxChecker:
         return out
 
     async def _check_signatures(
-        self, txs: list[types_pb2.Transaction], ids: list[bytes], out: list[str | None]
+        self, txs: list[types_pb2.Transaction], ids: list[bytes], out: list[str | None], bulk: bool = False
     ) -> None:
         """Each signature is verified once per replica: cached when good, and a tx whose check
         is already running (its gossip copy, while its proposal arrives) waits for that check
@@ -137,7 +140,8 @@ class TxChecker:
             for i in mine:
                 self._sig_inflight[(ids[i], txs[i].signature)] = done
             try:
-                oks = await self.rt.offload(lambda: [chain.tx_signature_ok(txs[i], ids[i]) for i in mine])
+                offload = self.rt.offload_bulk if bulk else self.rt.offload
+                oks = await offload(lambda: [chain.tx_signature_ok(txs[i], ids[i]) for i in mine])
             except BaseException:
                 done.cancel()  # whoever waits on this check decides for itself
                 raise

@@ -59,6 +59,9 @@ class Config:
     base_timeout_s: float = 1.0
     max_timeout_s: float = 30.0
     max_block_txs: int = 2000
+    # transactions in admission (signature checks queued or running) past which SubmitTx and
+    # GossipTxs are refused as busy; one request is always taken when none is running
+    admission_backlog_txs: int = 4000
     max_block_bytes: int = 8 * 1024 * 1024
     mempool_max_txs: int = 50_000
     mempool_max_bytes: int = 256 * 1024 * 1024
@@ -98,6 +101,7 @@ class Core:
         self.genesis_qc = types_pb2.QuorumCert(block_hash=self.genesis_hash)
 
         self.lock = asyncio.Lock()
+        self._admitting = 0  # transactions inside submit() now
         self.safety_store = SafetyStore(config.data_dir)
         self.safety = SafetyState()
         self.leaders = LeaderElector([v.public_key for v in genesis.validators], int(genesis.manifest.min_correct))
@@ -289,6 +293,8 @@ class Core:
         )
         if block.header.proposer != self.leaders.leader(block.header.view):
             raise Rejected("wrong_leader", f"proposer is not the leader of view {block.header.view}")
+        if block.header.view == self.view:
+            self.pacemaker.proposal_arrived()  # checking its transactions may take a while: not a dead leader
         if block.header.height <= self.store.committed_height and h not in self.store:
             raise Rejected("stale", f"height {block.header.height} is committed here already")
         if block.header.parent_hash not in self.store:
@@ -743,7 +749,21 @@ class Core:
     # ------------------------------------------------------------------ transactions
 
     async def submit(self, txs: list[types_pb2.Transaction], gossip: bool) -> list[consensus_pb2.TxAdmission]:
-        ids = await self.rt.offload(checks.tx_ids, txs)
+        if self._admitting and self._admitting + len(txs) > self.config.admission_backlog_txs:
+            # shed load rather than queue it: a backlog of signature checks delays nothing but
+            # itself (proposals have their own pool), yet it grows latency for every tx behind it
+            m.rejected_txs.labels(reason="busy").inc(len(txs))
+            reason = (f"resource_exhausted: busy ({self._admitting} transactions being admitted, at most "
+                      f"{self.config.admission_backlog_txs}); retry shortly")
+            return [consensus_pb2.TxAdmission(reason=reason) for _ in txs]
+        self._admitting += len(txs)
+        try:
+            return await self._admit(txs, gossip)
+        finally:
+            self._admitting -= len(txs)
+
+    async def _admit(self, txs: list[types_pb2.Transaction], gossip: bool) -> list[consensus_pb2.TxAdmission]:
+        ids = await self.rt.offload_bulk(checks.tx_ids, txs)
         results = [consensus_pb2.TxAdmission(tx_id=i) for i in ids]
         todo: list[int] = []
         seen: set[bytes] = set()
@@ -771,7 +791,7 @@ class Core:
                 todo.append(k)
             else:
                 results[k].reason = reason
-        refusals = await self.checker.refusals([txs[k] for k in todo], [ids[k] for k in todo])
+        refusals = await self.checker.refusals([txs[k] for k in todo], [ids[k] for k in todo], bulk=True)
         admitted: list[types_pb2.Transaction] = []
         for k, refusal in zip(todo, refusals, strict=True):
             reason = refusal or self.mempool.add(ids[k], txs[k])
