@@ -25,6 +25,7 @@ from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_g
 
 STRANGER = KeyPair.from_seed(b"\x77" * 32)
 RATE, BURST, QUOTA = 20, 40, 25
+FORGED_PER_S = 20  # the replica-wide budget of failed signature checks
 
 
 @dataclass
@@ -56,7 +57,8 @@ def net(tmp_path_factory):
     ledger = ledger_service(tmp, genesis)
     replica = consensus_service(tmp, genesis, key, "validator-0", ledger.target, [
         "--idle-block-ms", "60000", "--base-timeout-ms", "60000", "--max-timeout-ms", "60000",
-        "--peer-tx-rate", str(RATE), "--peer-tx-burst", str(BURST), "--mempool-max-per-sender", str(QUOTA)])
+        "--peer-tx-rate", str(RATE), "--peer-tx-burst", str(BURST), "--mempool-max-per-sender", str(QUOTA),
+        "--forged-signatures-per-s", str(FORGED_PER_S)])
     try:
         ledger.start().wait_healthy()
         replica.start().wait_healthy()
@@ -328,3 +330,48 @@ def test_junk_traffic_does_not_hurry_a_live_rounds_deadline(tmp_path) -> None:  
             assert closed.closed and time.monotonic() - t0 >= 11.0
     finally:
         stop_all([replica, ledger])
+
+
+def test_a_forger_reconnecting_for_fresh_buckets_is_bounded_replica_wide(net: Net) -> None:
+    """Without TLS a peer is its address, so a forger that opens a new connection per request
+    gets a fresh token bucket each time. Past the replica-wide budget of failed signature checks,
+    a peer that never had a transaction admitted gets one transaction per request checked: the
+    forger buys one failed check per request instead of a request's worth, an established honest
+    client is served as before, and an honest newcomer gets its first transaction in."""
+    import os
+
+    time.sleep(1.2)  # whatever earlier tests forged has been forgiven
+    member = net.fx.participant_keys[1]
+    honest = net.stub(fresh=True)
+    first = honest.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(net.fx.participant_keys[0], 1, b"h0")),
+                            timeout=10).results[0]
+    assert first.admitted, first.reason  # this connection is now trusted
+    checked_before = metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total", reason="bad_signature")
+    requests, per_request = 40, 5
+    started, probed = time.monotonic(), 0
+    for k in range(requests):
+        forged = []
+        for i in range(per_request):
+            tx = types_pb2.Transaction(payload=os.urandom(32), nonce=time.time_ns() + i, sender=member.public)
+            tx.signature = os.urandom(64)
+            forged.append(tx)
+        # a new TCP connection every time: a new peer, a full bucket
+        results = net.stub(fresh=True).SubmitTx(consensus_pb2.SubmitTxRequest(txs=forged), timeout=10).results
+        assert not any(r.admitted for r in results)
+        probed += sum("gets one checked per request" in r.reason for r in results) > 0
+        if k == 20:  # mid-flood: the established client is served in full
+            ok = honest.SubmitTx(consensus_pb2.SubmitTxRequest(
+                txs=_payloads(net.fx.participant_keys[0], 2, b"h1")), timeout=10).results
+            assert all(r.admitted for r in ok), [r.reason for r in ok]
+    elapsed = time.monotonic() - started
+    checked = metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total",
+                     reason="bad_signature") - checked_before
+    budget = FORGED_PER_S * (1 + elapsed) + per_request  # a burst, the refill, one request over the edge
+    assert checked <= budget + probed, (checked, budget, probed)  # a probed request: one check
+    assert checked < requests * per_request / 2 and probed >= requests // 2, (checked, probed)
+    # a newcomer with a valid transaction: its first one is checked and admitted, then it is trusted
+    newcomer = net.stub(fresh=True)
+    txs = _payloads(net.fx.validator_keys[3], 3, b"new")
+    results = newcomer.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs), timeout=10).results
+    assert results[0].admitted, results[0].reason
+    assert newcomer.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs[1:]), timeout=10).results[0].admitted

@@ -43,6 +43,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="mempool quota per submitter key (default: a quarter of --mempool-max-txs)")
     s.add_argument("--mempool-max-bytes-per-sender", type=int, default=None,
                    help="mempool byte quota per submitter key (default: a quarter of --mempool-max-bytes)")
+    s.add_argument("--forged-signatures-per-s", type=float, default=500.0,
+                   help="failed signature checks per second, all peers together, past which peers without "
+                        "an admitted transaction are refused until the budget refills")
     s.add_argument("--peer-tx-rate", type=float, default=10_000.0,
                    help="SubmitTx transactions/s allowed per peer (TLS identity, else address)")
     s.add_argument("--peer-tx-burst", type=float, default=20_000.0, help="per-peer SubmitTx burst")
@@ -100,13 +103,14 @@ def _serve(args: argparse.Namespace) -> int:
         mempool_max_bytes_per_sender=(args.mempool_max_bytes_per_sender if args.mempool_max_bytes_per_sender is not None
                                       else max(1, args.mempool_max_bytes // 4)),
     )
-    if min(args.peer_tx_rate, args.peer_tx_burst, args.gossip_tx_rate) <= 0:
-        raise SystemExit("--peer-tx-rate, --peer-tx-burst and --gossip-tx-rate must be positive")
+    if min(args.peer_tx_rate, args.peer_tx_burst, args.gossip_tx_rate, args.forged_signatures_per_s) <= 0:
+        raise SystemExit("--peer-tx-rate, --peer-tx-burst, --gossip-tx-rate and --forged-signatures-per-s "
+                         "must be positive")
     asyncio.run(serve(ServeArgs(
         genesis=args.genesis, key=args.key, node=args.node, listen=args.listen, ledger=args.ledger,
         verifier=args.verifier, peers=[parse_peer(s) for s in specs], metrics_port=args.metrics_port or None,
         config=config, submit_tx_rate=args.peer_tx_rate, submit_tx_burst=args.peer_tx_burst,
-        gossip_tx_rate=args.gossip_tx_rate,
+        gossip_tx_rate=args.gossip_tx_rate, forged_signatures_per_s=args.forged_signatures_per_s,
     )))
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,16 @@ SUBMIT_TX_RATE, SUBMIT_TX_BURST = 10_000.0, 20_000.0
 GOSSIP_TX_RATE, GOSSIP_TX_BURST = 50_000.0, 100_000.0
 
 _SERVICE = "/zkpot.v1.Consensus/"
+_ALL = "all"  # the one key of the replica-wide forgery budget
 PROPOSAL_OVERHEAD_BYTES = 1024 * 1024
 BAD_SIGNATURE_COST = 100  # rate-limit tokens a peer pays per transaction whose signature fails
+# All peers together may make this replica fail this many signature checks per second (burst: one
+# second's worth). Past it, a peer that never had a transaction admitted gets one transaction per
+# request checked (ConsensusServicer._admit): per-peer buckets alone cannot stop a stranger who
+# reconnects for a fresh bucket each time (in plaintext a peer is its address), and a connection
+# becomes trusted only by a transaction admitted, i.e. validly signed by a genesis member (18.3).
+FORGERY_BUDGET_PER_S = 500.0  # ~5 % of a core at ~100 us per check
+TRUSTED_PEERS = 10_000  # peers remembered as having had a transaction admitted (LRU)
 # ... and per transaction refused as one no rule admits (a stranger's, or malformed): cheap to
 # refuse, but a peer sending nothing else is flooding, and pays for the requests it makes us parse
 JUNK_COST = 10
@@ -56,11 +65,14 @@ REQUEST_LIMITS = {
 
 class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
     def __init__(
-        self, core: Core, submit_limit: TokenBuckets | None = None, gossip_limit: TokenBuckets | None = None
+        self, core: Core, submit_limit: TokenBuckets | None = None, gossip_limit: TokenBuckets | None = None,
+        forged_signatures_per_s: float = FORGERY_BUDGET_PER_S,
     ) -> None:
         self.core = core
         self.submit_limit = TokenBuckets(SUBMIT_TX_RATE, SUBMIT_TX_BURST) if submit_limit is None else submit_limit
         self.gossip_limit = TokenBuckets(GOSSIP_TX_RATE, GOSSIP_TX_BURST) if gossip_limit is None else gossip_limit
+        self.forgeries = TokenBuckets(forged_signatures_per_s, forged_signatures_per_s, max_keys=1)
+        self.trusted: OrderedDict[str, None] = OrderedDict()
 
     async def _reject(self, context: grpc.aio.ServicerContext, exc: Rejected) -> None:
         m.rejected.labels(reason=exc.reason).inc()
@@ -85,17 +97,31 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.SubmitTxResponse:
         await self._txs(request, context, self.submit_limit)
-        results = await self.core.submit(list(request.txs), gossip=True)
-        self._charge_forgeries(context, self.submit_limit, results)
+        results = await self._admit(list(request.txs), context, self.submit_limit, gossip=True)
         return consensus_pb2.SubmitTxResponse(results=results)
 
     async def GossipTxs(  # noqa: N802
         self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.Ack:
         await self._txs(request, context, self.gossip_limit)
-        results = await self.core.submit(list(request.txs), gossip=False)
-        self._charge_forgeries(context, self.gossip_limit, results)
+        await self._admit(list(request.txs), context, self.gossip_limit, gossip=False)
         return consensus_pb2.Ack()
+
+    async def _admit(self, txs: list, context: grpc.aio.ServicerContext, limit: TokenBuckets,
+                     gossip: bool) -> list[consensus_pb2.TxAdmission]:
+        """While forged signatures exceed the replica-wide budget, a peer that never had a
+        transaction admitted gets ONE transaction of its request checked (the rest: busy): a
+        forger then costs at most one failed check per request however often it reconnects, and
+        an honest newcomer still gets in with its first transaction and is trusted from then on."""
+        shed: list = []
+        if len(txs) > 1 and grpcutil.peer_id(context) not in self.trusted and self.forgeries.retry_after(_ALL) > 0:
+            txs, shed = txs[:1], txs[1:]
+            m.rejected_txs.labels(reason="untrusted_probe").inc(len(shed))
+        results = await self.core.submit(txs, gossip=gossip)
+        self._charge_forgeries(context, limit, results)
+        busy = (f"resource_exhausted: forged signatures are arriving; a peer without an admitted transaction "
+                f"gets one checked per request (retry in {self.forgeries.retry_after(_ALL):.2f}s)")
+        return results + [consensus_pb2.TxAdmission(reason=busy) for _ in shed]
 
     def gate(self, limit_name: str) -> grpcutil.Gate:
         """The pre-parse check of SubmitTx (limit_name "submit") or GossipTxs ("gossip")."""
@@ -112,18 +138,25 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
 
         return check
 
-    @staticmethod
-    def _charge_forgeries(context: grpc.aio.ServicerContext, limit: TokenBuckets,
+    def _charge_forgeries(self, context: grpc.aio.ServicerContext, limit: TokenBuckets,
                           results: list[consensus_pb2.TxAdmission]) -> None:
         """A signature that fails to verify cost this replica an ed25519 check and bought nothing:
         the peer pays BAD_SIGNATURE_COST tokens for it, so a peer forging signatures (under a
         member's key, which passes every cheaper check) is slowed to rate / BAD_SIGNATURE_COST of
         them per second instead of the full transaction rate; junk pays JUNK_COST (issue 18.3,
         bench/flood.py)."""
-        cost = sum(BAD_SIGNATURE_COST if r.reason.startswith("bad_signature") else
-                   JUNK_COST if r.reason.startswith(_JUNK) else 0 for r in results)
+        peer = grpcutil.peer_id(context)
+        forged = sum(1 for r in results if r.reason.startswith("bad_signature"))
+        cost = forged * BAD_SIGNATURE_COST + JUNK_COST * sum(1 for r in results if r.reason.startswith(_JUNK))
         if cost:
-            limit.charge(grpcutil.peer_id(context), cost)
+            limit.charge(peer, cost)
+        if forged:
+            self.forgeries.charge(_ALL, forged)
+        if any(r.admitted for r in results):
+            self.trusted[peer] = None  # proved it holds a member's key (or relays one's transactions)
+            self.trusted.move_to_end(peer)
+            while len(self.trusted) > TRUSTED_PEERS:
+                self.trusted.popitem(last=False)
 
     async def Propose(  # noqa: N802
         self, request: consensus_pb2.Proposal, context: grpc.aio.ServicerContext
@@ -193,6 +226,7 @@ class ServeArgs:
     submit_tx_rate: float = SUBMIT_TX_RATE    # per peer, txs/s (SubmitTx)
     submit_tx_burst: float = SUBMIT_TX_BURST
     gossip_tx_rate: float = GOSSIP_TX_RATE    # per peer, txs/s (GossipTxs)
+    forged_signatures_per_s: float = FORGERY_BUDGET_PER_S  # all peers together
 
 
 def peer_map(genesis: Genesis, me: bytes, peers: list[tuple[str, str]]) -> dict[bytes, tuple[str, str]]:
@@ -226,6 +260,7 @@ async def serve(args: ServeArgs) -> None:
         core,
         TokenBuckets(args.submit_tx_rate, args.submit_tx_burst),  # a request over the burst never passes
         TokenBuckets(args.gossip_tx_rate, max(GOSSIP_TX_BURST, args.gossip_tx_rate)),
+        args.forged_signatures_per_s,
     )
 
     def register(server: grpc.aio.Server) -> str:
