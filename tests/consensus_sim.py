@@ -302,7 +302,7 @@ class SimNet:
             pass
 
     async def fetch(self, src: Slot, key: bytes, block_hash: bytes, max_blocks: int) -> list[types_pb2.Block]:
-        return await self.call(src, key, lambda core: core.fetch_blocks(block_hash, max_blocks))
+        return await self.call(src, key, lambda core: core.helper.fetch_blocks(block_hash, max_blocks))
 
     async def call(self, src: Slot, key: bytes, fn):  # noqa: ANN001, ANN201 - a request/response to one peer
         targets = [s for s in self.slots if s.alive and s.core is not None and s.core.me == key and s is not src]
@@ -362,7 +362,8 @@ class SimEndpoint:
         return await self.net.fetch(self.slot, key, block_hash, max_blocks)
 
     async def fetch_range(self, key: bytes, from_height: int, max_blocks: int, max_bytes: int):  # noqa: ANN201
-        return await self.net.call(self.slot, key, lambda core: core.fetch_range(from_height, max_blocks, max_bytes))
+        return await self.net.call(self.slot, key,
+                                   lambda core: core.helper.fetch_range(from_height, max_blocks, max_bytes))
 
     async def status(self, key: bytes) -> consensus_pb2.StatusResponse:
         async def status(core: Core) -> consensus_pb2.StatusResponse:
@@ -373,7 +374,7 @@ class SimEndpoint:
 
 class SimCore(Core):
     async def gossip_in(self, req: consensus_pb2.SubmitTxRequest) -> None:
-        await self.submit(list(req.txs), gossip=False)
+        await self.admission.submit(list(req.txs), gossip=False)
 
 
 # ---------------------------------------------------------------------------------------- run
@@ -440,7 +441,7 @@ async def _run(sc: Scenario, fx: Fixture, data_dir: Path) -> Result:
             counter += 1
             tx = types_pb2.Transaction(payload=sc.seed.to_bytes(4, "big") + counter.to_bytes(4, "big"), nonce=counter)
             txs.append(chain.sign_tx(fx.publisher, tx))
-        results = await target.core.submit(txs, gossip=True)  # type: ignore[union-attr]
+        results = await target.core.admission.submit(txs, gossip=True)  # type: ignore[union-attr]
         if target is not down:  # a mempool is not durable: txs held only by a crashed replica may be lost
             submitted.update(r.tx_id for r in results if r.admitted)
 

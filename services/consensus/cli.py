@@ -68,7 +68,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .core import Config
+    from .config import Config
     from .network import parse_peer
     from .server import ServeArgs, serve
 

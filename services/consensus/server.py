@@ -117,7 +117,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         if len(txs) > 1 and grpcutil.peer_id(context) not in self.trusted and self.forgeries.retry_after(_ALL) > 0:
             txs, shed = txs[:1], txs[1:]
             m.rejected_txs.labels(reason="untrusted_probe").inc(len(shed))
-        results = await self.core.submit(txs, gossip=gossip)
+        results = await self.core.admission.submit(txs, gossip=gossip)
         self._charge_forgeries(context, limit, results)
         busy = (f"resource_exhausted: forged signatures are arriving; a peer without an admitted transaction "
                 f"gets one checked per request (retry in {self.forgeries.retry_after(_ALL):.2f}s)")
@@ -192,7 +192,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         limit = min(request.max_blocks or 64, MAX_FETCH_BLOCKS)
         if not request.block_hash and request.from_height:
             max_bytes = min(request.max_bytes or MAX_FETCH_BYTES, MAX_FETCH_BYTES)
-            blocks, qcs = await self.core.fetch_range(request.from_height, limit, max_bytes)
+            blocks, qcs = await self.core.helper.fetch_range(request.from_height, limit, max_bytes)
             if not blocks:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no committed block at height {request.from_height}")
             return consensus_pb2.FetchBlocksResponse(blocks=blocks, qcs=qcs)
@@ -201,7 +201,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         if len(request.block_hash) != 32:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "block_hash must be 32 bytes (or empty with from_height >= 1)")
-        blocks = await self.core.fetch_blocks(request.block_hash, limit)
+        blocks = await self.core.helper.fetch_blocks(request.block_hash, limit)
         if not blocks:
             await context.abort(grpc.StatusCode.NOT_FOUND, "block unknown to this replica")
         return consensus_pb2.FetchBlocksResponse(blocks=blocks)
