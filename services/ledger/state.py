@@ -51,7 +51,11 @@ Rules
   and activation view are kept. Round r+1 then opens at the same height from the aggregate,
   unless r == manifest.rounds: the task is finished (current round r+1, no round opens).
 - state_root(h) = sha256("zkpot/v1/state-root" || state_root(h-1) || D), D = sha256 over this
-  block's state writes in key order (each: len(key) || key || sha256(value)); state_root(-1) = 32
+  block's state writes in key order (each: len(key) || key || sha256(value)); a record (task,
+  round summary, leader schedule) is hashed as its canonical encoding (zkpot/codec.py), never as
+  the protobuf wire bytes it is stored in: those are not stable across protobuf versions, backends
+  or languages, and a field added to a record changes no root while it is unset (issue 17.1;
+  golden roots in tests/test_state_roots.py). state_root(-1) = 32
   zero bytes. Blobs are content-addressed and referenced by content id from state, so they are
   covered by the ids and not hashed again.
 
@@ -77,10 +81,11 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
+from google.protobuf.message import Message
 
 from services.ledger import masking
 from zkpot import aggregation, chain, model_codec, schedule
-from zkpot.codec import content_id, u64_key
+from zkpot.codec import canonical_bytes, content_id, u64_key
 from zkpot.genesis import Genesis
 from zkpot.v1 import ledger_pb2, types_pb2
 
@@ -141,23 +146,31 @@ class _Overlay:
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
-        self.state: dict[bytes, bytes] = {}
+        self.state: dict[bytes, bytes] = {}  # what is stored
+        self.digests: dict[bytes, bytes] = {}  # what the state root covers
         self.blobs: dict[str, bytes] = {}
 
     def get(self, key: bytes) -> bytes | None:
         return self.state[key] if key in self.state else self.reader.state_get(key)
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self.state[key] = value
+    def put(self, key: bytes, value: bytes | Message) -> None:
+        """A raw value (a count, a height), or a record: stored as protobuf, hashed canonically."""
+        if isinstance(value, Message):
+            self.state[key] = value.SerializeToString(deterministic=True)
+            self.digests[key] = hashlib.sha256(canonical_bytes(value)).digest()
+        else:
+            self.state[key] = value
+            self.digests[key] = hashlib.sha256(value).digest()
 
     def blob(self, cid: str) -> bytes | None:
         return self.blobs[cid] if cid in self.blobs else self.reader.blob(cid)
 
 
-def state_root(previous: bytes, writes: dict[bytes, bytes]) -> bytes:
+def state_root(previous: bytes, digests: dict[bytes, bytes]) -> bytes:
+    """`digests`: this block's state writes, key -> sha256 of the value (_Overlay.put)."""
     d = hashlib.sha256()
-    for key in sorted(writes):
-        d.update(_U64.pack(len(key)) + key + hashlib.sha256(writes[key]).digest())
+    for key in sorted(digests):
+        d.update(_U64.pack(len(key)) + key + digests[key])
     return hashlib.sha256(b"zkpot/v1/state-root\x00" + previous + d.digest()).digest()
 
 
@@ -213,10 +226,6 @@ def _of_global_model(cache: dict[str, T], ov: _Overlay, cid: str, derive: Callab
     return found
 
 
-def _ser(msg: object) -> bytes:
-    return msg.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
-
-
 class StateMachine:
     def __init__(self, genesis: Genesis, commitments: masking.Commitments | None = None) -> None:
         self.genesis = genesis
@@ -268,16 +277,16 @@ class StateMachine:
             model_codec.decode_fixed(publish.initial_model)
         except model_codec.ModelFormatError as exc:
             raise GenesisError(f"initial model does not decode: {exc}") from exc
-        ov.put(KEY_TASK, _ser(ledger_pb2.GetTaskResponse(task_id=self.task_id, manifest=self.manifest)))
+        ov.put(KEY_TASK, ledger_pb2.GetTaskResponse(task_id=self.task_id, manifest=self.manifest))
         ov.blobs[cid] = publish.initial_model
         self._now_ms = self.genesis.genesis_time_ms
         self._open_round(ov, 1, 0, cid)
         sched = ledger_pb2.LeaderScheduleResponse(
             epoch=0, activation_view=0, leaders=self.validators, scores=[0] * len(self.validators)
         )
-        ov.put(KEY_SCHEDULE, _ser(sched))
+        ov.put(KEY_SCHEDULE, sched)
         results = [types_pb2.TxResult(tx_id=chain.tx_id(tx), accepted=True) for tx in block.txs]
-        return Execution(results, ov.state, ov.blobs, state_root(ZERO_ROOT, ov.state))
+        return Execution(results, ov.state, ov.blobs, state_root(ZERO_ROOT, ov.digests))
 
     def _open_round(self, ov: _Overlay, round_: int, height: int, global_cid: str) -> None:
         summary = ledger_pb2.RoundSummary(
@@ -290,7 +299,7 @@ class StateMachine:
             aggregation_rule=aggregation_rule(self.manifest.min_correct, self.manifest.aggregation_rule),
             test_set_size=self.manifest.test_set_size,
         )
-        ov.put(round_key(round_), _ser(summary))
+        ov.put(round_key(round_), summary)
         ov.put(KEY_CURRENT_ROUND, _U64.pack(round_))
 
     # -- blocks --------------------------------------------------------------------------------
@@ -305,7 +314,7 @@ class StateMachine:
             first = read_round(ov.get, 1)
             if first is not None and not first.open_time_ms:
                 first.open_time_ms = self._now_ms
-                ov.put(round_key(1), _ser(first))
+                ov.put(round_key(1), first)
         results: list[types_pb2.TxResult] = []
         seen: set[bytes] = set()
         duplicates: set[int] = set()
@@ -318,7 +327,7 @@ class StateMachine:
                 reason = self._apply(ov, tx, tid, height)
             results.append(types_pb2.TxResult(tx_id=tid, accepted=not reason, reason=reason))
         self._maybe_close_round(ov, height, block.header.view)
-        return Execution(results, ov.state, ov.blobs, state_root(previous_root, ov.state), duplicates)
+        return Execution(results, ov.state, ov.blobs, state_root(previous_root, ov.digests), duplicates)
 
     def _apply(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> str:
         """Apply one transaction; return '' if accepted, else the reason it was not."""
@@ -383,7 +392,7 @@ class StateMachine:
             model_cid=sp.model_cid,
             height=height,
         )
-        ov.put(round_key(current), _ser(summary))
+        ov.put(round_key(current), summary)
         ov.put(score_key(current, sp.participant), _U32.pack(sp.claimed_correct))
         ov.blobs[sp.model_cid] = sp.model_params
         return ""
@@ -407,7 +416,7 @@ class StateMachine:
                                 height=height, model_commitment=sp.model_commitment,
                                 mask_public_key=sp.mask_public_key, shares_cid=shares_cid,
                                 self_seed_commitment=sp.self_seed_commitment)
-        ov.put(round_key(summary.round), _ser(summary))
+        ov.put(round_key(summary.round), summary)
         ov.put(score_key(summary.round, sp.participant), _U32.pack(sp.claimed_correct))
         ov.blobs[shares_cid] = shares
         return ""
@@ -446,7 +455,7 @@ class StateMachine:
             if reason:
                 return reason
             masking.record_reveal(body, current, ov.put)
-        ov.put(round_key(current), _ser(summary))
+        ov.put(round_key(current), summary)
         return ""
 
     def _global_layout(self, ov: _Overlay, cid: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -478,7 +487,7 @@ class StateMachine:
             if masking.begin_masking(summary, self.manifest.min_correct, self.secagg_threshold, height):
                 if self.manifest.round_deadline_ms:
                     summary.phase_time_ms = self._now_ms
-                ov.put(round_key(summary.round), _ser(summary))
+                ov.put(round_key(summary.round), summary)
             else:
                 self._finish_round(ov, summary, None, height, view)
             return
@@ -515,7 +524,7 @@ class StateMachine:
             summary.phase_height = height
             if self.manifest.round_deadline_ms:
                 summary.phase_time_ms = self._now_ms
-            ov.put(round_key(summary.round), _ser(summary))
+            ov.put(round_key(summary.round), summary)
             return
         # unmasking
         found = masking.recover(summary, self.task_id, self.participant_order, self.secagg_threshold, ov.get,
@@ -563,7 +572,7 @@ class StateMachine:
         summary.closed = True
         summary.close_height = height
         summary.next_global_model_cid = next_cid
-        ov.put(round_key(r), _ser(summary))
+        ov.put(round_key(r), summary)
         self._reschedule(ov, summary, view)
         if r >= self.manifest.rounds:
             ov.put(KEY_CURRENT_ROUND, _U64.pack(r + 1))  # finished: no round opens
@@ -590,4 +599,4 @@ class StateMachine:
         if old is not None:
             new.previous_leaders.extend(old.leaders)
             new.previous_activation_view = old.activation_view
-        ov.put(KEY_SCHEDULE, _ser(new))
+        ov.put(KEY_SCHEDULE, new)
