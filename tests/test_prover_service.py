@@ -103,6 +103,9 @@ def test_bad_requests_get_clear_statuses(prover) -> None:
         (_request(global_model=b"not a model"), grpc.StatusCode.INVALID_ARGUMENT, "global_model"),
         (_request(participant=b"short"), grpc.StatusCode.INVALID_ARGUMENT, "participant"),
         (_request(global_model=model.encode(net)), grpc.StatusCode.FAILED_PRECONDITION, "calibrated range"),
+        # a test hook is not a production feature: without --allow-behaviours no caller can make
+        # this prover train as an attacker (issue 17.4)
+        (_request(behaviour="label_flip"), grpc.StatusCode.PERMISSION_DENIED, "trains honestly only"),
     ]
     for req, code, text in cases:
         err = asyncio.run(_expect_error(prover, req))

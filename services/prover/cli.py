@@ -21,6 +21,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: system temp)")
     s.add_argument("--prove-workers", type=int, default=2,
                    help="worker processes; the task's test-set shards are proven in parallel across them")
+    s.add_argument("--allow-behaviours", action="store_true",
+                   help="EXPERIMENTS ONLY: train a Byzantine behaviour when ProveRound asks for one")
     s.add_argument("--log-level", default="INFO")
     grpcutil.add_tls_args(s)
     s.set_defaults(func=_serve)
@@ -32,5 +34,5 @@ def _serve(args: argparse.Namespace) -> int:
     zlog.setup("prover", args.node, args.log_level)
     asyncio.run(serve(ServeArgs(task_dir=args.task_dir, shard=args.shard, listen=args.listen, node=args.node,
                                 metrics_port=args.metrics_port or None, workdir=args.workdir,
-                                prove_workers=args.prove_workers)))
+                                prove_workers=args.prove_workers, allow_behaviours=args.allow_behaviours)))
     return 0

@@ -42,6 +42,7 @@ class ServeArgs:
     metrics_port: int | None = None
     workdir: Path | None = None
     prove_workers: int = 2
+    allow_behaviours: bool = False  # experiments only: train Byzantine behaviours on request
 
 
 class _Metrics:
@@ -57,8 +58,10 @@ class _Metrics:
 
 
 class ProverServicer(prover_pb2_grpc.ProverServicer):
-    def __init__(self, task: Task, pool: ProcessPoolExecutor, workers: int = 1, shard_samples: int = 0) -> None:
+    def __init__(self, task: Task, pool: ProcessPoolExecutor, workers: int = 1, shard_samples: int = 0,
+                 allow_behaviours: bool = False) -> None:
         self.task = task
+        self.allow_behaviours = allow_behaviours
         self.shard_samples = shard_samples
         self.pool = pool
         self.workers = workers
@@ -77,6 +80,12 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
             return grpc.StatusCode.INVALID_ARGUMENT, f"participant must be a {PUBLIC_KEY_LEN}-byte ed25519 public key"
         if request.local_epochs > MAX_EPOCHS:
             return grpc.StatusCode.INVALID_ARGUMENT, f"local_epochs must be 0..{MAX_EPOCHS}"
+        if request.behaviour and not self.allow_behaviours:
+            # a test hook must not be a production feature: only a prover started for experiments
+            # trains as a Byzantine participant (issue 17.4)
+            return (grpc.StatusCode.PERMISSION_DENIED,
+                    f"behaviour {request.behaviour[:40]!r} refused: this prover trains honestly only "
+                    "(experiments start it with --allow-behaviours)")
         if request.behaviour and request.behaviour not in model.BEHAVIOURS:
             return (grpc.StatusCode.INVALID_ARGUMENT,
                     f"behaviour must be empty or one of {', '.join(model.BEHAVIOURS)}; got {request.behaviour[:40]!r}")
@@ -181,7 +190,9 @@ async def serve(args: ServeArgs) -> None:
     pool = await workerpool.start(
         workers, f"zkpot-prover-{args.node}-", worker.init,
         lambda workdir: (str(args.task_dir), str(args.shard), str(workdir), threads), worker.ping, args.workdir)
-    servicer = ProverServicer(task, pool.executor, workers, len(shard))
+    servicer = ProverServicer(task, pool.executor, workers, len(shard), args.allow_behaviours)
+    if args.allow_behaviours:
+        log.warning("EXPERIMENTS ONLY: this prover trains Byzantine behaviours when a request asks for one")
     log.info("task %s, shard %s (%d samples), %d test-set shard(s) of %d, %d prove worker(s)",
              task.task_id.hex()[:16], args.shard, len(shard), task.n_shards, task.shard_size, workers)
 

@@ -184,7 +184,9 @@ async def start_services(net: Devnet) -> None:
                                          str(p.shard_path), "--listen", p.prover, "--metrics-port",
                                          str(p.prover_metrics), "--node", p.name,
                                          # the participants' provers share this machine's cores
-                                         "--prove-workers", str(net.config.prove_workers)],
+                                         "--prove-workers", str(net.config.prove_workers),
+                                         # experiments: a Byzantine participant's prover trains as one
+                                         *(["--allow-behaviours"] if net.config.behaviours else [])],
                     env=tls_env.get(p.name))
     await _wait_all(net, [v.ledger for v in plan.validators] + [v.verifier for v in plan.validators])
     for v in plan.validators:
