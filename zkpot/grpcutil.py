@@ -68,10 +68,6 @@ def configure_tls(directory: Path | str | None) -> TlsMaterial | None:
     return _tls
 
 
-def tls_material() -> TlsMaterial | None:
-    return _tls
-
-
 def add_tls_args(parser: argparse.ArgumentParser) -> None:
     """--tls-dir on a command that serves or calls gRPC (zkpot.cli applies it before the command runs)."""
     parser.add_argument(
@@ -383,8 +379,3 @@ async def wait_healthy(target: str, timeout_s: float = 60.0, service: str = "") 
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{target} not healthy after {timeout_s:.0f}s")
             await asyncio.sleep(0.2)
-
-
-async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
-    """Abort an RPC with a clear status (raises)."""
-    await context.abort(code, message)

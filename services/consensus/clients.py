@@ -83,7 +83,6 @@ class TxChecker:
         self._verdicts: _Lru = _Lru()
         self._failures: _Lru = _Lru()  # last failure to get a verdict (not a verdict: retried next time)
         self._inflight: dict[bytes, asyncio.Future] = {}
-        self.verify_calls = 0
 
     async def refusals(
         self, txs: list[types_pb2.Transaction], ids: list[bytes], bulk: bool = False
@@ -178,7 +177,6 @@ class TxChecker:
         """Ask the verifier once; verdicts go to the cache, failures (not cached) to _failures."""
         assert self._stub is not None
         try:
-            self.verify_calls += 1
             try:
                 resp = await self._stub.Verify(verifier_pb2.VerifyRequest(txs=txs), timeout=VERIFY_DEADLINE_S)
             except grpc.aio.AioRpcError as exc:

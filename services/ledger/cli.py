@@ -308,10 +308,6 @@ def _who(args: argparse.Namespace, key: bytes) -> str:
     return f"{name} ({crypto.short(key)})" if name else crypto.short(key)
 
 
-def _hex(b: bytes, n: int = 16) -> str:
-    return b.hex()[:n] if b else "-"
-
-
 async def _head(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
     h = await stub.Head(ledger_pb2.HeadRequest(), timeout=CALL_TIMEOUT_S)
     print(f"chain         {h.chain_id}")

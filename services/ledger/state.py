@@ -197,18 +197,6 @@ def read_schedule(get: Callable[[bytes], bytes | None]) -> ledger_pb2.LeaderSche
     return None if raw is None else ledger_pb2.LeaderScheduleResponse.FromString(raw)
 
 
-def to_schedule(resp: ledger_pb2.LeaderScheduleResponse) -> schedule.Schedule:
-    """The shared zkpot.schedule.Schedule a LeaderSchedule response describes."""
-    return schedule.Schedule(
-        epoch=resp.epoch,
-        activation_view=resp.activation_view,
-        leaders=tuple(resp.leaders),
-        scores=tuple(resp.scores),
-        previous_leaders=tuple(resp.previous_leaders),
-        previous_activation_view=resp.previous_activation_view,
-    )
-
-
 def _layout(tensors: list[tuple[str, np.ndarray]]) -> list[tuple[str, tuple[int, ...]]]:
     return [(name, arr.shape) for name, arr in tensors]
 

@@ -8,7 +8,6 @@ scenario starts a fresh chain. The figures come from the devnet's report.json.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from pathlib import Path
@@ -132,7 +131,3 @@ def summarize(report: dict[str, Any], config: ExperimentConfig, behaviours: dict
             "where_time_went": report.get("where_time_went", {}),
             # a report read back from disk (--resume) has only the devnet's own total
             "wall_s": report.get("_wall_s") or report.get("where_time_went", {}).get("total_s", 0.0)}
-
-
-def load_report(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
