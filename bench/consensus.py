@@ -94,7 +94,7 @@ class Net:
                 "--peer-tx-rate", "1000000", "--peer-tx-burst", "1000000", "--gossip-tx-rate", "1000000",
                 *[f"--peer={p}" for p in peers], *self.extra,
             ]  # fmt: skip
-            log = open(d / "consensus.log", "ab")  # noqa: SIM115 - handed to the child
+            log = open(d / "consensus.log", "ab")
             self.procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
             log.close()
 

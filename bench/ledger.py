@@ -82,7 +82,7 @@ def capture_batches(fx: Fixture, blocks: list[ledger_pb2.AppendRequest], path: P
     batches: list[list[Entry]] = []
     commit_group = led.store.commit_group
 
-    def recording(commits, extra_meta=None):  # noqa: ANN001, ANN202 - same signature as Store.commit_group
+    def recording(commits, extra_meta=None):
         batches.extend(batch_entries(c, extra_meta) for c in commits)
         commit_group(commits, extra_meta)
 
@@ -315,7 +315,7 @@ def arm_main(arm: str, work: Path) -> None:
         worker.shutdown()
 
 
-def read_latencies(stub, blocks: list[ledger_pb2.AppendRequest], raw_path: Path, n: int) -> dict:  # noqa: ANN001
+def read_latencies(stub, blocks: list[ledger_pb2.AppendRequest], raw_path: Path, n: int) -> dict:
     rnd = random.Random(5)
     heights = [rnd.randrange(1, len(blocks) + 1) for _ in range(n)]
     tx_ids = [chain.tx_id(rnd.choice(b.block.txs)) for b in rnd.sample(blocks, min(n, len(blocks)))]

@@ -75,7 +75,7 @@ def _pid() -> int:
 _tasks: dict[str, object] = {}
 
 
-def _task(task_dir: str):  # noqa: ANN202 - zkpot.zkp.task.Task, imported lazily in the workers
+def _task(task_dir: str):
     """The task, loaded once per worker process (as the prover's workers do)."""
     from zkpot.zkp.task import load_task
 
@@ -190,7 +190,7 @@ def start_prover(task_dir: Path, shard_path: Path, workers: int, root: Path) -> 
 
     port = free_port()
     log_path = root / "prover.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed with the process
+    log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "zkpot.cli", "prover", "serve", "--task-dir", str(task_dir),
                              "--shard", str(shard_path), "--listen", f"127.0.0.1:{port}", "--node", "bench",
                              "--prove-workers", str(workers), "--workdir", str(root)],
@@ -213,7 +213,7 @@ async def wait_healthy(proc: subprocess.Popen, target: str, log_path: Path, time
     raise RuntimeError("prover not healthy in time")
 
 
-async def service_round(target: str, request) -> tuple[object, float]:  # noqa: ANN001
+async def service_round(target: str, request) -> tuple[object, float]:
     from services.prover.client import prove_round
 
     t0 = time.perf_counter()

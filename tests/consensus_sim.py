@@ -41,7 +41,7 @@ from zkpot import chain, crypto
 from zkpot.v1 import consensus_pb2, ledger_pb2, types_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chain_factory import Fixture, make_genesis  # noqa: E402
+from chain_factory import Fixture, make_genesis
 
 EPOCH_MS = 1_767_225_600_000  # virtual wall clock origin (2026-01-01)
 
@@ -56,7 +56,7 @@ class _VirtualSelector(selectors.DefaultSelector):
         super().__init__()
         self._loop = loop
 
-    def select(self, timeout: float | None = None):  # noqa: ANN201 - selectors' own signature
+    def select(self, timeout: float | None = None):
         ready = super().select(0)
         if ready or timeout == 0:
             return ready
@@ -77,7 +77,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
     def advance(self, seconds: float) -> None:
         self._virtual_now += seconds
 
-    def call_later(self, delay, callback, *args, context=None):  # noqa: ANN001, ANN201 - asyncio's signature
+    def call_later(self, delay, callback, *args, context=None):
         # a positive delay below the clock's resolution would fire without time moving on, and a
         # timer loop that recomputes "time left" would spin forever: round it up to 1 us
         if 0 < delay < 1e-6:
@@ -92,10 +92,10 @@ class SimRuntime(Runtime):
     def wall_ms(self) -> int:
         return EPOCH_MS + int(asyncio.get_running_loop().time() * 1000)
 
-    async def offload(self, fn, *args):  # noqa: ANN001, ANN201 - inline: deterministic
+    async def offload(self, fn, *args):
         return fn(*args)
 
-    async def offload_bulk(self, fn, *args):  # noqa: ANN001, ANN201
+    async def offload_bulk(self, fn, *args):
         return fn(*args)
 
 
@@ -304,7 +304,7 @@ class SimNet:
     async def fetch(self, src: Slot, key: bytes, block_hash: bytes, max_blocks: int) -> list[types_pb2.Block]:
         return await self.call(src, key, lambda core: core.helper.fetch_blocks(block_hash, max_blocks))
 
-    async def call(self, src: Slot, key: bytes, fn):  # noqa: ANN001, ANN201 - a request/response to one peer
+    async def call(self, src: Slot, key: bytes, fn):
         targets = [s for s in self.slots if s.alive and s.core is not None and s.core.me == key and s is not src]
         await asyncio.sleep(self._delay())
         if not targets or not self.link_up(src.index, targets[0].index) or (
@@ -361,7 +361,7 @@ class SimEndpoint:
     async def fetch_blocks(self, key: bytes, block_hash: bytes, max_blocks: int) -> list[types_pb2.Block]:
         return await self.net.fetch(self.slot, key, block_hash, max_blocks)
 
-    async def fetch_range(self, key: bytes, from_height: int, max_blocks: int, max_bytes: int):  # noqa: ANN201
+    async def fetch_range(self, key: bytes, from_height: int, max_blocks: int, max_bytes: int):
         return await self.net.call(self.slot, key,
                                    lambda core: core.helper.fetch_range(from_height, max_blocks, max_bytes))
 
@@ -525,7 +525,7 @@ def _memo_verify() -> Iterator[None]:
     real = crypto.verify
     verdicts: dict[tuple[bytes, str, bytes, bytes], bool] = {}
 
-    def verify(public_key: bytes, domain: str, msg, signature: bytes) -> bool:  # noqa: ANN001
+    def verify(public_key: bytes, domain: str, msg, signature: bytes) -> bool:
         key = (public_key, domain, msg.SerializeToString(deterministic=True), signature)
         if key not in verdicts:
             verdicts[key] = real(public_key, domain, msg, signature)

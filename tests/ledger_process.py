@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from zkpot.grpcutil import CHANNEL_OPTIONS
-from zkpot.ports import free_port  # noqa: F401 - the tests import it from here
+from zkpot.ports import free_port
 from zkpot.v1 import ledger_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ class LedgerProcess:
             "--listen", self.target, "--metrics-port", str(self.metrics_port), "--node", "test",
         ]  # fmt: skip
         self._close_channel()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)

@@ -53,7 +53,7 @@ class Service:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> Service:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "zkpot.cli", *self.args], cwd=REPO, stdout=log,
                                      stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()

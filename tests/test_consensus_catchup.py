@@ -34,7 +34,7 @@ def build(
     return [r.block for r in cb.blocks], [r.qc for r in cb.blocks]
 
 
-def prefix(fx: Fixture, blocks, qcs, tip_hash=None, tip_height=0) -> list[Committed]:  # noqa: ANN001
+def prefix(fx: Fixture, blocks, qcs, tip_hash=None, tip_height=0) -> list[Committed]:
     g = fx.genesis
     gh = chain.block_hash(g.block().header)
     return committed_prefix(
@@ -98,7 +98,7 @@ class FakePeers:
         self.top = len(blocks)  # the peers' committed height
         self.asked: list[tuple[bytes, int]] = []
 
-    async def fetch(self, peer: bytes, from_height: int, max_blocks: int, max_bytes: int):  # noqa: ANN201
+    async def fetch(self, peer: bytes, from_height: int, max_blocks: int, max_bytes: int):
         self.asked.append((peer, from_height))
         lie = self.liars.get(peer)
         if lie == "down":
@@ -152,7 +152,7 @@ def test_catch_up_asks_one_peer_at_a_time_and_skips_liars(fx: Fixture) -> None:
 
     # a peer that is down is skipped too; a second run after the chain grew continues from the tip
     fake2 = FakePeers(blocks, qcs, {peers[0]: "down", peers[1]: "down"})
-    cu._fetch = fake2.fetch  # noqa: SLF001 - same catch-up object, new network state
+    cu._fetch = fake2.fetch
     assert asyncio.run(cu.run()) == 4
     assert delivered[-1].block.header.height == 13
     assert all(h >= 10 for _, h in fake2.asked)

@@ -59,7 +59,7 @@ class Replica:
             "--log-level", os.environ.get("ZKPOT_TEST_LOG_LEVEL", "INFO"),
             *[f"--peer={p}" for p in peers],
         ]  # fmt: skip
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

@@ -56,7 +56,7 @@ def test_the_simulator_catches_a_one_chain_commit_rule(monkeypatch: pytest.Monke
     """Guard against a simulator that cannot fail: commit a block as soon as it is certified
     (1-chain, unsafe under Twins) and the known-bad seeds must show a fork."""
 
-    def one_chain(self: BlockStore, qc) -> bytes | None:  # noqa: ANN001
+    def one_chain(self: BlockStore, qc) -> bytes | None:
         block = self.get(qc.block_hash)
         if block is None or block.header.height <= self.committed_height:
             return None
@@ -91,7 +91,7 @@ def test_replicas_that_lose_their_data_dir_rejoin_safely() -> None:
 
 
 
-def test_a_stale_timer_does_not_time_out_the_view_a_tc_just_opened(tmp_path) -> None:  # noqa: ANN001
+def test_a_stale_timer_does_not_time_out_the_view_a_tc_just_opened(tmp_path) -> None:
     """Issue 19.3, reproduced deterministically: the view timer runs out while a handler holds the
     core's lock, and that handler moves the replica to the next view with a TC. The expiry handler,
     when it gets the lock, must not time out the view the TC just opened (it used to: the replica

@@ -397,7 +397,7 @@ def test_tx_checker_batches_caches_and_refuses(fx: Fixture) -> None:
     calls: list[int] = []
 
     class VerifierDouble(verifier_pb2_grpc.VerifierServicer):
-        async def Verify(self, request, context):  # noqa: N802
+        async def Verify(self, request, context):
             calls.append(len(request.txs))
             await asyncio.sleep(0.2)
             out = verifier_pb2.VerifyResponse()

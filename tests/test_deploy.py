@@ -80,7 +80,7 @@ def promtool() -> str:
     return found
 
 
-def kv():  # noqa: ANN201 - the kubernetes_validate module
+def kv():
     if importlib.util.find_spec("kubernetes_validate") is None:
         pytest.skip("needs kubernetes-validate (pip install kubernetes-validate)")
     import kubernetes_validate
@@ -842,7 +842,7 @@ def test_prometheus_operator_component(tmp_path):
 
 # ---- Grafana --------------------------------------------------------------------------------
 
-def _build_dashboards():  # noqa: ANN202 - the build_dashboards module
+def _build_dashboards():
     spec = importlib.util.spec_from_file_location("build_dashboards", DEPLOY / "grafana" / "build_dashboards.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -129,7 +129,7 @@ def _query_dashboards(prometheus: str) -> dict[str, list[str]]:
                 key = f"{path.stem} / {panel['title']} / {target['expr']}"
                 try:
                     body = json.loads(urllib.request.urlopen(url, timeout=10).read())
-                except Exception as exc:  # noqa: BLE001 - report every failure
+                except Exception as exc:
                     results[key] = [f"query failed: {exc}"]
                     continue
                 problems = []
@@ -214,7 +214,7 @@ def test_every_dashboard_query_returns_data(devnet: tuple[Path, dict, int]) -> N
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "zkpot.cli", *args], stdout=open(log, "wb"),  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "zkpot.cli", *args], stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT)
 
 

@@ -16,7 +16,7 @@ from zkpot.ports import ports_in_use
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_plan_ports_are_the_ports_make_plan_assigns(tmp_path) -> None:  # noqa: ANN001
+def test_plan_ports_are_the_ports_make_plan_assigns(tmp_path) -> None:
     plan = make_plan(tmp_path, 4, 5, 31000)
     assert sorted(plan_ports(31000, 4, 5)) == sorted(plan.ports())
 
@@ -76,7 +76,7 @@ def _squat_a_ledger_port() -> Iterator[tuple[int, socket.socket]]:
     raise RuntimeError("no port to squat")
 
 
-def test_a_run_that_cannot_start_leaves_the_last_devnet_untouched(tmp_path) -> None:  # noqa: ANN001
+def test_a_run_that_cannot_start_leaves_the_last_devnet_untouched(tmp_path) -> None:
     data = tmp_path / "devnet-data"
     (data / "nodes" / "v0" / "ledger").mkdir(parents=True)
     (data / MARKER).write_text("made by zkpot devnet; safe to delete\n")
@@ -94,7 +94,7 @@ def test_a_run_that_cannot_start_leaves_the_last_devnet_untouched(tmp_path) -> N
     assert (data / "report.json").read_text() == '{"ok": true}'
 
 
-def test_a_rerun_refuses_to_delete_a_ledger_another_process_holds(tmp_path) -> None:  # noqa: ANN001
+def test_a_rerun_refuses_to_delete_a_ledger_another_process_holds(tmp_path) -> None:
     """A hand-started `zkpot ledger serve` on the last devnet's ledger: the rerun must not delete its
     files (issue 20.1); it says who holds what, and changes nothing."""
     from chain_factory import make_genesis

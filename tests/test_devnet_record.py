@@ -15,20 +15,20 @@ class GatedLedger:
         self.gate = asyncio.Event()
         self.model_requests = 0
 
-    async def GetRound(self, req, timeout=None):  # noqa: ANN001,ANN201,N802
+    async def GetRound(self, req, timeout=None):
         return ledger_pb2.RoundSummary(round=req.round, closed=True, close_height=7, next_global_model_cid="cid")
 
-    def GetModel(self, req, timeout=None):  # noqa: ANN001,ANN201,N802
-        async def chunks():  # noqa: ANN202
+    def GetModel(self, req, timeout=None):
+        async def chunks():
             self.model_requests += 1
             await self.gate.wait()
             yield ledger_pb2.ModelChunk(data=b"model")
         return chunks()
 
-    async def LeaderSchedule(self, req, timeout=None):  # noqa: ANN001,ANN201,N802
+    async def LeaderSchedule(self, req, timeout=None):
         return ledger_pb2.LeaderScheduleResponse(leaders=[b"v0"], scores=[5])
 
-    async def GetBlocks(self, req, timeout=None):  # noqa: ANN001,ANN201,N802
+    async def GetBlocks(self, req, timeout=None):
         return ledger_pb2.GetBlocksResponse()
 
 
@@ -42,7 +42,7 @@ def _net() -> SimpleNamespace:
     )
 
 
-def test_cancelled_recording_leaves_the_round_unrecorded_then_records_it(monkeypatch) -> None:  # noqa: ANN001
+def test_cancelled_recording_leaves_the_round_unrecorded_then_records_it(monkeypatch) -> None:
     monkeypatch.setattr(adapters, "global_accuracy", lambda task_dir, model: (0.75, 0.7))
     net, ledger = _net(), GatedLedger()
 

@@ -363,7 +363,7 @@ class Cluster:
         return mounts
 
     @staticmethod
-    def _write(path: Path, files: dict[str, bytes], mode: int, transform) -> None:  # noqa: ANN001
+    def _write(path: Path, files: dict[str, bytes], mode: int, transform) -> None:
         path.mkdir(parents=True, exist_ok=True)
         for key, data in files.items():
             (path / key).parent.mkdir(parents=True, exist_ok=True)
@@ -510,7 +510,7 @@ class Cluster:
         def run(pod: Pod) -> None:
             try:
                 self.run_pod(pod)
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in pods]
@@ -567,7 +567,7 @@ def _grpc_health(target: str, service: str, timeout: float) -> bool:
     return resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def _tls_channel(cluster: Cluster, address: str, port: int, name: str):  # noqa: ANN202 - grpc.Channel
+def _tls_channel(cluster: Cluster, address: str, port: int, name: str):
     """A client's channel (Secret zkpot-client-tls) to `address`, checking the certificate names `name`."""
     import grpc
 
@@ -638,7 +638,7 @@ def _wait_for_rounds(cluster: Cluster, n_participants: int) -> None:
                     continue
                 try:
                     summary = stub.GetRound(ledger_pb2.GetRoundRequest(round=r), timeout=10)
-                except Exception:  # noqa: BLE001 - not open yet, or the ledger is busy
+                except Exception:
                     break
                 if not summary.closed:
                     break

@@ -31,7 +31,7 @@ def test_only_qualified_validators_lead_in_proportion_to_their_scores() -> None:
     assert shares[KEYS[3]] == 0.0 and abs(sum(shares.values()) - 1.0) < 1e-9
 
 
-def _runs(seq):  # noqa: ANN001, ANN202
+def _runs(seq):
     from itertools import groupby
 
     return (list(g) for _, g in groupby(seq))
@@ -65,7 +65,7 @@ def test_a_crashed_qualified_leader_is_skipped_in_the_weighted_cycle() -> None:
     assert set(led) == {KEYS[1], KEYS[2]}
 
 
-def test_f_crashed_validators_with_the_top_scores_do_not_stall_the_chain(monkeypatch) -> None:  # noqa: ANN001
+def test_f_crashed_validators_with_the_top_scores_do_not_stall_the_chain(monkeypatch) -> None:
     """n = 4, f = 1: the validator that is down holds the best proven score (it would lead 8 of every
     19 views); the chain keeps committing, it costs one timeout, and the unqualified validator never
     proposes a committed block."""
@@ -79,7 +79,7 @@ def test_f_crashed_validators_with_the_top_scores_do_not_stall_the_chain(monkeyp
     min_correct = int(fx.genesis.manifest.min_correct)
     scores = [min_correct + 6, min_correct + 2, min_correct, 0]
 
-    async def leader_schedule(self) -> ledger_pb2.LeaderScheduleResponse:  # noqa: ANN001
+    async def leader_schedule(self) -> ledger_pb2.LeaderScheduleResponse:
         # as the ledger records it: genesis order until the epoch activates (ACTIVATION_LAG after the
         # round closed), every replica holding the new schedule well before
         return ledger_pb2.LeaderScheduleResponse(epoch=1, activation_view=10, leaders=ranked, scores=scores,

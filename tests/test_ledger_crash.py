@@ -154,7 +154,7 @@ def test_group_commit_writes_every_block_or_none(tmp_path):
         group = [led.prepare(r) for r in reqs[:3]]
         real = led.store.commit_group
 
-        def failing(commits, extra_meta=None):  # noqa: ANN001, ANN202
+        def failing(commits, extra_meta=None):
             raise OSError("disk full")
 
         led.store.commit_group = failing  # type: ignore[method-assign]

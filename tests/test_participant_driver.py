@@ -33,7 +33,7 @@ def _unavailable(details: str = "down") -> grpc.aio.AioRpcError:
 class FakeChain:
     """Rounds, committed transactions and admission, as the validators would show them."""
 
-    def __init__(self, genesis, n_validators: int = 2) -> None:  # noqa: ANN001
+    def __init__(self, genesis, n_validators: int = 2) -> None:
         self.genesis = genesis
         self.endpoints = [Endpoint(f"v{i}:1", f"v{i}:2") for i in range(n_validators)]
         self.index = 0
@@ -145,8 +145,8 @@ class FakeProver:
     def __init__(self, delay_s: float = 0.0, fail: int = 0) -> None:
         self.delay_s, self.fail, self.calls = delay_s, fail, 0
 
-    def ProveRound(self, request: prover_pb2.ProveRoundRequest, timeout: float = 0):  # noqa: ANN201, N802
-        async def stream():  # noqa: ANN202
+    def ProveRound(self, request: prover_pb2.ProveRoundRequest, timeout: float = 0):
+        async def stream():
             self.calls += 1
             yield prover_pb2.ProveRoundProgress(stage="training")
             await asyncio.sleep(self.delay_s)
@@ -176,7 +176,7 @@ def fake() -> FakeChain:
     return f
 
 
-async def _until(cond, timeout_s: float = 5.0) -> None:  # noqa: ANN001
+async def _until(cond, timeout_s: float = 5.0) -> None:
     for _ in range(int(timeout_s / 0.01)):
         if cond():
             return
@@ -291,7 +291,7 @@ def test_a_round_that_closes_while_proving_is_given_up(tmp_path: Path, fake: Fak
     assert not fake.submissions, "a late proof was submitted"
 
 
-def test_a_prover_that_dies_mid_proof_is_retried(tmp_path: Path, fake: FakeChain, monkeypatch) -> None:  # noqa: ANN001
+def test_a_prover_that_dies_mid_proof_is_retried(tmp_path: Path, fake: FakeChain, monkeypatch) -> None:
     monkeypatch.setattr(rounds_mod, "PROVER_BACKOFF_S", (0.01, 0.01, 0.01))
     prover = FakeProver(fail=2)
 
@@ -345,7 +345,7 @@ def test_experiment_behaviours_copy_and_silent(tmp_path: Path, fake: FakeChain) 
     assert silent.state.get(1).stage == "skipped" and len(fake.submissions) == n_sent
 
 
-def test_an_unexpected_error_is_retried_not_a_crash(tmp_path: Path, fake: FakeChain, monkeypatch) -> None:  # noqa: ANN001
+def test_an_unexpected_error_is_retried_not_a_crash(tmp_path: Path, fake: FakeChain, monkeypatch) -> None:
     """A surprise in a round (here: the model fetch fails once) is logged and the round picked up
     again from the chain; the driver does not die (a dead driver would be a crash loop)."""
     monkeypatch.setattr(rounds_mod, "ERROR_BACKOFF_S", 0.01)

@@ -55,7 +55,7 @@ def test_a_missing_key_or_bad_validator_flag_is_refused(world: dict) -> None:
 
 
 class OtherTaskProver(prover_pb2_grpc.ProverServicer):
-    def Info(self, request, context):  # noqa: ANN001, ANN201, N802
+    def Info(self, request, context):
         return prover_pb2.ProverInfo(task_id=b"\x07" * 32, shard_samples=10, test_set_shards=1)
 
 

@@ -67,7 +67,7 @@ def net(tmp_path_factory):
         stop_all([replica, ledger])
 
 
-def refused(call, msg, reason: str, net: Net) -> None:  # noqa: ANN001 - a stub method
+def refused(call, msg, reason: str, net: Net) -> None:
     before = net.rejected(reason)
     with pytest.raises(grpc.RpcError) as err:
         call(msg, timeout=10)
@@ -295,7 +295,7 @@ def test_a_throttled_peers_bodies_are_refused_before_they_are_parsed(net: Net) -
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()  # not parsed any more
 
 
-def test_junk_traffic_does_not_hurry_a_live_rounds_deadline(tmp_path) -> None:  # noqa: ANN001
+def test_junk_traffic_does_not_hurry_a_live_rounds_deadline(tmp_path) -> None:
     """Issue 19.5 on real processes: a member sends 20 payloads a second to a live chain (one
     validator, so every block commits at once) whose task closes a round after 5 blocks *and* 12 s
     of chain time. Blocks come many times faster than idle, yet round 1 stays open until the chain

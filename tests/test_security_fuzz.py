@@ -53,7 +53,7 @@ class Method:
     client_streaming: bool = False
 
 
-def methods(module, service: str) -> list[Method]:  # noqa: ANN001 - a *_pb2 module
+def methods(module, service: str) -> list[Method]:
     from google.protobuf import message_factory
 
     desc = module.DESCRIPTOR.services_by_name[service]

@@ -151,7 +151,7 @@ def _listen_addresses(port: int) -> set[str]:
 
 
 @pytest.mark.parametrize("env_addr, expected", [(None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])
-def test_metrics_listen_on_loopback_unless_told_otherwise(env_addr, expected) -> None:  # noqa: ANN001
+def test_metrics_listen_on_loopback_unless_told_otherwise(env_addr, expected) -> None:
     """/metrics has no TLS: a service process exposes it beyond loopback only when configured to."""
     import os
     import subprocess
@@ -178,7 +178,7 @@ def test_metrics_listen_on_loopback_unless_told_otherwise(env_addr, expected) ->
         proc.wait()
 
 
-def test_run_tree_kills_the_whole_process_group_on_timeout(tmp_path) -> None:  # noqa: ANN001
+def test_run_tree_kills_the_whole_process_group_on_timeout(tmp_path) -> None:
     """A timed-out test command must not leave what it started running (issue 20.4)."""
     import os
     import subprocess

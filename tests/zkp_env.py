@@ -105,7 +105,7 @@ def sharded_env() -> ShardedEnv:
 
 
 def start_service(args: list[str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "w")  # noqa: SIM115 - closed with the process
+    log = open(log_path, "w")
     return subprocess.Popen([sys.executable, "-m", "zkpot.cli", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

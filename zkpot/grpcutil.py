@@ -101,7 +101,7 @@ def peer_id(context: grpc.aio.ServicerContext) -> str:
     """
     try:
         auth = context.auth_context()
-    except Exception:  # noqa: BLE001 - no auth context: plaintext
+    except Exception:
         auth = {}
     cn = auth.get("x509_common_name") if auth else None
     if cn:
@@ -199,7 +199,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
                 return raw
             try:
                 return deserialize(raw)
-            except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's fault
+            except Exception as exc:
                 log.debug("unparsable request to %s: %s", method, exc)
                 return _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: request does not parse: {exc}")
 
@@ -212,7 +212,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             inner_stream = handler.unary_stream
             if inspect.isasyncgenfunction(inner_stream):  # yields its responses
 
-                async def stream_behavior(request, context):  # noqa: ANN001, ANN202
+                async def stream_behavior(request, context):  # noqa: ANN001
                     if isinstance(request, _Refused):
                         await context.abort(request.code, request.message)
                     async for item in inner_stream(request, context):
@@ -220,7 +220,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
 
             elif inspect.iscoroutinefunction(inner_stream):  # writes with context.write (e.g. Health.Watch)
 
-                async def stream_behavior(request, context):  # noqa: ANN001, ANN202
+                async def stream_behavior(request, context):  # noqa: ANN001
                     if isinstance(request, _Refused):
                         await context.abort(request.code, request.message)
                     await inner_stream(request, context)
@@ -230,7 +230,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(stream_behavior, checked, handler.response_serializer)
         inner = handler.unary_unary
 
-        async def behavior(request, context):  # noqa: ANN001, ANN202
+        async def behavior(request, context):  # noqa: ANN001
             if isinstance(request, _Refused):
                 await context.abort(request.code, request.message)
             result = inner(request, context)
@@ -250,7 +250,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
                                 f"{method}: request of {len(data)} bytes exceeds this method's {limit}")
             return _Raw(data)
 
-        async def behavior(request, context):  # noqa: ANN001, ANN202
+        async def behavior(request, context):  # noqa: ANN001
             if isinstance(request, _Refused):
                 await context.abort(request.code, request.message)
             refusal = gate(context, len(request.data))
@@ -258,7 +258,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
             try:
                 parsed = deserialize(request.data) if deserialize is not None else request.data
-            except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's fault
+            except Exception as exc:
                 log.debug("unparsable request to %s: %s", method, exc)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: request does not parse: {exc}")
             result = inner(parsed, context)
@@ -273,7 +273,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         message, and the call ends with that message's status.
         (A handler that reads with context.read() instead of iterating is left unguarded.)"""
 
-        async def guarded(requests):  # noqa: ANN001, ANN202
+        async def guarded(requests):  # noqa: ANN001
             async for item in requests:
                 if isinstance(item, _Refused):
                     raise RequestRefused(item.code, item.message)
@@ -284,7 +284,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             if not inspect.isasyncgenfunction(inner):
                 return handler
 
-            async def bidi(requests, context):  # noqa: ANN001, ANN202
+            async def bidi(requests, context):  # noqa: ANN001
                 try:
                     async for item in inner(guarded(requests), context):
                         yield item
@@ -296,7 +296,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         if not inspect.iscoroutinefunction(inner_unary):
             return handler
 
-        async def client_stream(requests, context):  # noqa: ANN001, ANN202
+        async def client_stream(requests, context):  # noqa: ANN001
             try:
                 return await inner_unary(guarded(requests), context)
             except RequestRefused as exc:

@@ -53,10 +53,10 @@ class _Bound:
             for value in self._known:
                 self._metric.labels(**_identity, **{self._labels[0]: value})
 
-    def labels(self, **extra: str):  # noqa: ANN201 - prometheus child types
+    def labels(self, **extra: str):
         return self._metric.labels(**_identity, **extra)
 
-    def _child(self):  # noqa: ANN202
+    def _child(self):
         if self._labels:
             raise TypeError(f"{self._metric} needs labels {self._labels}")
         return self._metric.labels(**_identity)
@@ -70,7 +70,7 @@ class _Bound:
     def observe(self, value: float) -> None:
         self._child().observe(value)
 
-    def time(self):  # noqa: ANN201
+    def time(self):
         return self._child().time()
 
 

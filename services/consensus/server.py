@@ -93,14 +93,14 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"rate limited: {peer} is over {limit.rate:.0f} txs/s (retry in {wait:.2f}s)")
 
-    async def SubmitTx(  # noqa: N802 - gRPC method name
+    async def SubmitTx(
         self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.SubmitTxResponse:
         await self._txs(request, context, self.submit_limit)
         results = await self._admit(list(request.txs), context, self.submit_limit, gossip=True)
         return consensus_pb2.SubmitTxResponse(results=results)
 
-    async def GossipTxs(  # noqa: N802
+    async def GossipTxs(
         self, request: consensus_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.Ack:
         await self._txs(request, context, self.gossip_limit)
@@ -158,7 +158,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             while len(self.trusted) > TRUSTED_PEERS:
                 self.trusted.popitem(last=False)
 
-    async def Propose(  # noqa: N802
+    async def Propose(
         self, request: consensus_pb2.Proposal, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.Ack:
         if not request.HasField("block"):
@@ -168,7 +168,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(rejected))
         return consensus_pb2.Ack()
 
-    async def SendVote(  # noqa: N802
+    async def SendVote(
         self, request: consensus_pb2.Vote, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.Ack:
         try:
@@ -177,7 +177,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             await self._reject(context, exc)
         return consensus_pb2.Ack()
 
-    async def SendTimeout(  # noqa: N802
+    async def SendTimeout(
         self, request: consensus_pb2.Timeout, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.Ack:
         try:
@@ -186,7 +186,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             await self._reject(context, exc)
         return consensus_pb2.Ack()
 
-    async def FetchBlocks(  # noqa: N802
+    async def FetchBlocks(
         self, request: consensus_pb2.FetchBlocksRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.FetchBlocksResponse:
         limit = min(request.max_blocks or 64, MAX_FETCH_BLOCKS)
@@ -206,7 +206,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, "block unknown to this replica")
         return consensus_pb2.FetchBlocksResponse(blocks=blocks)
 
-    async def Status(  # noqa: N802
+    async def Status(
         self, request: consensus_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.StatusResponse:
         return self.core.status()

@@ -218,7 +218,7 @@ async def receive_backup(
                 if not safe_file_name(fc.path) or fc.path in sizes:
                     raise BackupError(f"backup stream: bad or repeated file name {fc.path!r}")
                 sizes[fc.path] = fc.file_size
-                current = (fc.path, open(staged / fc.path, "wb"))  # noqa: SIM115 - closed in finish_file
+                current = (fc.path, open(staged / fc.path, "wb"))
             name, f = current
             if fc.offset != f.tell() or fc.file_size != sizes[name]:
                 raise BackupError(f"backup stream: {name} chunk at {fc.offset} out of order")

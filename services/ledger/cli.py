@@ -137,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _commitments(task_dir: Path | None, genesis: Genesis):  # noqa: ANN202 - services.ledger.masking.Commitments | None
+def _commitments(task_dir: Path | None, genesis: Genesis):
     """The task's commitment scheme for secure aggregation (None for plain tasks or without --task-dir;
     the state machine refuses a secure task without it)."""
     from services.ledger.state import GenesisError

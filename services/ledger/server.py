@@ -179,7 +179,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             self.m.appends.labels(result="already_present").inc()
         return resp
 
-    async def Append(  # noqa: N802 - gRPC method name
+    async def Append(
         self, request: ledger_pb2.AppendRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.AppendResponse:
         start = time.perf_counter()
@@ -188,7 +188,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             self.m.append_seconds.observe(time.perf_counter() - start)
         return resp
 
-    async def AppendStream(  # noqa: N802
+    async def AppendStream(
         self, request_iterator: AsyncIterator[ledger_pb2.AppendRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ledger_pb2.AppendResponse]:
         """Appends in stream order, up to PIPELINE of them in flight; one response each, in order,
@@ -215,7 +215,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
 
     # -- chain reads ---------------------------------------------------------------------------
 
-    async def Head(  # noqa: N802
+    async def Head(
         self, request: ledger_pb2.HeadRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.HeadResponse:
         head = self.ledger.head
@@ -228,7 +228,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             current_round=head.current_round,
         )
 
-    async def GetBlock(  # noqa: N802
+    async def GetBlock(
         self, request: ledger_pb2.GetBlockRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.StoredBlock:
         which = request.WhichOneof("key")
@@ -249,7 +249,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             )
         return sb
 
-    async def GetBlocks(  # noqa: N802
+    async def GetBlocks(
         self, request: ledger_pb2.GetBlocksRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.GetBlocksResponse:
         limit = min(request.limit or DEFAULT_BLOCKS, MAX_BLOCKS)
@@ -265,7 +265,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             size += len(raw)
         return resp
 
-    async def GetTx(  # noqa: N802
+    async def GetTx(
         self, request: ledger_pb2.GetTxRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.GetTxResponse:
         if len(request.tx_id) != HASH_LEN:
@@ -280,7 +280,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
 
     # -- state reads ---------------------------------------------------------------------------
 
-    async def GetTask(  # noqa: N802
+    async def GetTask(
         self, request: ledger_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.GetTaskResponse:
         task = self.ledger.task()
@@ -289,7 +289,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id.hex()} on this chain")
         return task
 
-    async def GetRound(  # noqa: N802
+    async def GetRound(
         self, request: ledger_pb2.GetRoundRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.RoundSummary:
         round_ = self.ledger.resolve_round(request.round)
@@ -298,7 +298,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             await self._round_not_opened(round_, context)
         return summary
 
-    async def GetScores(  # noqa: N802
+    async def GetScores(
         self, request: ledger_pb2.GetScoresRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.GetScoresResponse:
         round_ = self.ledger.resolve_round(request.round)
@@ -311,7 +311,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         current = self.ledger.current_round()
         await context.abort(grpc.StatusCode.NOT_FOUND, f"round {round_} has not opened (current round {current})")
 
-    async def GetModel(  # noqa: N802
+    async def GetModel(
         self, request: ledger_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ledger_pb2.ModelChunk]:
         try:
@@ -330,14 +330,14 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         for off in range(0, total, chunk):
             yield ledger_pb2.ModelChunk(data=data[off : off + chunk], total_size=total)
 
-    async def LeaderSchedule(  # noqa: N802
+    async def LeaderSchedule(
         self, request: ledger_pb2.LeaderScheduleRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.LeaderScheduleResponse:
         sched = self.ledger.schedule()
         assert sched is not None  # written at genesis
         return sched
 
-    async def StreamBlocks(  # noqa: N802
+    async def StreamBlocks(
         self, request: ledger_pb2.StreamBlocksRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ledger_pb2.StoredBlock]:
         """Blocks from from_height up to the head, then each new block, until the client cancels."""
@@ -359,7 +359,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
 
     # -- admin ---------------------------------------------------------------------------------
 
-    async def Backup(  # noqa: N802
+    async def Backup(
         self, request: ledger_pb2.BackupRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ledger_pb2.BackupChunk]:
         """Checkpoint RocksDB (appends go on meanwhile) and stream the checkpoint's files."""

@@ -142,7 +142,7 @@ class RoundDriver:
                 await self.play(r)
             except (asyncio.CancelledError, StartupError):
                 raise
-            except Exception as exc:  # noqa: BLE001 - a surprise (a ledger answering NOT_FOUND mid fail-over,
+            except Exception as exc:
                 # say) must not become a crash loop: say it, wait, and pick the round up again from the chain
                 m.errors.labels(kind=type(exc).__name__[:40]).inc()
                 log.exception("round=%d event=error kind=%s: retrying in %ss", r, type(exc).__name__, ERROR_BACKOFF_S)

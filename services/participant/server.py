@@ -42,7 +42,7 @@ class ParticipantServicer(participant_pb2_grpc.ParticipantServicer):
     def __init__(self, driver: RoundDriver) -> None:
         self.driver = driver
 
-    async def Status(  # noqa: N802 - gRPC method name
+    async def Status(
         self, request: participant_pb2.ParticipantStatusRequest, context: grpc.aio.ServicerContext
     ) -> participant_pb2.ParticipantStatus:
         d = self.driver

@@ -110,7 +110,7 @@ class ParticipantState:
                 rec = RoundRecord(**{k: v for k, v in raw.items() if k in known})
                 for kind in rec.txs:
                     rec.tx(kind)  # parse now: a damaged record fails the start, not a later resend
-            except Exception as exc:  # noqa: BLE001 - JSON, base64 and protobuf errors alike
+            except Exception as exc:
                 raise StateDirError(f"{path} is unreadable ({exc}); the participant will not guess what it "
                                     "already sent for that round") from exc
             self.records[rec.round] = rec

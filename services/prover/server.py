@@ -68,7 +68,7 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
         self.lock = asyncio.Lock()
         self.m = _Metrics()
 
-    async def _run(self, fn, *args):  # noqa: ANN001, ANN202 - thin executor wrapper
+    async def _run(self, fn, *args):  # noqa: ANN001 - thin executor wrapper
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def _check(self, request: prover_pb2.ProveRoundRequest) -> tuple[grpc.StatusCode, str] | None:
@@ -99,7 +99,7 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
             return grpc.StatusCode.FAILED_PRECONDITION, f"global_model: {exc}"
         return None
 
-    async def ProveRound(  # noqa: N802 - gRPC method name
+    async def ProveRound(
         self, request: prover_pb2.ProveRoundRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[prover_pb2.ProveRoundProgress]:
         bad = self._check(request)
@@ -163,7 +163,7 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
                     pass
 
 
-    async def Info(  # noqa: N802 - gRPC method name
+    async def Info(
         self, request: prover_pb2.ProverInfoRequest, context: grpc.aio.ServicerContext
     ) -> prover_pb2.ProverInfo:
         return prover_pb2.ProverInfo(task_id=self.task.task_id, shard_samples=self.shard_samples,

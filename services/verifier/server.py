@@ -94,7 +94,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         finally:
             del self.inflight[key]
 
-    async def Verify(  # noqa: N802 - gRPC method name
+    async def Verify(
         self, request: verifier_pb2.VerifyRequest, context: grpc.aio.ServicerContext
     ) -> verifier_pb2.VerifyResponse:
         if len(request.txs) > MAX_BATCH:

@@ -70,7 +70,7 @@ class ProcessGroup:
         return child
 
     def _spawn(self, child: Child) -> None:
-        log = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(child.log_path, "ab")
         # own session: a terminal Ctrl-C reaches only the orchestrator, which stops children in order
         child.popen = subprocess.Popen(
             child.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child.env,

@@ -9,7 +9,7 @@ STYLE = {"centralized": ("black", "--"), "fedavg": ("tab:orange", "-"), "zkpot":
          "zkpot-rule-sim": ("tab:blue", ":")}
 
 
-def _plt():  # noqa: ANN202
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")

@@ -164,7 +164,7 @@ def federated(config: ExperimentConfig, s: Setting, behaviours: dict[str, str], 
     return out
 
 
-def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN201
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - t0
