@@ -23,8 +23,11 @@ proto: install
 devnet: install
 	$(VENV)/bin/zkpot devnet $(ARGS)
 
+BUF_VERSION ?= 1.75.0
+
 lint: install
 	$(VENV)/bin/ruff check .
+	tools/buf-check.sh $(BUF_VERSION)
 
 # -rs: say why anything was skipped. The full suite: ~26 min on a 2-core machine (1,557 s, idle).
 test: install lint

@@ -134,6 +134,7 @@ def test_experiment_quick_end_to_end(tmp_path):
     assert "p0" not in r1["included"] and len(r1["included"]) >= 2
     assert r1["aggregation_rule"] == "fedavg-threshold(min_correct=4)"
     assert not r1["leader_is_attacker"] and r1["prove_s_mean"] > 0
+    assert abs(sum(r1["view_shares"].values()) - 1) < 0.01 and r1["view_shares"].get("v0", 0) == 0
     assert 0 < r1["accuracy"] <= 1 and "leadership" in results["targets"]
     assert "| zkpot-25% |" in (out / "results.md").read_text()
 
@@ -158,3 +159,18 @@ def test_summary_reports_the_attackers_share_of_leadership() -> None:
     assert r["attacker_view_share"] == 0.0 and r["attacker_block_share"] == 0.3
     (r,) = summarize(report, ExperimentConfig(out_dir=Path(".")), {"p1": "label_flip"})["rounds"]
     assert r["attacker_view_share"] == 0.4 and r["leader_is_attacker"]
+
+
+def test_the_leaders_plot_shows_each_validators_share_of_views(tmp_path):
+    """Issue 21: the plot stacks every validator's share of the next epoch's views per round."""
+    from zkpot.experiment import plots
+
+    def rnd(r: int, shares: dict[str, float]) -> dict:
+        return {"round": r, "view_shares": shares, "leader": "v1", "leader_operator": "p1", "leader_is_attacker": False}
+
+    results = {"config": {"validators": 4}, "scenarios": [
+        {"name": "zkpot-25%", "kind": "zkpot", "attackers": {"p0": "label_flip"},
+         "rounds": [rnd(1, {"v1": 0.4, "v2": 0.4, "v3": 0.2}), rnd(2, {"v1": 0.5, "v2": 0.25, "v3": 0.25})]},
+    ]}
+    path = plots.leaders(results, tmp_path / "leaders.png")
+    assert path is not None and path.stat().st_size > 1000

@@ -44,26 +44,36 @@ def accuracy(results: dict[str, Any], path: Path) -> Path:
 
 
 def leaders(results: dict[str, Any], path: Path) -> Path | None:
+    """Per ZKPoT run, each round's share of the next epoch's views by validator (stacked): red
+    segments are validators whose operators are attackers, green honest ones (issue 21: a share,
+    not only who leads first)."""
     plt = _plt()
-    from matplotlib.ticker import MaxNLocator
     runs = [sc for sc in results["scenarios"] if sc["kind"] == "zkpot"]
     if not runs:
         return None
     n_validators = results["config"]["validators"]
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    width = 0.8 / len(runs)
-    for i, sc in enumerate(runs):
-        rounds = [r["round"] + (i - (len(runs) - 1) / 2) * width for r in sc["rounds"]]
-        idx = [int(r["leader"][1:]) if r["leader"] else -1 for r in sc["rounds"]]
-        colors = ["tab:red" if r["leader_is_attacker"] else "tab:green" for r in sc["rounds"]]
-        ax.scatter(rounds, idx, c=colors, marker="os^dv"[i % 5], s=60, label=sc["name"], edgecolors="black")
-    ax.set_yticks(range(n_validators), [f"v{j} (p{j})" for j in range(n_validators)])
-    ax.set_xlabel("round closed (leader of the next epoch)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("first leader")
-    ax.set_title("leader per round: green = honest operator, red = attacker")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs) + 0.5, 3.6), sharey=True, squeeze=False)
+    greens, reds = plt.get_cmap("Greens"), plt.get_cmap("Reds")
+    for ax, sc in zip(axes[0], runs, strict=True):
+        rounds = [r["round"] for r in sc["rounds"]]
+        bottom = [0.0] * len(rounds)
+        for j in range(n_validators):
+            name = f"v{j}"
+            shares = [100 * (r.get("view_shares") or {}).get(name, 0.0) for r in sc["rounds"]]
+            if not any(shares):
+                continue
+            attacker = f"p{j}" in (sc.get("attackers") or {})  # validator v<j> is operated by participant p<j>
+            shade = (reds if attacker else greens)(0.45 + 0.5 * j / max(1, n_validators - 1))
+            ax.bar(rounds, shares, bottom=bottom, color=shade, edgecolor="black", linewidth=0.4,
+                   label=f"{name} (p{j}{', attacker' if attacker else ''})")
+            bottom = [b + x for b, x in zip(bottom, shares, strict=True)]
+        ax.set_title(sc["name"], fontsize=9)
+        ax.set_xlabel("round closed (views of the next epoch)")
+        ax.set_xticks(rounds)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=6, loc="lower left")
+    axes[0][0].set_ylabel("share of views led (%)")
+    fig.suptitle("who leads: share of views per validator (red = attacker's operator)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

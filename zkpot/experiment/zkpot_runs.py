@@ -119,6 +119,7 @@ def summarize(report: dict[str, Any], config: ExperimentConfig, behaviours: dict
             "leader_score": r["next_leader_scores"][0] if r["next_leader_scores"] else 0,
             # issue 21: the share of the next epoch's views, and of this round's committed blocks, that
             # validators operated by attackers lead (0 while f+1 honest operators' participants qualify)
+            "view_shares": dict(r.get("next_view_shares") or {}),
             "attacker_view_share": round(sum(share for v, share in (r.get("next_view_shares") or {}).items()
                                              if leader_operator(v, config) in behaviours), 3),
             "attacker_block_share": _share(r.get("blocks_proposed") or {},
