@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run federated learning under attack on the digits data: centralized training and plain FedAvg "
         "(in process) and ZKPoT (a real devnet per scenario) at each attacker fraction; write results.json, "
-        "results.md and PNG plots (accuracy per round, leader per round, proof time per round)."
+        "results.md and PNG plots (accuracy per round, validators' shares of views per round, proof time per round)."
     )
     parser.add_argument("--out", type=Path, default=Path("experiment-out"), help="output folder")
     parser.add_argument("--participants", type=int, default=None, help="participants (default 10; --quick 4)")
