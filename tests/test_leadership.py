@@ -1,6 +1,7 @@
 """Issue 21: proven accuracy decides who leads. Only validators whose participants qualified lead
-(while at least f+1 did), each in proportion to its proven score; fewer than f+1 qualified widens
-the rotation to everyone; a qualified leader that crashes is skipped; f crashed validators holding
+(while at least 2f+1 did), each in proportion to its proven score unless f of them would hold half
+the turns; fewer qualified widen the rotation to the 2f+1 best ranked; a qualified leader that
+crashes is skipped; f crashed validators holding
 the top scores cannot stall the chain (simulator)."""
 
 from __future__ import annotations
@@ -37,11 +38,23 @@ def _runs(seq):
     return (list(g) for _, g in groupby(seq))
 
 
-def test_fewer_than_f_plus_one_qualified_widens_to_everyone() -> None:
-    leaders, scores = KEYS[:7], (14, 13, 2, 1, 0, 0, 0)  # f = 2: two qualified are not enough
-    assert schedule.rotation(leaders, scores, 10, 2) == leaders
-    assert schedule.rotation(leaders, (14, 13, 12, 1, 0, 0, 0), 10, 2) != leaders  # three are
-    assert schedule.rotation(leaders, (0,) * 7, 10, 2) == leaders  # genesis: plain rotation
+def test_fewer_than_2f_plus_one_qualified_widens_to_the_2f_plus_one_best() -> None:
+    leaders = KEYS[:7]  # f = 2
+    assert schedule.rotation(leaders, (14, 13, 2, 1, 0, 0, 0), 10, 2) == leaders[:5]  # two: not enough
+    assert schedule.rotation(leaders, (14, 13, 12, 11, 0, 0, 0), 10, 2) == leaders[:5]  # four: still not
+    assert set(schedule.rotation(leaders, (14, 13, 12, 11, 10, 0, 0), 10, 2)) == set(leaders[:5])  # five
+    assert schedule.rotation(leaders, (0,) * 7, 10, 2) == leaders  # genesis: everyone
+
+
+def test_f_heavy_leaders_never_hold_half_the_turns() -> None:
+    """Two live leaders must get adjacent turns whichever f crash: the f largest weights stay below
+    the rest, else every qualified validator gets one turn."""
+    leaders = KEYS[:4]  # f = 1
+    cycle = schedule.rotation(leaders, (16, 6, 6, 0), 6, 1)  # weights 8, 3, 3: 8 >= 6
+    assert sorted(Counter(cycle).values()) == [1, 1, 1]
+    for f_dead in ({KEYS[0]}, {KEYS[1]}, {KEYS[2]}):
+        live = [v not in f_dead for v in cycle + cycle[:1]]
+        assert any(a and b for a, b in zip(live, live[1:], strict=False)), (f_dead, cycle)
 
 
 def test_a_crashed_qualified_leader_is_skipped_in_the_weighted_cycle() -> None:
@@ -101,3 +114,30 @@ def test_f_crashed_validators_with_the_top_scores_do_not_stall_the_chain(monkeyp
     failed = {fv for s in live for _, fv in s.core.leaders._evidence if fv >= 10}
     # its turns before the first failure was committed: 8 of every 19 views are its, so up to 2
     assert len(failed) <= 2, sorted(failed)
+
+
+def test_two_qualified_with_the_heavier_one_dead_does_not_stall_the_chain(monkeypatch) -> None:
+    """The hole this rule closes (simulator, n = 4): two validators qualified and the one with the
+    larger weight crashed. Weighted, the live one never had two turns in a row, so nothing
+    committed, the crash never reached committed data, and the chain stopped at height 7."""
+    seed = 3
+    sc = Scenario(seed=seed, n=4, byzantine="down", drop=0.0, delay_s=0.002, partitions=(), gst_s=0.5, end_s=6.0)
+    fx = fixture(4)
+    down = random.Random(f"run-{seed}").randrange(4)
+    keys = [v.public_key for v in fx.genesis.validators]
+    honest = [k for i, k in enumerate(keys) if i != down]
+    ranked = [keys[down], *honest]
+    mc = int(fx.genesis.manifest.min_correct)
+
+    async def leader_schedule(self) -> ledger_pb2.LeaderScheduleResponse:
+        return ledger_pb2.LeaderScheduleResponse(epoch=1, activation_view=10, leaders=ranked,
+                                                 scores=[mc + 6, mc, 0, 0], previous_leaders=keys,
+                                                 previous_activation_view=0)
+
+    from consensus_sim import SimLedger
+
+    monkeypatch.setattr(SimLedger, "leader_schedule", leader_schedule)
+    result = run_scenario(sc, fx)
+    assert not result.problems, result.problems
+    live = [s for s in result.honest if s.core is not None]
+    assert min(s.ledger.height for s in live) > 20, [s.ledger.height for s in live]

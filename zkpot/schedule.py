@@ -8,12 +8,18 @@ from view V + ACTIVATION_LAG: every replica has committed the closing block long
 that view, so all derive the same leader for every view. Before any round closes: genesis order.
 
 Leadership (issue 21; `rotation`): proven contribution decides *how often* a validator leads,
-not only in which order. When at least f+1 validators qualified in the epoch's round, only they
+not only in which order. When at least 2f+1 validators qualified in the epoch's round, only they
 lead, each in proportion to its proven score (WEIGHT_LEVELS levels of the best score, at least
 1), interleaved by smooth weighted round-robin so no validator leads long runs; a validator whose
-participant proved nothing, or too little, leads no view at all. With fewer than f+1 qualified
-the rotation widens to every validator in ranked order (plain round-robin): f qualified crashed
-leaders could otherwise stall the chain. A qualified leader that crashes is skipped by
+participant proved nothing, or too little, leads no view at all. Liveness needs more than that:
+a 2-chain commit needs two certified views in a row, and a crashed leader is skipped only once
+its failure is in a committed block, so a cycle in which f crashed leaders hold so many turns
+that no two live ones are adjacent never commits again (found in the simulator: n = 4, two
+qualified, the heavier one crashed: the chain stopped at height 7). Hence: weights only when the
+f largest sum to less than the rest (then live turns outnumber dead ones and two are adjacent),
+else equal turns among the qualified; with 1..2f qualified the cycle is the 2f+1 best ranked,
+one turn each (qualified first; f+1 of those are live); with none, every validator in turn.
+A qualified leader that crashes is skipped by
 services.consensus.leader's rule as before. The score is the last closed round's only: a
 validator whose participant stops proving loses its turns at the next epoch.
 """
@@ -67,12 +73,20 @@ def weights(scores: Sequence[int], min_correct: int) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=64)
 def rotation(leaders: tuple[bytes, ...], scores: tuple[int, ...], min_correct: int, f: int) -> tuple[bytes, ...]:
-    """The cycle of leaders for an epoch: the qualified ones, weighted (smooth weighted round-robin,
-    ties to the better ranked), when at least f+1 qualified; else every validator in ranked order."""
+    """The cycle of leaders for an epoch (module docstring): the qualified ones, weighted (smooth
+    weighted round-robin, ties to the better ranked) when 2f+1 or more qualified and no f of them
+    hold half the turns; else the qualified in equal turns; with fewer qualified, the 2f+1 best
+    ranked; with none, every validator."""
     w = weights(scores, min_correct)
     qualified = [i for i, x in enumerate(w) if x > 0]
-    if len(qualified) < f + 1:
-        return leaders
+    if not qualified:
+        return leaders  # nothing proven (genesis): everyone, in turn
+    if len(qualified) < 2 * f + 1:
+        # too few to weight safely: the 2f+1 best ranked (qualified first), one turn each
+        return leaders[: 2 * f + 1]
+    top_f = sum(sorted((w[i] for i in qualified), reverse=True)[:f])
+    if top_f >= sum(w[i] for i in qualified) - top_f:
+        return tuple(leaders[i] for i in qualified)  # f heavy leaders could starve the rest: equal turns
     total = sum(w[i] for i in qualified)
     current = dict.fromkeys(qualified, 0)
     cycle = []
