@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zkpot import chain, model_codec
+from zkpot import coin as zkpot_coin
 from zkpot.codec import content_id, sha256
 from zkpot.crypto import KeyPair
 from zkpot.genesis import Genesis, Member
@@ -41,6 +42,7 @@ class Fixture:
     initial_model: bytes
     rng: np.random.Generator
     nonce: int = 0
+    coin_shares: list[bytes] = field(default_factory=list)  # validator i's coin share (coin=True)
 
     @property
     def task_id(self) -> bytes:
@@ -91,6 +93,7 @@ def make_genesis(
     chain_id: str = "zkpot-test",
     seed: int = 7,
     deadline_ms: int = 0,
+    coin: bool = False,
 ) -> Fixture:
     """Deterministic keys (same seed -> same chain); participant i operates validator i (if any)."""
     rng = np.random.default_rng(seed)
@@ -123,6 +126,10 @@ def make_genesis(
         publish_task=types_pb2.PublishTask(manifest=manifest, task_id=chain.task_id(manifest), initial_model=initial)
     )
     chain.sign_tx(publisher, publish)
+    coin_public, coin_shares = None, []
+    if coin:  # threshold 2f+1, dealt from the seed (reproducible; a test dealer knows every share)
+        coin_public, coin_shares = zkpot_coin.deal(n_validators, chain.quorum_size(n_validators),
+                                                   seed=f"coin{seed}".encode())
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time_ms=1_700_000_000_000,
@@ -132,9 +139,10 @@ def make_genesis(
             for i, k in enumerate(pkeys)
         ),
         publish_task=publish,
+        coin=coin_public,
     )
     genesis.check()
-    return Fixture(genesis, vkeys, pkeys, publisher, initial, rng)
+    return Fixture(genesis, vkeys, pkeys, publisher, initial, rng, coin_shares=coin_shares)
 
 
 def make_qc(

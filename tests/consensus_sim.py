@@ -38,6 +38,7 @@ from services.consensus.core import Config, Core
 from services.consensus.runtime import Runtime
 from services.consensus.safety import SafetyState
 from zkpot import chain, crypto
+from zkpot import coin as zkpot_coin
 from zkpot.v1 import consensus_pb2, ledger_pb2, types_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -187,7 +188,7 @@ class Partition:
 class Scenario:
     seed: int
     n: int
-    byzantine: str            # none | twins | equivocator | crash_restart | down
+    byzantine: str            # none | twins | equivocator | crash_restart | down | bad_coin (fallback only)
     drop: float               # loss probability before GST
     delay_s: float            # max one-way delay before GST (uniform; random delays reorder)
     partitions: tuple[Partition, ...]
@@ -197,14 +198,23 @@ class Scenario:
     restart_at_s: float = 0.0
     tx_batches: int = 6
     wipe: bool = False        # crash_restart: the replica comes back with an empty ledger and no safety state
+    fallback: bool = False    # genesis deals a common coin: the asynchronous fallback is on
+    # leader_delay: from attack_s to the end, every message the leader of the current view sends
+    # takes LEADER_DELAY_S (longer than any timeout): an asynchronous adversary that never drops
+    adversary: str = ""
+    attack_s: float = 0.0
 
     def describe(self) -> str:
         parts = ",".join(f"{sorted(map(sorted, p.groups))}@{p.start:.1f}-{p.end:.1f}" for p in self.partitions)
+        extra = (" fallback" if self.fallback else "") + (f" adversary={self.adversary}@{self.attack_s:.1f}"
+                                                           if self.adversary else "")
         return (f"seed={self.seed} n={self.n} byz={self.byzantine}{'+wipe' if self.wipe else ''} drop={self.drop:.2f}"
-                f" delay={self.delay_s * 1000:.0f}ms partitions=[{parts}] gst={self.gst_s:.1f} end={self.end_s:.1f}")
+                f" delay={self.delay_s * 1000:.0f}ms partitions=[{parts}] gst={self.gst_s:.1f} end={self.end_s:.1f}"
+                f"{extra}")
 
 
 SYNC_DELAY_S = 0.01
+LEADER_DELAY_S = 2.0  # > max_timeout_s: the targeted leader's messages always arrive after the view timed out
 CONFIG = dict(min_block_interval_s=0.005, idle_block_s=0.2, base_timeout_s=0.2, max_timeout_s=0.8)
 BYZANTINE = ("none", "twins", "equivocator", "crash_restart", "down")
 
@@ -253,6 +263,7 @@ class Slot:
     core: Core | None = None
     alive: bool = False
     equivocates: bool = False
+    bad_coin: bool = False  # sends coin shares that do not verify (another view's, or junk)
 
 
 class SimNet:
@@ -262,6 +273,7 @@ class SimNet:
         self.slots: list[Slot] = []
         self.tasks: set[asyncio.Task] = set()
         self.messages = 0
+        self.delayed_leaders = 0
         self.trace = hashlib.sha256()
 
     def now(self) -> float:
@@ -277,10 +289,27 @@ class SimNet:
     def _delay(self) -> float:
         return self.rng.uniform(0, SYNC_DELAY_S if self.synchronous() else self.sc.delay_s)
 
+    def current_leader(self) -> bytes | None:
+        """The leader of the highest view any honest replica is in: the one the adversary slows."""
+        cores = [s.core for s in self.slots if s.honest and s.alive and s.core is not None]
+        if not cores:
+            return None
+        top = max(cores, key=lambda c: c.view)
+        return top.leaders.leader(top.view)
+
+    def targeted(self, src: Slot) -> bool:
+        if self.sc.adversary != "leader_delay" or self.now() < self.sc.attack_s or src.core is None:
+            return False
+        if src.core.me != self.current_leader():
+            return False
+        self.delayed_leaders += 1
+        return True
+
     def send(self, src: Slot, dst: Slot, handler: str, msg: object) -> None:
         if not self.synchronous() and self.rng.random() < self.sc.drop:
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(self._delay(), src, dst, handler, msg))
+        delay = LEADER_DELAY_S + self._delay() if self.targeted(src) else self._delay()
+        task = asyncio.get_running_loop().create_task(self._deliver(delay, src, dst, handler, msg))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -349,6 +378,19 @@ class SimEndpoint:
             if dst is not self.slot:
                 self.net.send(self.slot, dst, "on_proposal", proposal if self.net.rng.random() < 0.5 else other)
 
+    def broadcast_coin_share(self, share: consensus_pb2.CoinShare) -> None:
+        if self.slot.bad_coin:  # a Byzantine share: another view's (a valid point) or junk
+            bad = consensus_pb2.CoinShare()
+            bad.CopyFrom(share)
+            if share.view % 2:
+                assert self.slot.core is not None and self.slot.core.fallback is not None
+                other = zkpot_coin.coin_message(self.slot.core.chain_id, share.view + 1)
+                bad.share = zkpot_coin.sign_share(self.slot.core.fallback.share, other)
+            else:
+                bad.share = bytes(96)
+            share = bad
+        self.net.broadcast(self.slot, "on_coin_share", share)
+
     def send_timeout(self, key: bytes, timeout: consensus_pb2.Timeout) -> None:
         if self.slot.alive:
             for dst in self.net.slots:
@@ -385,6 +427,7 @@ class Result:
     scenario: Scenario
     slots: list[Slot]
     heights_at_gst: dict[int, int]
+    heights_at_attack: dict[int, int]
     submitted: set[bytes]
     messages: int
     trace: str
@@ -399,9 +442,10 @@ def _new_core(fx: Fixture, net: SimNet, slot: Slot, data_dir: Path) -> SimCore:
     key = fx.validator_keys[slot.key_index]
     peers = [k.public for k in fx.validator_keys if k.public != key.public]
     endpoint = SimEndpoint(net, slot, peers)
+    share = fx.coin_shares[slot.key_index] if fx.genesis.coin is not None else None
     core = SimCore(
         Config(data_dir=data_dir, **CONFIG), fx.genesis, key, slot.ledger, endpoint,  # type: ignore[arg-type]
-        TxChecker(None, RUNTIME), RUNTIME,
+        TxChecker(None, RUNTIME), RUNTIME, coin_share=share,
     )
     core.safety_store = slot.safety  # type: ignore[assignment]
     return core
@@ -414,9 +458,10 @@ async def _run(sc: Scenario, fx: Fixture, data_dir: Path) -> Result:
     byz_key = rng.randrange(sc.n)
     key_slots = list(range(sc.n)) + ([byz_key] if sc.byzantine == "twins" else [])
     for i, k in enumerate(key_slots):
-        honest = not (k == byz_key and sc.byzantine in ("twins", "equivocator"))
+        honest = not (k == byz_key and sc.byzantine in ("twins", "equivocator", "bad_coin"))
         equivocates = sc.byzantine == "equivocator" and not honest
-        slot = Slot(i, k, honest, SimLedger(fx), MemSafetyStore(), equivocates=equivocates)
+        slot = Slot(i, k, honest, SimLedger(fx), MemSafetyStore(), equivocates=equivocates,
+                    bad_coin=sc.byzantine == "bad_coin" and not honest)
         net.slots.append(slot)
     down = net.slots[byz_key] if sc.byzantine in ("down", "crash_restart") else None
     assert f >= 1
@@ -466,11 +511,17 @@ async def _run(sc: Scenario, fx: Fixture, data_dir: Path) -> Result:
     if sc.byzantine == "crash_restart":
         events += [(sc.crash_at_s, crash), (sc.restart_at_s, restart)]
     heights_at_gst: dict[int, int] = {}
+    heights_at_attack: dict[int, int] = {}
 
     async def at_gst() -> None:
         heights_at_gst.update({s.index: s.ledger.height for s in net.slots})
 
+    async def at_attack() -> None:
+        heights_at_attack.update({s.index: s.ledger.height for s in net.slots})
+
     events.append((sc.gst_s, at_gst))
+    if sc.adversary:
+        events.append((sc.attack_s, at_attack))
     events.sort(key=lambda e: e[0])
     loop = asyncio.get_running_loop()
     for when, action in events:
@@ -490,7 +541,7 @@ async def _run(sc: Scenario, fx: Fixture, data_dir: Path) -> Result:
         for h in slot.ledger.hashes():
             trace.update(h)
         trace.update(b"|")
-    return Result(sc, net.slots, heights_at_gst, submitted, net.messages, trace.hexdigest())
+    return Result(sc, net.slots, heights_at_gst, heights_at_attack, submitted, net.messages, trace.hexdigest())
 
 
 def check(result: Result) -> list[str]:
@@ -539,7 +590,7 @@ def _memo_verify() -> Iterator[None]:
 
 
 def run_scenario(sc: Scenario, fx: Fixture | None = None, data_dir: Path | None = None) -> Result:
-    fx = fx or make_genesis(n_validators=sc.n, n_participants=1)
+    fx = fx or make_genesis(n_validators=sc.n, n_participants=1, coin=sc.fallback)
     with tempfile.TemporaryDirectory() as tmp, _memo_verify():
         with asyncio.Runner(loop_factory=VirtualLoop) as runner:
             result = runner.run(_run(sc, fx, data_dir or Path(tmp)))
@@ -547,19 +598,27 @@ def run_scenario(sc: Scenario, fx: Fixture | None = None, data_dir: Path | None 
     return result
 
 
-_FIXTURES: dict[int, Fixture] = {}
+_FIXTURES: dict[tuple[int, bool], Fixture] = {}
 
 
-def fixture(n: int) -> Fixture:
-    if n not in _FIXTURES:
-        _FIXTURES[n] = make_genesis(n_validators=n, n_participants=1)
-    return _FIXTURES[n]
+def fixture(n: int, coin: bool = False) -> Fixture:
+    if (n, coin) not in _FIXTURES:
+        _FIXTURES[(n, coin)] = make_genesis(n_validators=n, n_participants=1, coin=coin)
+    return _FIXTURES[(n, coin)]
 
 
 if __name__ == "__main__":
+    import dataclasses
+    import os
+
     for arg in sys.argv[1:]:
         sc = make_scenario(int(arg))
-        res = run_scenario(sc, fixture(sc.n))
+        if os.environ.get("SIM_FALLBACK"):
+            sc = dataclasses.replace(sc, fallback=True)
+        if os.environ.get("SIM_ADVERSARY"):
+            sc = dataclasses.replace(sc, adversary=os.environ["SIM_ADVERSARY"], attack_s=sc.gst_s,
+                                     end_s=sc.gst_s + float(os.environ.get("SIM_ATTACK_S", "6")))
+        res = run_scenario(sc, fixture(sc.n, sc.fallback))
         print(sc.describe())
         print(f"  heights {[s.ledger.height for s in res.slots]} at gst {res.heights_at_gst}"
               f" messages {res.messages} trace {res.trace[:16]}")

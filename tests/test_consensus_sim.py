@@ -152,3 +152,81 @@ def test_a_dead_leader_costs_one_timeout_per_epoch() -> None:
     heights = [s.ledger.height for s in result.honest if s.core is not None]
     assert min(heights) > 20, heights  # the network kept committing
     assert len(failed) == 1, f"{len(failed)} views timed out waiting for the dead leader: {sorted(failed)}"
+
+
+# ------------------------------------------------------------------ the asynchronous fallback (issue 15)
+
+FALLBACK_SCENARIOS = max(10, SCENARIOS // 5)
+
+
+def _under_attack(seed: int, byzantine: str | None = None, seconds: float = 6.0, fallback: bool = True):
+    """A seeded scenario whose adversary, from GST on, delays every message of the current view's
+    leader past any timeout (never dropping it): the network is asynchronous for ever after."""
+    sc = make_scenario(seed)
+    sc = dataclasses.replace(sc, fallback=fallback, adversary="leader_delay", attack_s=sc.gst_s,
+                             end_s=sc.gst_s + seconds)
+    if byzantine is not None:
+        sc = dataclasses.replace(sc, byzantine=byzantine)
+    return sc, run_scenario(sc, fixture(sc.n, fallback))
+
+
+def _gain(result) -> int:
+    """Blocks every honest replica committed after the attack began."""
+    top = max(result.heights_at_attack[s.index] for s in result.honest)
+    return min(s.ledger.height for s in result.honest if s.core is not None) - top
+
+
+def test_a_leader_delaying_adversary_stalls_the_fast_path() -> None:
+    """The hole this fallback closes: partially synchronous HotStuff commits nothing while an
+    adversary slows each view's leader, though every replica is honest and connected."""
+    stalled = 0
+    for seed in range(0, 50, 5):  # byzantine "none": only the network is adversarial
+        _sc, result = _under_attack(seed, fallback=False)
+        assert _gain(result) <= 1, (_sc.describe(), _gain(result))
+        stalled += 1
+    assert stalled == 10
+
+
+def test_the_fallback_commits_under_a_leader_delaying_adversary() -> None:
+    failures, gains = [], []
+    for seed in range(0, 5 * FALLBACK_SCENARIOS // 2, 5):
+        sc, result = _under_attack(seed)
+        gains.append(_gain(result))
+        if result.problems:  # safety on every ledger, every submitted tx committed, >= 2 new blocks
+            failures.append(f"{sc.describe()}\n    " + "\n    ".join(result.problems[:4]))
+    assert not failures, "\n".join(failures[:5])
+    assert min(gains) >= 2 and sorted(gains)[len(gains) // 2] >= 4, gains
+    exits: collections.Counter[str] = collections.Counter()
+    for slot in result.honest:  # the last scenario: fallbacks ran and committed through the coin's chain
+        assert slot.core is not None and slot.core.fallback is not None
+        exits += slot.core.fallback.outcomes
+    assert exits["commit"] > 0, exits
+
+
+@pytest.mark.parametrize("byzantine", ["down", "equivocator", "twins", "bad_coin", "crash_restart"])
+def test_the_fallback_stays_safe_and_live_with_a_byzantine_replica_under_attack(byzantine: str) -> None:
+    """f faulty plus one honest leader slowed by the adversary: every quorum then waits for the slowed
+    replica's messages, so progress runs at the adversary's delay (asynchronous liveness: eventual,
+    at the speed of the real network) - hence the longer run."""
+    sc, result = _under_attack(1, byzantine=byzantine, seconds=20.0)
+    assert not result.problems, (sc.describe(), result.problems)
+
+
+def test_seeded_scenarios_with_the_fallback_stay_safe_and_recover() -> None:
+    """The same random scenarios as the fast path's (partitions, loss, Twins, equivocation, crashes)
+    on a chain that deals a coin: timeouts now start fallbacks, and everything must still hold."""
+    failures = []
+    for seed in range(FIRST_SEED, FIRST_SEED + FALLBACK_SCENARIOS * 2):
+        sc = dataclasses.replace(make_scenario(seed), fallback=True)
+        result = run_scenario(sc, fixture(sc.n, True))
+        if result.problems:
+            failures.append(f"{sc.describe()}\n    " + "\n    ".join(result.problems[:4]))
+    assert not failures, f"{len(failures)} scenarios failed:\n" + "\n".join(failures[:10])
+
+
+def test_bad_coin_shares_never_stall_the_coin() -> None:
+    """A Byzantine replica whose coin shares never verify (another view's share, or junk): 2f+1
+    good shares still make the coin, every fallback exits, and its bad shares are counted refused."""
+    sc, result = _under_attack(2, byzantine="bad_coin", seconds=8.0)
+    assert not result.problems, (sc.describe(), result.problems)
+    assert _gain(result) >= 2

@@ -626,7 +626,9 @@ def secrets_out(tmp_path_factory) -> tuple[Path, dict[tuple[str, str], dict]]:
 def test_make_secrets_script_feeds_the_genesis_script(secrets_out):
     out, objects = secrets_out
     assert set(objects) == {("Secret", n) for n in SECRETS} | {("ConfigMap", "zkpot-members")}
-    assert set(objects[("Secret", "zkpot-validator-keys")]["data"]) == {f"validator-{i}.json" for i in range(4)}
+    # each validator pod's key and its share of the fallback's common coin
+    assert set(objects[("Secret", "zkpot-validator-keys")]["data"]) == (
+        {f"validator-{i}.json" for i in range(4)} | {f"validator-{i}.coin-share.json" for i in range(4)})
     # one key and one shard per participant pod, named after it
     assert set(objects[("Secret", "zkpot-participant-keys")]["data"]) == {f"participant-{j}.json" for j in range(5)}
     shards = objects[("Secret", "zkpot-participant-shards")]
@@ -654,6 +656,13 @@ def test_make_secrets_script_feeds_the_genesis_script(secrets_out):
     assert key == json.loads((out / "keys" / "participant-3.json").read_text())
     assert genesis.participants[0].validator == genesis.validators[0].public_key
     assert genesis.participants[4].validator == b""   # participant without a validator
+    # the coin: genesis holds the public keys; pod i's share is the one genesis lists for it
+    from zkpot import coin
+
+    assert genesis.coin is not None and genesis.coin.threshold == 3
+    share = json.loads(_secret_file(objects[("Secret", "zkpot-validator-keys")], "validator-2.coin-share.json"))
+    assert coin.share_matches(genesis.coin, 2, bytes.fromhex(share["secret"]))
+    assert not coin.share_matches(genesis.coin, 1, bytes.fromhex(share["secret"]))
     members["participants"][0]["validator"] = "validator-9"
     with pytest.raises(ValueError, match="unknown validator"):
         module.build(members, publish_tx, 0)

@@ -70,7 +70,8 @@ def test_a_crashed_qualified_leader_is_skipped_in_the_weighted_cycle() -> None:
     from services.consensus.leader import SKIP_LAG
 
     block = SimpleNamespace(header=SimpleNamespace(height=1, view=first + 1,
-                                                   parent_qc=SimpleNamespace(view=first - 1)))
+                                                   parent_qc=SimpleNamespace(view=first - 1),
+                                                   fallback_height=0))
     el.note_committed(block)  # type: ignore[arg-type]
     later = range(first + 1 + SKIP_LAG, first + 1 + SKIP_LAG + 3 * len(cycle))
     led = Counter(el.leader(v) for v in later)

@@ -62,19 +62,26 @@ def block_signature_ok(block: types_pb2.Block, block_hash_: bytes | None = None)
     return crypto.verify(block.header.proposer, "block", block.header, block.signature)
 
 
-def _vote_body(block_hash_: bytes, view: int, height: int) -> consensus_pb2.Vote:
-    return consensus_pb2.Vote(block_hash=block_hash_, view=view, height=height)
+def _vote_body(
+    block_hash_: bytes, view: int, height: int, fallback_owner: bytes = b"", fallback_height: int = 0
+) -> consensus_pb2.Vote:
+    # the fallback fields are unset on the fast path, so fast votes sign exactly what they always did
+    return consensus_pb2.Vote(block_hash=block_hash_, view=view, height=height,
+                              fallback_owner=fallback_owner, fallback_height=fallback_height)
 
 
-def make_vote(key: crypto.KeyPair, block_hash_: bytes, view: int, height: int) -> consensus_pb2.Vote:
-    vote = _vote_body(block_hash_, view, height)
+def make_vote(
+    key: crypto.KeyPair, block_hash_: bytes, view: int, height: int, fallback_owner: bytes = b"",
+    fallback_height: int = 0,
+) -> consensus_pb2.Vote:
+    vote = _vote_body(block_hash_, view, height, fallback_owner, fallback_height)
     sig = key.sign("vote", vote)
     vote.signature.CopyFrom(types_pb2.Signature(signer=key.public, signature=sig))
     return vote
 
 
 def vote_signature_ok(vote: consensus_pb2.Vote) -> bool:
-    body = _vote_body(vote.block_hash, vote.view, vote.height)
+    body = _vote_body(vote.block_hash, vote.view, vote.height, vote.fallback_owner, vote.fallback_height)
     return crypto.verify(vote.signature.signer, "vote", body, vote.signature.signature)
 
 
@@ -84,7 +91,8 @@ class InvalidCertificate(ValueError):
 
 def check_qc(qc: types_pb2.QuorumCert, validators: set[bytes] | frozenset[bytes], quorum: int) -> None:
     """Raise InvalidCertificate unless `qc` holds `quorum` valid votes of distinct validators."""
-    signed = digest("vote", _vote_body(qc.block_hash, qc.view, qc.height))  # once, not per vote
+    # once, not per vote; a fallback QC's votes sign its owner and height too (its coin: the caller)
+    signed = digest("vote", _vote_body(qc.block_hash, qc.view, qc.height, qc.fallback_owner, qc.fallback_height))
     seen: set[bytes] = set()
     for vote in qc.votes:
         if vote.signer not in validators:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zkpot import chain
+from zkpot.coin import CoinError, CoinPublic
 from zkpot.errors import StartupError
 from zkpot.v1 import types_pb2
 
@@ -30,6 +31,8 @@ class Genesis:
     participants: tuple[Member, ...]
     publish_task: types_pb2.Transaction
     extra: dict = field(default_factory=dict, compare=False)
+    # the asynchronous fallback's common coin (threshold BLS keys, genesis validator order); None: fast path only
+    coin: CoinPublic | None = None
 
     @property
     def validator_keys(self) -> frozenset[bytes]:
@@ -89,6 +92,7 @@ class Genesis:
                 ],
                 "task_id": self.task_id.hex(),
                 "publish_task_tx": base64.b64encode(self.publish_task.SerializeToString()).decode(),
+                **({"coin": self.coin.to_json()} if self.coin is not None else {}),
                 **self.extra,
             },
             indent=2,
@@ -101,7 +105,7 @@ class Genesis:
     def load(cls, path: Path) -> Genesis:
         try:
             return cls._load(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # json, base64, protobuf, hex, check()
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # json, base64, protobuf, hex, coin, check()
             raise GenesisFileError(f"genesis {path}: cannot use it ({type(exc).__name__}: {exc})") from exc
 
     @classmethod
@@ -118,6 +122,7 @@ class Genesis:
             ),
             publish_task=tx,
             extra={k: v for k, v in data.items() if k not in _KNOWN},
+            coin=CoinPublic.from_json(data["coin"]) if "coin" in data else None,
         )
         genesis.check()
         return genesis
@@ -135,6 +140,12 @@ class Genesis:
             raise ValueError("genesis task is not signed by its publisher")
         if chain.task_id(self.manifest) != self.task_id:
             raise ValueError("genesis task id does not match its manifest")
+        if self.coin is not None:
+            n = len(self.validators)
+            if len(self.coin.share_keys) != n:
+                raise CoinError(f"genesis coin has {len(self.coin.share_keys)} share keys for {n} validators")
+            if self.coin.threshold < n - self.quorum + 1:  # f+1: f Byzantine shares alone must not make it
+                raise CoinError(f"genesis coin threshold {self.coin.threshold} is below f+1 = {n - self.quorum + 1}")
 
 
-_KNOWN = {"chain_id", "genesis_time_ms", "validators", "participants", "task_id", "publish_task_tx"}
+_KNOWN = {"chain_id", "genesis_time_ms", "validators", "participants", "task_id", "publish_task_tx", "coin"}

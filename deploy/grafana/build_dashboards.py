@@ -57,6 +57,15 @@ DASHBOARDS: dict[str, dict] = {
                 (r("zkpot_consensus_view_changes_total", "node, cause"),
                  "{{node}} {{cause}}"),
             ], "ops", "timeseries"),
+            ("Asynchronous fallback: entries, exits by outcome, active", [
+                (r("zkpot_consensus_fallback_entries_total"), "{{node}} entered"),
+                (r("zkpot_consensus_fallback_exits_total", "node, outcome"), "{{node}} exit {{outcome}}"),
+                (f"zkpot_consensus_fallback_active{NODE}", "{{node}} in fallback"),
+            ], "ops", "timeseries"),
+            ("Fallback coin latency (entry -> coin)", [
+                (q(0.5, "zkpot_consensus_fallback_coin_latency_seconds", sel=NODE), "{{node}} p50"),
+                (q(0.95, "zkpot_consensus_fallback_coin_latency_seconds", sel=NODE), "{{node}} p95"),
+            ], "s", "timeseries"),
             ("Leader: blocks proposed per replica", [
                 (r("zkpot_consensus_proposals_total"), "{{node}}"),
             ], "ops", "timeseries"),

@@ -8,7 +8,9 @@
 #   OUT_DIR/keys/publisher.json, validator-<i>.json, participant-<j>.json   (keep private)
 #   OUT_DIR/members.json           names + public keys, read by the task-publisher Job (genesis)
 #   OUT_DIR/k8s/publisher-key.yaml       Secret zkpot-publisher-key    (publisher.json)
-#   OUT_DIR/k8s/validator-keys.yaml      Secret zkpot-validator-keys   (validator-<i>.json, one per pod)
+#   OUT_DIR/k8s/validator-keys.yaml      Secret zkpot-validator-keys   (validator-<i>.json, one per pod,
+#                                        and validator-<i>.coin-share.json: its share of the fallback's
+#                                        common coin, `zkpot keys deal-coin`; ASYNC_FALLBACK=0: none)
 #   OUT_DIR/k8s/participant-keys.yaml    Secret zkpot-participant-keys (participant-<j>.json, one per pod)
 #   OUT_DIR/k8s/participant-shards.yaml  Secret zkpot-participant-shards (participant-<j>.npz), only
 #                                        with SHARDS=DIR (below)
@@ -87,7 +89,19 @@ while [ "$j" -lt "$participants" ]; do
   [ -z "${SHARDS:-}" ] || shard_files="$shard_files --from-file=participant-$j.npz=$SHARDS/shard-$j.npz"
   j=$((j + 1))
 done
-echo "$members]}" > "$out/members.json"
+# the asynchronous fallback's common coin (ASYNC_FALLBACK=0: fast path only): public keys into
+# members.json (genesis), validator i's share into Secret zkpot-validator-keys beside its key
+if [ "${ASYNC_FALLBACK:-1}" != 0 ]; then
+  $zkpot keys deal-coin "$out/keys" --validators "$validators" >/dev/null
+  i=0
+  while [ "$i" -lt "$validators" ]; do
+    validator_files="$validator_files --from-file=$out/keys/validator-$i.coin-share.json"
+    i=$((i + 1))
+  done
+  echo "$members], \"coin\": $(cat "$out/keys/coin-public.json")}" > "$out/members.json"
+else
+  echo "$members]}" > "$out/members.json"
+fi
 
 dry="--dry-run=client -o yaml --namespace=$ns"
 # shellcheck disable=SC2086  # $dry and $validator_files hold several flags

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
-from zkpot import chain, crypto
+from zkpot import chain, coin, crypto
 from zkpot.codec import merkle_root, unknown_fields
 from zkpot.v1 import consensus_pb2, types_pb2
 
@@ -24,24 +25,67 @@ class Rejected(Exception):
         self.detail = detail
 
 
+class CoinCheck:
+    """Verifies fallback coins (threshold BLS) of one chain; remembers the ones that verified (a
+    pairing costs ~1 ms and the same coin rides on many QCs)."""
+
+    def __init__(self, public: coin.CoinPublic, chain_id: str) -> None:
+        self.public = public
+        self.chain_id = chain_id
+        self._good: dict[tuple[int, bytes], None] = {}
+        self._lock = threading.Lock()  # called from worker threads
+
+    def ok(self, view: int, signature: bytes) -> bool:
+        key = (view, bytes(signature))
+        with self._lock:
+            if key in self._good:
+                return True
+        if not coin.verify_coin(self.public, coin.coin_message(self.chain_id, view), signature):
+            return False
+        with self._lock:
+            self._good[key] = None
+            while len(self._good) > 64:
+                self._good.pop(next(iter(self._good)))
+        return True
+
+
 def qc_is_genesis(qc: types_pb2.QuorumCert) -> bool:
     return not qc.votes
 
 
-def check_qc(qc: types_pb2.QuorumCert, validators: frozenset[bytes], quorum: int, genesis_hash: bytes) -> None:
-    """A QC with no votes is only acceptable as the implicit certificate of genesis."""
+def check_qc(
+    qc: types_pb2.QuorumCert, validators: frozenset[bytes], quorum: int, genesis_hash: bytes,
+    coin_check: CoinCheck | None = None, unendorsed_ok: bool = False,
+) -> None:
+    """A QC with no votes is only acceptable as the implicit certificate of genesis. A fallback QC
+    needs a coin that verifies (whether the coin elects its owner is the replica's check:
+    Fallback.check_endorsed); `unendorsed_ok`: a height-2 block's own height-1 parent QC."""
     if qc_is_genesis(qc):
-        if qc.block_hash not in (b"", genesis_hash) or qc.view or qc.height:
+        if qc.block_hash not in (b"", genesis_hash) or qc.view or qc.height or qc.fallback_owner or qc.coin:
             raise Rejected("bad_qc", "QC without votes that does not name genesis")
         return
+    if qc.fallback_owner or qc.fallback_height or qc.coin:
+        if coin_check is None:
+            raise Rejected("bad_qc", "fallback QC on a chain without the asynchronous fallback")
+        if qc.fallback_height not in (1, 2) or qc.fallback_owner not in validators or qc.view <= qc.fallback_height:
+            raise Rejected("bad_qc", "fallback QC with a bad owner, height or view")
+        if qc.coin:
+            if not coin_check.ok(qc.view - qc.fallback_height, qc.coin):
+                raise Rejected("bad_qc", "fallback QC whose coin does not verify")
+        elif not unendorsed_ok:
+            raise Rejected("bad_qc", "fallback QC without its coin")
     try:
         chain.check_qc(qc, validators, quorum)
     except chain.InvalidCertificate as exc:
         raise Rejected("bad_qc", str(exc)) from exc
 
 
-def check_tc(tc: consensus_pb2.TimeoutCert, validators: frozenset[bytes], quorum: int) -> None:
-    """2f+1 timeouts for tc.view by distinct validators with valid signatures."""
+def check_tc(
+    tc: consensus_pb2.TimeoutCert, validators: frozenset[bytes], quorum: int, genesis_hash: bytes = b"",
+    coin_check: CoinCheck | None = None,
+) -> None:
+    """2f+1 timeouts for tc.view by distinct validators with valid signatures (and, with
+    `genesis_hash`, valid high QCs: a fallback's height-1 blocks extend the highest of them)."""
     seen: set[bytes] = set()
     for t in tc.timeouts:
         signer = t.signature.signer
@@ -55,13 +99,18 @@ def check_tc(tc: consensus_pb2.TimeoutCert, validators: frozenset[bytes], quorum
             raise Rejected("bad_tc", "a timeout inside a TC carries a TC")
         if not chain.timeout_signature_ok(t):
             raise Rejected("bad_tc", f"bad timeout signature by {crypto.short(signer)}")
+        if genesis_hash and t.HasField("high_qc"):
+            if t.high_qc.view >= tc.view:
+                raise Rejected("bad_tc", "a timeout's high QC is not below the TC's view")
+            check_qc(t.high_qc, validators, quorum, genesis_hash, coin_check)
         seen.add(signer)
     if len(seen) < quorum:
         raise Rejected("bad_tc", f"{len(seen)} timeouts, quorum is {quorum}")
 
 
 def check_block(
-    block: types_pb2.Block, chain_id: str, validators: frozenset[bytes], quorum: int, genesis_hash: bytes
+    block: types_pb2.Block, chain_id: str, validators: frozenset[bytes], quorum: int, genesis_hash: bytes,
+    coin_check: CoinCheck | None = None,
 ) -> tuple[bytes, list[bytes]]:
     """Signature, header consistency and parent QC of a block; returns (block hash, tx ids)."""
     header = block.header
@@ -88,7 +137,17 @@ def check_block(
             raise Rejected("malformed", "height is not parent QC height + 1")
         if qc.view >= header.view:
             raise Rejected("malformed", "parent QC view is not below the block's view")
-        check_qc(qc, validators, quorum, genesis_hash)
+        own_parent = header.fallback_height == 2
+        if own_parent and (qc.fallback_owner != header.proposer or qc.fallback_height != 1
+                           or qc.view + 1 != header.view):
+            raise Rejected("malformed", "a fallback block of height 2 must extend its own chain's height-1 QC")
+        check_qc(qc, validators, quorum, genesis_hash, coin_check, unendorsed_ok=own_parent)
+    if header.fallback_height > 2 or (header.fallback_height and coin_check is None):
+        raise Rejected("malformed", "fallback height is 0, 1 or 2 (and only on a chain with the fallback)")
+    if header.fallback_height and header.view <= header.fallback_height:
+        raise Rejected("malformed", "a fallback block's view is above its fallback height")
+    if header.fallback_height == 2 and qc_is_genesis(qc):
+        raise Rejected("malformed", "a fallback block of height 2 must extend its own chain's height-1 QC")
     extra = unknown_fields(block)
     if extra:
         # hashes and signatures skip unknown fields: the stored bytes must be exactly what was signed
@@ -102,13 +161,21 @@ def check_block(
 
 
 def check_proposal(
-    proposal: consensus_pb2.Proposal, chain_id: str, validators: frozenset[bytes], quorum: int, genesis_hash: bytes
+    proposal: consensus_pb2.Proposal, chain_id: str, validators: frozenset[bytes], quorum: int, genesis_hash: bytes,
+    coin_check: CoinCheck | None = None,
 ) -> tuple[bytes, list[bytes]]:
     if proposal.HasField("tc"):
-        check_tc(proposal.tc, validators, quorum)
+        check_tc(proposal.tc, validators, quorum, genesis_hash if coin_check else b"", coin_check)
         if proposal.tc.view + 1 != proposal.block.header.view:
             raise Rejected("bad_tc", "TC is not for the view before the block")
-    return check_block(proposal.block, chain_id, validators, quorum, genesis_hash)
+    if proposal.HasField("coin"):
+        if coin_check is None or proposal.block.header.fallback_height:
+            raise Rejected("bad_coin", "a coin rides only on a fast block of a chain with the fallback")
+        if proposal.coin.view + 3 != proposal.block.header.view:
+            raise Rejected("bad_coin", "the coin is not of the fallback just before the block's view")
+        if not coin_check.ok(proposal.coin.view, proposal.coin.signature):
+            raise Rejected("bad_coin", "the fallback coin does not verify")
+    return check_block(proposal.block, chain_id, validators, quorum, genesis_hash, coin_check)
 
 
 def check_vote(vote: consensus_pb2.Vote, validators: frozenset[bytes]) -> None:
@@ -121,7 +188,8 @@ def check_vote(vote: consensus_pb2.Vote, validators: frozenset[bytes]) -> None:
 
 
 def check_timeout(
-    timeout: consensus_pb2.Timeout, validators: frozenset[bytes], quorum: int, genesis_hash: bytes
+    timeout: consensus_pb2.Timeout, validators: frozenset[bytes], quorum: int, genesis_hash: bytes,
+    coin_check: CoinCheck | None = None,
 ) -> None:
     if timeout.signature.signer not in validators:
         raise Rejected("unknown_signer", "timeout by a key that is not a validator")
@@ -132,11 +200,11 @@ def check_timeout(
     if timeout.HasField("high_qc"):
         if timeout.high_qc.view >= timeout.view:
             raise Rejected("malformed", "timeout's high QC is not below its view")
-        check_qc(timeout.high_qc, validators, quorum, genesis_hash)
+        check_qc(timeout.high_qc, validators, quorum, genesis_hash, coin_check)
     if timeout.HasField("last_tc"):
         if timeout.last_tc.view >= timeout.view:
             raise Rejected("malformed", "timeout's last TC is not below its view")
-        check_tc(timeout.last_tc, validators, quorum)
+        check_tc(timeout.last_tc, validators, quorum, genesis_hash if coin_check else b"", coin_check)
 
 
 def tx_shape_refusal(tx: types_pb2.Transaction) -> str | None:

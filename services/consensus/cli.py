@@ -28,6 +28,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--peer", action="append", default=[], metavar="NAME@HOST:PORT", help="repeatable")
     s.add_argument("--peers-file", type=Path, help="one NAME@HOST:PORT per line")
     s.add_argument("--data-dir", type=Path, required=True, help="safety state directory")
+    s.add_argument("--coin-share", type=Path, default=None,
+                   help="this validator's share of the common coin (required when genesis deals one)")
     s.add_argument("--metrics-port", type=int, default=0)
     s.add_argument("--min-block-interval-ms", type=int, default=20)
     s.add_argument("--idle-block-ms", type=int, default=1000)
@@ -111,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         verifier=args.verifier, peers=[parse_peer(s) for s in specs], metrics_port=args.metrics_port or None,
         config=config, submit_tx_rate=args.peer_tx_rate, submit_tx_burst=args.peer_tx_burst,
         gossip_tx_rate=args.gossip_tx_rate, forged_signatures_per_s=args.forged_signatures_per_s,
+        coin_share=args.coin_share,
     )))
     return 0
 

@@ -22,11 +22,12 @@ from . import metrics as m
 from .admission import Admission
 from .aggregator import TimeoutAggregator, VoteAggregator, tc_high_qc_view
 from .blockstore import BlockStore
-from .catchup import CatchUp, check_qc_for
-from .checks import Rejected
+from .catchup import CatchUp
+from .checks import CoinCheck, Rejected
 from .clients import LedgerClient, TxChecker
 from .committer import Committer
 from .config import Config
+from .fallback import Fallback
 from .helper import Helper
 from .leader import LeaderElector
 from .mempool import Mempool
@@ -55,9 +56,12 @@ class Core:
         network: Network,
         checker: TxChecker,
         runtime: Runtime = REAL,
+        coin_share: bytes | None = None,
     ) -> None:
         if key.public not in genesis.validator_keys:
             raise ValueError("this replica's key is not a genesis validator")
+        if genesis.coin is not None and coin_share is None:
+            raise ValueError("genesis deals a common coin (the asynchronous fallback): this replica needs its share")
         self.config = config
         self.genesis = genesis
         self.key = key
@@ -75,6 +79,7 @@ class Core:
         self.genesis_block = genesis.block()
         self.genesis_hash = chain.block_hash(self.genesis_block.header)
         self.genesis_qc = types_pb2.QuorumCert(block_hash=self.genesis_hash)
+        self.coin_check = CoinCheck(genesis.coin, self.chain_id) if genesis.coin is not None else None
 
         self.lock = asyncio.Lock()
         self.safety_store = SafetyStore(config.data_dir)
@@ -90,6 +95,7 @@ class Core:
         self.committer = Committer(self)
         self.helper = Helper(self)
         self.recovery = Recovery(self)
+        self.fallback = Fallback(self, genesis.coin, coin_share) if genesis.coin is not None and coin_share else None
         self.sync = Synchronizer(
             fetch=network.fetch_blocks,
             peers=list(network.peers),
@@ -105,7 +111,7 @@ class Core:
             peers=list(network.peers),
             tip=lambda: (self.store.committed_hash, self.store.committed_height),
             validate_block=self.helper.validate_fetched,
-            check_qc=check_qc_for(self.validators, self.quorum),
+            check_qc=self._check_synced_qc,
             deliver=self.helper.deliver_committed,
             offload=runtime.offload,
         )
@@ -141,6 +147,9 @@ class Core:
         await self.recovery.replay_leader_evidence(head.height)
         amnesic = not self.safety_store.exists()
         self.safety = self.safety_store.load()
+        for qc in (self.safety.high_qc,):
+            if qc.fallback_owner and not qc.coin:
+                self.safety.high_qc = types_pb2.QuorumCert()
         if amnesic and self.network.peers:
             self.sign_floor = UNKNOWN_FLOOR  # until a peer tells how far the chain has gone
         self.high_qc = self.genesis_qc
@@ -203,11 +212,18 @@ class Core:
         """Raises Rejected for a message that must be dropped."""
         block = proposal.block
         h, ids = await self.rt.offload(
-            checks.check_proposal, proposal, self.chain_id, self.validators, self.quorum, self.genesis_hash
+            checks.check_proposal, proposal, self.chain_id, self.validators, self.quorum, self.genesis_hash,
+            self.coin_check,
         )
-        if block.header.proposer != self.leaders.leader(block.header.view):
-            raise Rejected("wrong_leader", f"proposer is not the leader of view {block.header.view}")
-        if block.header.view == self.view:
+        hdr = block.header
+        if hdr.fallback_height == 0 and hdr.proposer != self.leaders.leader(hdr.view):
+            raise Rejected("wrong_leader", f"proposer is not the leader of view {hdr.view}")
+        if self.fallback is not None:
+            own = hdr.proposer if hdr.fallback_height == 2 else None
+            self.fallback.check_endorsed(hdr.parent_qc, own_parent_of=own)
+            for t in proposal.tc.timeouts:
+                self.fallback.check_endorsed(t.high_qc)
+        if hdr.view == self.view and not hdr.fallback_height:
             self.pacemaker.proposal_arrived()  # checking its transactions may take a while: not a dead leader
         if block.header.height <= self.store.committed_height and h not in self.store:
             raise Rejected("stale", f"height {block.header.height} is committed here already")
@@ -241,15 +257,31 @@ class Core:
         self.process_qc(hdr.parent_qc)
         self.recheck_commit(h)
         if proposal.HasField("tc"):
-            self._process_tc(proposal.tc)
-        if hdr.view != self.view:
-            return
+            await self._process_tc(proposal.tc)
         if ids and not set(ids).isdisjoint(self.store.uncommitted_tx_ids(hdr.parent_hash)):
             log.warning("no vote for view %d: it repeats a transaction of an uncommitted ancestor", hdr.view)
             return
+        if hdr.fallback_height:
+            if self.fallback is not None:
+                await self.fallback.on_block(proposal, h)
+            return
+        coin_view = None
+        if proposal.HasField("coin") and self.fallback is not None:
+            coin_view = proposal.coin.view
+            if self.fallback.coin_for(coin_view) is None:
+                await self.fallback.exit(coin_view, proposal.coin.signature)  # a fallback we have not seen end
+        if hdr.view != self.view:
+            return
+        if self.fallback is not None and self.fallback.is_active():
+            log.info("no vote for view %d: in the fallback", hdr.view)
+            return
         tc = proposal.tc if proposal.HasField("tc") else None
+        if tc is not None and self.fallback is not None:
+            log.info("no vote for view %d: on a chain with the fallback a TC starts it instead", hdr.view)
+            return
         refusal = vote_refusal(
-            self.safety, hdr.view, hdr.parent_qc.view, tc.view if tc else None, tc_high_qc_view(tc) if tc else 0
+            self.safety, hdr.view, hdr.parent_qc.view, tc.view if tc else None, tc_high_qc_view(tc) if tc else 0,
+            coin_view, self.high_qc.view,
         )
         if refusal is None and hdr.view <= self.sign_floor:
             refusal = "no safety state: not signing before the network is past the views it may have signed in"
@@ -277,6 +309,12 @@ class Core:
 
     async def on_vote(self, vote: consensus_pb2.Vote) -> None:
         checks.check_vote(vote, self.validators)
+        if vote.fallback_owner or vote.fallback_height:
+            if self.fallback is None:
+                raise Rejected("malformed", "fallback vote on a chain without the fallback")
+            async with self.lock:
+                await self.fallback.on_vote_locked(vote)  # resent fallback votes are expected: no duplicate error
+            return
         async with self.lock:
             # honest replicas send each vote once: a second one in a live view is a replay or an
             # equivocation (refused and counted; a late vote for a certified view is just ignored)
@@ -299,9 +337,10 @@ class Core:
 
     # ------------------------------------------------------------------ certificates, views, commits
 
-    def process_qc(self, qc: types_pb2.QuorumCert) -> None:
-        if not qc.votes:
-            return
+    def process_qc(self, qc: types_pb2.QuorumCert, advance: bool = True) -> None:
+        """A checked QC (signatures; a fallback QC's coin and election). `advance`: move to its next view."""
+        if not qc.votes or (qc.fallback_owner and not qc.coin):
+            return  # an unendorsed fallback QC certifies nothing outside its fallback
         self.store.add_cert(qc)
         if qc.view > self.high_qc.view:
             self.high_qc = qc
@@ -314,7 +353,8 @@ class Core:
             # votes often outrun their proposal (which waits for tx checks): give it a moment first
             signers = [v.signer for v in qc.votes if v.signer != self.me]
             self.spawn(self.helper.sync_later(qc.block_hash, signers))
-        self._advance(qc.view + 1, "qc")
+        if advance:
+            self._advance(qc.view + 1, "qc")
 
     def recheck_commit(self, h: bytes) -> None:
         """A QC for `h` may have formed (from votes) before the block itself arrived."""
@@ -324,14 +364,23 @@ class Core:
             if target is not None:
                 self.commit(target)
 
-    def _process_tc(self, tc: consensus_pb2.TimeoutCert) -> None:
+    async def _process_tc(self, tc: consensus_pb2.TimeoutCert) -> None:
         if self.last_tc is None or tc.view > self.last_tc.view:
             self.last_tc = tc
+        if self.fallback is not None:
+            if tc.view + 1 > self.view or (tc.view + 1 == self.view and not self.fallback.is_active()):
+                await self.fallback.enter(tc)  # instead of view tc.view + 1 (Ditto)
+            return
         self._advance(tc.view + 1, "tc")
+
+    def advance(self, view: int, cause: str) -> None:
+        self._advance(view, cause)
 
     def _advance(self, view: int, cause: str) -> None:
         if view <= self.view:
             return
+        if self.fallback is not None and self.fallback.is_active() and cause != "fallback":
+            self.fallback.leave_for(view)  # the network moved past it: a later certificate ends it here
         self.view = view
         m.view.set(view)
         m.view_changes.labels(cause=cause).inc()
@@ -373,6 +422,8 @@ class Core:
 
     async def _on_expiry(self, generation: int) -> None:
         async with self.lock:
+            if self.fallback is not None and self.fallback.is_active():
+                return  # no timeouts in the fallback (it resends instead)
             if not self.pacemaker.is_current(generation):
                 # the view moved on (a QC or TC) while this handler waited for the lock: the timer
                 # that ran out belonged to a view that is over, not to the one now current
@@ -400,7 +451,13 @@ class Core:
         await self._on_timeout_locked(timeout)
 
     async def on_timeout(self, timeout: consensus_pb2.Timeout) -> None:
-        await self.rt.offload(checks.check_timeout, timeout, self.validators, self.quorum, self.genesis_hash)
+        await self.rt.offload(
+            checks.check_timeout, timeout, self.validators, self.quorum, self.genesis_hash, self.coin_check
+        )
+        if self.fallback is not None:
+            self.fallback.check_endorsed(timeout.high_qc)
+            for t in timeout.last_tc.timeouts:
+                self.fallback.check_endorsed(t.high_qc)
         async with self.lock:
             await self._on_timeout_locked(timeout)
 
@@ -408,13 +465,13 @@ class Core:
         if timeout.HasField("high_qc"):
             self.process_qc(timeout.high_qc)
         if timeout.HasField("last_tc"):
-            self._process_tc(timeout.last_tc)
+            await self._process_tc(timeout.last_tc)
         self._echo_timeout(timeout)
         if timeout.view < self.view:
             return
         count, tc = self.timeouts.add(timeout)
         if tc is not None:
-            self._process_tc(tc)
+            await self._process_tc(tc)
         elif count >= self.f + 1 and timeout.view > self.safety.highest_timeout_view:
             # f+1 timeouts: at least one honest replica gave up on that view; join it
             if timeout.view > self.view:
@@ -440,6 +497,20 @@ class Core:
         self._echoed[sender] = now
         m.timeouts_sent.inc()
         self.network.send_timeout(sender, mine[0])
+
+    async def on_coin_share(self, share: consensus_pb2.CoinShare) -> None:
+        if self.fallback is None:
+            raise Rejected("malformed", "coin share on a chain without the fallback")
+        await self.fallback.on_coin_share(share)
+
+    def _check_synced_qc(self, qc: types_pb2.QuorumCert) -> None:
+        """Catch-up's check of a committed block's QC: signatures, and a fallback QC's coin and election."""
+        try:
+            checks.check_qc(qc, self.validators, self.quorum, self.genesis_hash, self.coin_check)
+        except Rejected as exc:
+            raise Rejected("sync_bad_qc", exc.detail) from exc
+        if self.fallback is not None:
+            self.fallback.check_endorsed(qc)
 
     # ------------------------------------------------------------------ proposing
 

@@ -92,8 +92,14 @@ class Helper:
         return blocks, qcs
 
     def validate_fetched(self, block: types_pb2.Block) -> tuple[bytes, list[bytes]]:
+        """A block fetched by sync: the proposal checks that need no replica state, and (with the
+        fallback) its parent certificate's election by the coin."""
         c = self.core
-        return checks.check_block(block, c.chain_id, c.validators, c.quorum, c.genesis_hash)
+        out = checks.check_block(block, c.chain_id, c.validators, c.quorum, c.genesis_hash, c.coin_check)
+        if c.fallback is not None:
+            hdr = block.header
+            c.fallback.check_endorsed(hdr.parent_qc, own_parent_of=hdr.proposer if hdr.fallback_height == 2 else None)
+        return out
 
     async def deliver_synced(self, blocks: list[tuple[types_pb2.Block, bytes, list[bytes]]]) -> None:
         c = self.core

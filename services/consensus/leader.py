@@ -40,6 +40,7 @@ class LeaderElector:
         self._evidence: list[tuple[int, int]] = []  # (view of the committed block, failed view)
         self._memo: dict[int, bytes] = {}
         self._last_noted_height = 0
+        self._last_fallback_h1_view = 0  # view of the last noted block if it was a fallback height-1 block
 
     def _epoch(self, view: int) -> tuple[int, tuple[bytes, ...]]:
         """(first view, leader cycle) of view's epoch (zkpot.schedule.order_for_view)."""
@@ -69,13 +70,36 @@ class LeaderElector:
         self._memo[view] = out
         return out
 
+    def fallback_leader(self, fallback_view: int, coin_value: int) -> bytes:
+        """The chain the coin of a fallback elects: every validator with probability proportional
+        to weight = its score in the epoch of `fallback_view` + a floor of max(1, total // n), so
+        the coin never excludes anyone (each gets >= 1/(2n) even when one holds every point) and
+        only better proven models raise a validator's odds. A pure function of committed data."""
+        _start, ranked, scores = schedule.epoch_of(self.schedule, fallback_view)
+        pts = {k: max(int(s), 0) for k, s in zip(ranked, scores, strict=False)}
+        order = sorted(self.validators)  # fixed order: the ranking must not matter, only the weights
+        floor = max(1, sum(pts.values()) // len(order))
+        weights = [pts.get(k, 0) + floor for k in order]
+        pick = coin_value % sum(weights)
+        for k, w in zip(order, weights, strict=True):
+            if pick < w:
+                return k
+            pick -= w
+        raise AssertionError("unreachable")
+
     def note_committed(self, block: types_pb2.Block) -> None:
         """Record the failed-leader evidence of a newly committed block (call in height order)."""
         hdr = block.header
         if hdr.height <= self._last_noted_height:
             return
         self._last_noted_height = hdr.height
-        gap = range(max(hdr.parent_qc.view + 1, hdr.view - MAX_GAP), hdr.view)
+        start = hdr.parent_qc.view + 1
+        if self._last_fallback_h1_view and hdr.parent_qc.view == self._last_fallback_h1_view:
+            start += 1  # a fallback's second view has no leader: its chain stopped at height 1
+        self._last_fallback_h1_view = hdr.view if hdr.fallback_height == 1 else 0
+        if hdr.fallback_height == 2:
+            return
+        gap = range(max(start, hdr.view - MAX_GAP), hdr.view)
         if gap:
             self._evidence.extend((hdr.view, fv) for fv in gap)
             self._memo.clear()

@@ -8,7 +8,7 @@ height = metrics.gauge("zkpot_consensus_height", "Committed height (decided by c
 appended_height = metrics.gauge("zkpot_consensus_appended_height", "Highest height appended to the local ledger")
 view = metrics.gauge("zkpot_consensus_view", "Current view")
 view_changes = metrics.counter("zkpot_consensus_view_changes_total", "View changes by cause", ["cause"],
-                               known=("qc", "tc", "join"))
+                               known=("qc", "tc", "join", "fallback"))
 commit_latency = metrics.histogram(
     "zkpot_consensus_commit_latency_seconds", "From first sight of a proposal to its commit on this replica"
 )
@@ -44,10 +44,24 @@ rejected_txs = metrics.counter("zkpot_consensus_rejected_txs_total", "Transactio
                                 known=("bad_signature", "invalid_proof", "duplicate", "malformed"))
 admitted_txs = metrics.counter("zkpot_consensus_admitted_txs_total", "Transactions admitted to the mempool")
 send_failures = metrics.counter("zkpot_consensus_send_failures_total", "Failed sends to peers", ["rpc"],
-                                known=("Propose", "SendVote", "SendTimeout"))
+                                known=("Propose", "SendVote", "SendTimeout", "SendCoinShare"))
 append_failures = metrics.counter("zkpot_consensus_ledger_append_failures_total", "Failed ledger appends")
 stale_timers = metrics.counter("zkpot_consensus_stale_timers_total",
                                "View timers that ran out for a view the replica had already left")
 gossip_dropped = metrics.counter("zkpot_consensus_gossip_dropped_txs_total",
                                  "Transactions not gossiped to a peer that had too many bytes in flight")
 regossiped_txs = metrics.counter("zkpot_consensus_regossiped_txs_total", "Mempool transactions gossiped again")
+
+# the asynchronous fallback (fallback.py)
+fallback_entries = metrics.counter("zkpot_consensus_fallback_entries_total",
+                                   "Fallbacks entered (a fast-path view timed out)")
+fallback_exits = metrics.counter("zkpot_consensus_fallback_exits_total",
+                                 "Fallbacks left, by what the coin's chain had: commit (height 2 certified), "
+                                 "certified (height 1), nothing; overtaken: a later certificate arrived first",
+                                 ["outcome"], known=("commit", "certified", "nothing", "overtaken"))
+fallback_active = metrics.gauge("zkpot_consensus_fallback_active", "1 while in the fallback")
+fallback_coin_latency = metrics.histogram("zkpot_consensus_fallback_coin_latency_seconds",
+                                          "From entering a fallback to holding its coin")
+fallback_votes_sent = metrics.counter("zkpot_consensus_fallback_votes_total", "Fallback votes this replica sent")
+fallback_resends = metrics.counter("zkpot_consensus_fallback_resends_total",
+                                   "Rounds of resending this replica's fallback messages")

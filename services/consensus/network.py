@@ -91,6 +91,10 @@ class Network:
         for peer in self.peers.values():
             self._fire("SendTimeout", peer, lambda p=peer: p.stub.SendTimeout(timeout, timeout=SEND_DEADLINE_S))
 
+    def broadcast_coin_share(self, share: consensus_pb2.CoinShare) -> None:
+        for peer in self.peers.values():
+            self._fire("SendCoinShare", peer, lambda p=peer: p.stub.SendCoinShare(share, timeout=SEND_DEADLINE_S))
+
     def send_timeout(self, key: bytes, timeout: consensus_pb2.Timeout) -> None:
         peer = self.peers.get(key)
         if peer is not None:

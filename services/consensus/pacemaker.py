@@ -81,6 +81,13 @@ class Pacemaker:
         self._deadline = max(self._deadline, self._clock() + self.timer_s())
         self._moved.set()
 
+    def suspend(self) -> None:
+        """No timer until the next restart (the asynchronous fallback has none: it must not count
+        as timeouts that lengthen the fast path's timer afterwards)."""
+        self._deadline = float("inf")
+        self.generation += 1
+        self._moved.set()
+
     def is_current(self, generation: int) -> bool:
         """No restart since the expiry of `generation`: the view it timed is still the view."""
         return generation == self.generation
@@ -91,7 +98,7 @@ class Pacemaker:
             if delay > 0:
                 self._moved.clear()
                 try:
-                    await asyncio.wait_for(self._moved.wait(), timeout=delay)
+                    await asyncio.wait_for(self._moved.wait(), timeout=None if delay == float("inf") else delay)
                 except TimeoutError:
                     pass
                 continue

@@ -29,13 +29,17 @@ class Proposer:
 
     def maybe_lead(self) -> None:
         c = self.core
+        if c.fallback is not None and c.fallback.is_active():
+            return  # every replica proposes its own chain there (fallback.py)
         if c.leaders.leader(c.view) == c.me and self.proposed_view < c.view:
             c.spawn(self._lead(c.view))
 
     def _ready(self, view: int) -> bool:
         """Holds a certificate for the previous view and the block it extends (whose txs it must skip)."""
         c = self.core
-        entered = c.high_qc.view + 1 == view or (c.last_tc is not None and c.last_tc.view + 1 == view)
+        entered = c.high_qc.view + 1 == view or (
+            c.fallback is None and c.last_tc is not None and c.last_tc.view + 1 == view
+        ) or (c.fallback is not None and c.fallback.coin_for(view - 3) is not None)
         return entered and c.high_qc.block_hash in c.store
 
     def has_work(self) -> bool:
@@ -92,9 +96,12 @@ class Proposer:
             if c.view == view and self.proposed_view < view and self._ready(view):
                 await self._propose(view)
 
-    async def _propose(self, view: int) -> None:
+    def make_block(
+        self, view: int, parent_qc: types_pb2.QuorumCert, fallback_height: int = 0
+    ) -> tuple[types_pb2.Block, list[bytes]]:
+        """A signed block extending parent_qc's block (which must be in the store), filled from the
+        mempool with what no uncommitted ancestor holds; returns it with its tx ids."""
         c = self.core
-        parent_qc = c.high_qc
         exclude = c.store.uncommitted_tx_ids(parent_qc.block_hash)
         batch = c.mempool.batch(c.config.max_block_txs, c.config.max_block_bytes, exclude)
         ids = [i for i, _ in batch]
@@ -108,16 +115,27 @@ class Proposer:
             proposer=c.me,
             txs_root=merkle_root(ids),
             timestamp_ms=max(c.rt.wall_ms(), parent.header.timestamp_ms),
+            fallback_height=fallback_height,
         )
         if parent_qc.votes:
             header.parent_qc.CopyFrom(parent_qc)
-        block = chain.sign_block(c.key, types_pb2.Block(header=header, txs=[tx for _, tx in batch]))
+        return chain.sign_block(c.key, types_pb2.Block(header=header, txs=[tx for _, tx in batch])), ids
+
+    async def _propose(self, view: int) -> None:
+        c = self.core
+        parent_qc = c.high_qc
+        block, ids = self.make_block(view, parent_qc)
+        header = block.header
         proposal = consensus_pb2.Proposal(block=block)
-        if parent_qc.view + 1 != view:
+        coin = c.fallback.coin_for(view - 3) if c.fallback is not None else None
+        if parent_qc.view + 1 != view and coin is not None:
+            proposal.coin.view = view - 3  # the first view after a fallback: its coin lets the others leave it
+            proposal.coin.signature = coin
+        elif parent_qc.view + 1 != view:
             assert c.last_tc is not None and c.last_tc.view + 1 == view
             proposal.tc.CopyFrom(c.last_tc)
         self.proposed_view = view
-        log.debug("proposing view %d height %d with %d txs%s", view, header.height, len(batch),
+        log.debug("proposing view %d height %d with %d txs%s", view, header.height, len(block.txs),
                   " and a TC" if proposal.HasField("tc") else "")
         m.proposals.inc()
         c.network.broadcast_proposal(proposal)

@@ -22,6 +22,12 @@ class SafetyState:
     last_voted_view: int = 0
     highest_timeout_view: int = 0
     high_qc: types_pb2.QuorumCert = field(default_factory=types_pb2.QuorumCert)
+    # the asynchronous fallback (fallback.py): the TC view of the last one entered, the
+    # [height, owner] pairs voted for in it, and per owner the height-1 QC its height-2 block
+    # (which we voted for) extends, serialized
+    fallback_view: int = 0
+    fallback_votes: list[list] = field(default_factory=list)
+    fallback_locks: dict[bytes, bytes] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -29,6 +35,9 @@ class SafetyState:
                 "last_voted_view": self.last_voted_view,
                 "highest_timeout_view": self.highest_timeout_view,
                 "high_qc": base64.b64encode(self.high_qc.SerializeToString()).decode(),
+                "fallback_view": self.fallback_view,
+                "fallback_votes": [[h, o.hex()] for h, o in self.fallback_votes],
+                "fallback_locks": {o.hex(): base64.b64encode(q).decode() for o, q in self.fallback_locks.items()},
             }
         )
 
@@ -39,6 +48,9 @@ class SafetyState:
             last_voted_view=int(data["last_voted_view"]),
             highest_timeout_view=int(data["highest_timeout_view"]),
             high_qc=types_pb2.QuorumCert.FromString(base64.b64decode(data["high_qc"])),
+            fallback_view=int(data.get("fallback_view", 0)),
+            fallback_votes=[[int(h), bytes.fromhex(o)] for h, o in data.get("fallback_votes", [])],
+            fallback_locks={bytes.fromhex(o): base64.b64decode(q) for o, q in data.get("fallback_locks", {}).items()},
         )
 
 
@@ -64,12 +76,15 @@ class SafetyStore:
 
 
 def vote_refusal(
-    state: SafetyState, view: int, parent_qc_view: int, tc_view: int | None, tc_high_qc_view: int
+    state: SafetyState, view: int, parent_qc_view: int, tc_view: int | None, tc_high_qc_view: int,
+    coin_view: int | None = None, high_qc_view: int = 0,
 ) -> str | None:
     """Why this replica must not vote for a block in `view` (None: it may).
 
     `tc_view`/`tc_high_qc_view`: the proposal's timeout certificate (None if it carries none) and
-    the highest QC view named inside it.
+    the highest QC view named inside it. `coin_view`: the fallback whose coin the proposal carries
+    (the first fast view after it, coin_view + 3, extends a QC ranking at least as high as ours:
+    `high_qc_view`, which includes the elected chain's QCs we hold).
     """
     if view <= state.last_voted_view:
         return f"already voted in view {state.last_voted_view}"
@@ -78,6 +93,12 @@ def vote_refusal(
     if parent_qc_view >= view:
         return "parent QC is not older than the block"
     if view == parent_qc_view + 1:
+        return None
+    if coin_view is not None and tc_view is None:
+        if view != coin_view + 3:
+            return f"the coin is of fallback {coin_view}, not of {view - 3}"
+        if parent_qc_view < high_qc_view:
+            return f"parent QC view {parent_qc_view} is below our high QC's {high_qc_view} after fallback {coin_view}"
         return None
     if tc_view is None:
         return "view does not follow the parent QC and no TC is carried"

@@ -12,7 +12,9 @@ import grpc
 
 from zkpot import grpcutil
 from zkpot import metrics as zmetrics
+from zkpot.coin import load_share, share_matches
 from zkpot.crypto import KeyPair
+from zkpot.errors import StartupError
 from zkpot.genesis import Genesis
 from zkpot.ratelimit import TokenBuckets
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc
@@ -58,6 +60,7 @@ BYTES_PER_TOKEN = 64 * 1024
 REQUEST_LIMITS = {
     _SERVICE + "SendVote": 4 * 1024,
     _SERVICE + "SendTimeout": 128 * 1024,
+    _SERVICE + "SendCoinShare": 1024,
     _SERVICE + "Status": 1024,
     _SERVICE + "FetchBlocks": 1024,
 }
@@ -186,6 +189,15 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             await self._reject(context, exc)
         return consensus_pb2.Ack()
 
+    async def SendCoinShare(
+        self, request: consensus_pb2.CoinShare, context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.Ack:
+        try:
+            await self.core.on_coin_share(request)
+        except Rejected as exc:
+            await self._reject(context, exc)
+        return consensus_pb2.Ack()
+
     async def FetchBlocks(
         self, request: consensus_pb2.FetchBlocksRequest, context: grpc.aio.ServicerContext
     ) -> consensus_pb2.FetchBlocksResponse:
@@ -227,6 +239,7 @@ class ServeArgs:
     submit_tx_burst: float = SUBMIT_TX_BURST
     gossip_tx_rate: float = GOSSIP_TX_RATE    # per peer, txs/s (GossipTxs)
     forged_signatures_per_s: float = FORGERY_BUDGET_PER_S  # all peers together
+    coin_share: Path | None = None  # this validator's share of the fallback's coin (genesis deals one)
 
 
 def peer_map(genesis: Genesis, me: bytes, peers: list[tuple[str, str]]) -> dict[bytes, tuple[str, str]]:
@@ -247,7 +260,16 @@ async def serve(args: ServeArgs) -> None:
     ledger = LedgerClient(args.ledger)
     network = Network(peer_map(genesis, key.public, args.peers))
     checker = TxChecker(args.verifier)
-    core = Core(args.config, genesis, key, ledger, network, checker)
+    share = None
+    if genesis.coin is not None:
+        if args.coin_share is None:
+            raise StartupError("genesis deals a common coin (the asynchronous fallback): pass --coin-share FILE")
+        share = load_share(args.coin_share)
+        order = [v.public_key for v in genesis.validators]
+        index = order.index(key.public) if key.public in order else -1
+        if not share_matches(genesis.coin, index, share):
+            raise StartupError(f"coin share {args.coin_share}: not the share genesis lists for this validator's key")
+    core = Core(args.config, genesis, key, ledger, network, checker, coin_share=share)
     await core.start()
 
     async def on_stop() -> None:

@@ -78,7 +78,10 @@ class Synchronizer:
                     if chain.block_hash(block.header) != h:
                         break  # the peer's walk diverged; ask again from here
                     if block.header.height <= self._committed_height():
-                        log.error("sync: block %s at committed height %d conflicts", h[:4].hex(), block.header.height)
+                        # a fallback chain the coin did not elect ends this way (expected); a fast one: a fork
+                        (log.info if block.header.fallback_height else log.error)(
+                            "sync: block %s at committed height %d conflicts%s", h[:4].hex(), block.header.height,
+                            " (a fallback chain not elected)" if block.header.fallback_height else "")
                         return False
                     fetched.append(block)
                     h = block.header.parent_hash

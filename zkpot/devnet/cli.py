@@ -54,6 +54,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-block-ms", type=int, default=1000, help="empty block interval when idle")
     parser.add_argument("--no-attack-checks", dest="attack_checks", action="store_false",
                         help="skip submitting forged copies of a real proof (tampered, inflated, copied, replayed)")
+    parser.add_argument("--no-async-fallback", dest="async_fallback", action="store_false",
+                        help="fast path only (no common coin dealt): live only while the network is timely")
     parser.add_argument("--tls", action="store_true",
                         help="mutual TLS between every process: a dev CA and one certificate per node in DATA_DIR/tls")
     parser.add_argument("--prometheus", action="store_true",
@@ -104,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         local_epochs=args.local_epochs, alpha=args.alpha, seed=args.seed,
         round_deadline_blocks=args.round_deadline_blocks, min_correct=args.min_correct,
         report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,
-        prometheus=args.prometheus, linger_s=args.linger, tls=args.tls,
+        prometheus=args.prometheus, linger_s=args.linger, tls=args.tls, async_fallback=args.async_fallback,
         behaviours=parse_behaviours(args.behaviour, args.participants),
         aggregation_rule=args.aggregation_rule, secure_aggregation=args.secure_aggregation,
         secagg_threshold=args.secagg_threshold,

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from zkpot import chain, coin
 from zkpot.crypto import KeyPair
 from zkpot.genesis import Genesis, Member
 from zkpot.ports import base_port_span, ports_in_use
@@ -32,6 +33,11 @@ class ValidatorPlan:
     @property
     def consensus(self) -> str:
         return f"{HOST}:{self.consensus_port}"
+
+    @property
+    def coin_share_path(self) -> Path:
+        """This validator's share of the fallback's common coin (dealt with genesis)."""
+        return self.key_path.with_name(f"{self.name}.coin-share.json")
 
     @property
     def verifier(self) -> str:
@@ -162,8 +168,17 @@ def make_plan(data_dir: Path, n_validators: int, n_participants: int, base_port:
                       prometheus_port=base_port + 909)
 
 
-def make_genesis(plan: DevnetPlan, publish_tx: types_pb2.Transaction) -> Genesis:
+def make_genesis(plan: DevnetPlan, publish_tx: types_pb2.Transaction, async_fallback: bool = True) -> Genesis:
+    """Genesis, and with the asynchronous fallback the common coin's keys: dealt here, by this
+    process, which therefore knows every share (a trusted dealer: fine for a devnet whose keys it
+    makes anyway; docs/consensus.md says what a distributed key generation changes)."""
     task_id = publish_tx.publish_task.task_id
+    coin_public = None
+    if async_fallback:
+        n = len(plan.validators)
+        coin_public, shares = coin.deal(n, chain.quorum_size(n))
+        for v, share in zip(plan.validators, shares, strict=True):
+            coin.save_share(v.coin_share_path, share, v.index)
     genesis = Genesis(
         chain_id=f"zkpot-devnet-{task_id[:4].hex()}-{int(time.time())}",
         genesis_time_ms=int(time.time() * 1000),
@@ -172,6 +187,7 @@ def make_genesis(plan: DevnetPlan, publish_tx: types_pb2.Transaction) -> Genesis
             Member(p.name, p.public_key, p.validator.public_key if p.leads else b"") for p in plan.participants
         ),
         publish_task=publish_tx,
+        coin=coin_public,
     )
     genesis.check()
     genesis.save(plan.genesis_path)

@@ -77,6 +77,7 @@ class DevnetConfig:
     attack_checks: bool = True          # submit forged copies of a real proof and expect rejection
     prometheus: bool = False            # also run a real Prometheus scraping every process
     tls: bool = False                   # mutual TLS between every process (dev CA, one cert per node)
+    async_fallback: bool = True         # deal a common coin: timeouts start Ditto's asynchronous fallback
     linger_s: float = 0.0               # keep the network up this long after the last round
     # experiments: participant name -> Byzantine behaviour (BEHAVIOURS); absent: honest
     behaviours: dict[str, str] = field(default_factory=dict)
@@ -152,7 +153,8 @@ def _service_args(plan: DevnetPlan, v: ValidatorPlan, config: DevnetConfig) -> d
         "consensus": ["consensus", "serve", "--genesis", str(plan.genesis_path), "--key", str(v.key_path),
                       "--node", v.name, "--listen", v.consensus, "--ledger", v.ledger, "--verifier", v.verifier,
                       "--data-dir", str(v.data_dir / "consensus"), "--metrics-port", str(v.consensus_metrics),
-                      "--idle-block-ms", str(config.idle_block_ms), *peers],
+                      "--idle-block-ms", str(config.idle_block_ms), *peers,
+                      *(["--coin-share", str(v.coin_share_path)] if config.async_fallback else [])],
     }
 
 
@@ -464,7 +466,7 @@ async def run_devnet(config: DevnetConfig) -> dict:
     adapters.make_shards(plan, config)
     t_task = time.monotonic() - t0
     publish_tx = adapters.load_publish_tx(plan.task_dir)
-    genesis = make_genesis(plan, publish_tx)
+    genesis = make_genesis(plan, publish_tx, async_fallback=config.async_fallback)
     net = Devnet(config, plan, genesis, ProcessGroup(plan.log_dir), progress,
                  rounds={r: RoundStats(round=r) for r in range(1, config.rounds + 1)})
     net.timings.update(task_timings)

@@ -10,6 +10,10 @@ while [ "$i" -lt "$VALIDATORS" ]; do
   [ "$peer" = "$POD_NAME" ] || peers="$peers --peer=$peer@$peer.$set_name:26000"
   i=$((i + 1))
 done
+# the fallback's coin share, when the network dealt one (make-secrets.sh: beside the key)
+coin=""
+share="/etc/zkpot/keys/$POD_NAME.coin-share.json"
+[ -f "$share" ] && coin="--coin-share $share"
 # shellcheck disable=SC2086  # $peers and $CONSENSUS_ARGS hold several flags
 exec zkpot consensus serve \
   --genesis /var/lib/zkpot/task/genesis.json \
@@ -20,4 +24,4 @@ exec zkpot consensus serve \
   --verifier 127.0.0.1:26001 \
   --data-dir /var/lib/zkpot/consensus \
   --metrics-port 26005 \
-  $peers ${CONSENSUS_ARGS:-}
+  $peers $coin ${CONSENSUS_ARGS:-}

@@ -5,6 +5,8 @@ members.json (public keys only; deploy/scripts/make-secrets.sh writes it):
    "validators":   [{"name": "validator-0", "public_key": "<hex>"}, ...],
    "participants": [{"name": "participant-0", "public_key": "<hex>", "validator": "validator-0"}, ...]}
 A participant's "validator" names the validator it operates (it may lead); "" or absent: none.
+An optional "coin" section (`zkpot keys deal-coin`'s coin-public.json) turns the asynchronous
+fallback on: each validator then needs its coin share (make-secrets.sh puts it beside its key).
 Validator names must be the StatefulSet's pod names: consensus uses them as --node.
 """
 
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from zkpot.coin import CoinPublic
 from zkpot.genesis import Genesis, Member
 
 
@@ -29,7 +32,8 @@ def build(members: dict, publish_tx: object, genesis_time_ms: int) -> Genesis:
             raise ValueError(f"participant {p['name']} names unknown validator {operated!r}")
         participants.append(Member(p["name"], bytes.fromhex(p["public_key"]), by_name.get(operated, b"")))
     genesis = Genesis(chain_id=members["chain_id"], genesis_time_ms=genesis_time_ms, validators=validators,
-                      participants=tuple(participants), publish_task=publish_tx)
+                      participants=tuple(participants), publish_task=publish_tx,
+                      coin=CoinPublic.from_json(members["coin"]) if "coin" in members else None)
     genesis.check()
     return genesis
 
