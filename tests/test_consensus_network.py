@@ -49,7 +49,7 @@ class Replica:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, genesis_path: Path, peers: list[str]) -> None:
+    def start(self, genesis_path: Path, peers: list[str], extra: list[str] | None = None) -> None:
         cmd = [
             sys.executable, "-m", "zkpot.cli", "consensus", "serve", "--genesis", str(genesis_path),
             "--key", str(self.key_path), "--node", self.name, "--listen", self.target,
@@ -57,7 +57,7 @@ class Replica:
             "--metrics-port", str(self.metrics_port), "--idle-block-ms", str(IDLE_MS),
             "--base-timeout-ms", str(BASE_TIMEOUT_MS), "--max-timeout-ms", "2000",
             "--log-level", os.environ.get("ZKPOT_TEST_LOG_LEVEL", "INFO"),
-            *[f"--peer={p}" for p in peers],
+            *[f"--peer={p}" for p in peers], *(extra or []),
         ]  # fmt: skip
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

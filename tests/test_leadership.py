@@ -142,3 +142,26 @@ def test_two_qualified_with_the_heavier_one_dead_does_not_stall_the_chain(monkey
     assert not result.problems, result.problems
     live = [s for s in result.honest if s.core is not None]
     assert min(s.ledger.height for s in live) > 20, [s.ledger.height for s in live]
+
+
+def test_the_fallback_coin_elects_by_the_same_proven_weights_on_every_replica() -> None:
+    """Issue 15: the coin elects a fallback chain with probability from the fast path's own cycle
+    (turns + a floor): replicas fed the same committed schedule derive the same winner for every
+    coin; a validator that proved nothing keeps the floor (never excluded, never more)."""
+    leaders, scores = KEYS[:4], (16, 8, 12, 3)  # ranked; KEYS[3] below min_correct 6
+    resp = ledger_pb2.LeaderScheduleResponse(epoch=1, activation_view=10, leaders=list(leaders), scores=list(scores))
+    a, b = LeaderElector(KEYS[:4], 6), LeaderElector(list(reversed(KEYS[:4])), 6)  # any genesis order
+    assert a.update(resp) and b.update(resp)
+    coins = [random.Random(i).getrandbits(256) for i in range(4000)]
+    picks = [a.fallback_leader(20, c) for c in coins]
+    assert picks == [b.fallback_leader(20, c) for c in coins]
+    cycle = schedule.rotation(leaders, scores, 6, 1)  # 8 + 4 + 6 turns, KEYS[3] none
+    w = dict(zip(sorted(KEYS[:4]), schedule.coin_weights(cycle, sorted(KEYS[:4])), strict=True))
+    assert w == {KEYS[0]: 8 + 4, KEYS[1]: 4 + 4, KEYS[2]: 6 + 4, KEYS[3]: 4}
+    counts = Counter(picks)
+    for k, weight in w.items():
+        expected = len(coins) * weight / sum(w.values())
+        assert abs(counts[k] - expected) < 0.15 * expected, (counts, w)
+    # one validator holding every turn: each other still >= 1/(2n)
+    lone = schedule.coin_weights((KEYS[0],) * 8, KEYS[:4])
+    assert min(lone) / sum(lone) >= 1 / 8

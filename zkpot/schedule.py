@@ -122,6 +122,16 @@ def leader_for_view(schedule: Schedule, view: int, min_correct: int | None = Non
     return cycle[(view - start) % len(cycle)]
 
 
+def coin_weights(cycle: Sequence[bytes], validators: Sequence[bytes]) -> tuple[int, ...]:
+    """The asynchronous fallback's election weights (issue 15), from the fast path's own cycle so
+    proven contribution weighs the same in both: each validator's turns in the epoch's cycle plus
+    a floor of max(1, len(cycle) // n), in the order of `validators`. The floor keeps everyone
+    electable (>= 1/(2n) even when one validator holds every turn), and turns come only from
+    proven scores, so f Byzantine validators raise their odds only by proving better models."""
+    floor = max(1, len(cycle) // max(1, len(validators)))
+    return tuple(cycle.count(v) + floor for v in validators)
+
+
 def view_shares(leaders: Sequence[bytes], scores: Sequence[int], min_correct: int, f: int) -> dict[bytes, float]:
     """Each validator's share of the views of an epoch with this ranking (dashboards, reports)."""
     cycle = rotation(tuple(leaders), tuple(scores), min_correct, f)

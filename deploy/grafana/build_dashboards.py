@@ -62,9 +62,11 @@ DASHBOARDS: dict[str, dict] = {
                 (r("zkpot_consensus_fallback_exits_total", "node, outcome"), "{{node}} exit {{outcome}}"),
                 (f"zkpot_consensus_fallback_active{NODE}", "{{node}} in fallback"),
             ], "ops", "timeseries"),
-            ("Fallback coin latency (entry -> coin)", [
-                (q(0.5, "zkpot_consensus_fallback_coin_latency_seconds", sel=NODE), "{{node}} p50"),
-                (q(0.95, "zkpot_consensus_fallback_coin_latency_seconds", sel=NODE), "{{node}} p95"),
+            ("Fallback time (entry -> coin, entry -> exit)", [
+                (q(0.5, "zkpot_consensus_fallback_coin_latency_seconds", sel=NODE), "{{node}} coin p50"),
+                (q(0.95, "zkpot_consensus_fallback_coin_latency_seconds", sel=NODE), "{{node}} coin p95"),
+                (q(0.5, "zkpot_consensus_fallback_seconds", sel=NODE), "{{node}} whole p50"),
+                (q(0.5, "zkpot_consensus_fallback_views", sel=NODE), "{{node}} views p50"),
             ], "s", "timeseries"),
             ("Leader: blocks proposed per replica", [
                 (r("zkpot_consensus_proposals_total"), "{{node}}"),

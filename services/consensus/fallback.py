@@ -242,6 +242,8 @@ class Fallback:
 
     async def _exit_task(self, v: int, signature: bytes) -> None:
         async with self.core.lock:
+            if v in self.coins:
+                return  # shares that arrived after the threshold spawned this too: exited once already
             await self.exit(v, signature)
 
     async def exit(self, v: int, signature: bytes) -> None:
@@ -259,6 +261,9 @@ class Fallback:
         if lock is not None:
             qcs.setdefault((1, elected), types_pb2.QuorumCert.FromString(lock))
         was_in = self.view == v
+        if was_in:
+            m.fallback_seconds.observe(c.rt.now() - self.entered_at)
+            m.fallback_views.observe(3)
         self.view = None
         m.fallback_active.set(0)
         if c.safety.last_voted_view < v + 2:
@@ -288,6 +293,8 @@ class Fallback:
         if self.view is not None and view > self.view + 2:
             log.info("fallback %d: left for view %d (a later certificate)", self.view, view)
             m.fallback_exits.labels(outcome="overtaken").inc()
+            m.fallback_seconds.observe(self.core.rt.now() - self.entered_at)
+            m.fallback_views.observe(view - self.view)
             self.outcomes["overtaken"] += 1
             self.view = None
             m.fallback_active.set(0)

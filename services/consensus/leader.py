@@ -71,15 +71,12 @@ class LeaderElector:
         return out
 
     def fallback_leader(self, fallback_view: int, coin_value: int) -> bytes:
-        """The chain the coin of a fallback elects: every validator with probability proportional
-        to weight = its score in the epoch of `fallback_view` + a floor of max(1, total // n), so
-        the coin never excludes anyone (each gets >= 1/(2n) even when one holds every point) and
-        only better proven models raise a validator's odds. A pure function of committed data."""
-        _start, ranked, scores = schedule.epoch_of(self.schedule, fallback_view)
-        pts = {k: max(int(s), 0) for k, s in zip(ranked, scores, strict=False)}
-        order = sorted(self.validators)  # fixed order: the ranking must not matter, only the weights
-        floor = max(1, sum(pts.values()) // len(order))
-        weights = [pts.get(k, 0) + floor for k in order]
+        """The chain the coin of a fallback elects: each validator with probability proportional to
+        schedule.coin_weights of the fast path's cycle in the epoch of `fallback_view` (its turns
+        plus a floor). A pure function of committed data and the coin."""
+        _start, cycle = schedule.order_for_view(self.schedule, fallback_view, self.min_correct, self.f)
+        order = sorted(self.validators)  # fixed order: only the weights matter, not the ranking
+        weights = schedule.coin_weights(cycle, order)
         pick = coin_value % sum(weights)
         for k, w in zip(order, weights, strict=True):
             if pick < w:

@@ -62,6 +62,10 @@ fallback_exits = metrics.counter("zkpot_consensus_fallback_exits_total",
 fallback_active = metrics.gauge("zkpot_consensus_fallback_active", "1 while in the fallback")
 fallback_coin_latency = metrics.histogram("zkpot_consensus_fallback_coin_latency_seconds",
                                           "From entering a fallback to holding its coin")
+fallback_seconds = metrics.histogram("zkpot_consensus_fallback_seconds", "From entering a fallback to leaving it")
+fallback_views = metrics.histogram("zkpot_consensus_fallback_views",
+                                   "Views from the timed-out view v to the fast view resumed (3: v+1 and v+2 "
+                                   "were the fallback's; more: it was overtaken)", buckets=(3, 4, 6, 10, 20, 50))
 fallback_votes_sent = metrics.counter("zkpot_consensus_fallback_votes_total", "Fallback votes this replica sent")
 fallback_resends = metrics.counter("zkpot_consensus_fallback_resends_total",
                                    "Rounds of resending this replica's fallback messages")
