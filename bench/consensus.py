@@ -8,9 +8,14 @@ throughput) and a watcher reads replica 0's ledger to time each commit. Reported
 committed tx/s, p50/p99 submit->commit latency at saturation, and p50 at light load; for the
 first n also with one replica killed (-9). The baseline is an echo server process that returns
 each SubmitTxRequest's bytes (same batches, same client code): the transport's own ceiling.
+Issue 15 (first n; --no-fallback skips): the same network with a common coin dealt at genesis
+(the asynchronous fallback built in) on the happy path, as ratios to the fast-path-only network
+of the same run; then both under tests/delay_proxy.py's leader-delaying adversary (every view's
+leader slowed past its timer, nothing dropped): blocks per minute and light-load p50 commit
+latency, and, once the network is timely again, the time to the first fast-path commit.
 Ends with one JSON line.
 
-  python bench/consensus.py [--sizes 4,7,10] [--seconds 8] [--quick]
+  python bench/consensus.py [--sizes 4,7,10] [--seconds 8] [--quick] [--no-fallback]
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ sys.path.insert(0, str(REPO / "tests"))  # the shared genesis builder and proces
 
 import grpc  # noqa: E402
 from chain_factory import make_genesis  # noqa: E402
+from delay_proxy import DelayProxy, LeaderDelay  # noqa: E402
 from ledger_process import LedgerProcess, free_port  # noqa: E402
 
-from zkpot import chain  # noqa: E402
+from zkpot import chain, coin  # noqa: E402
 from zkpot.grpcutil import CHANNEL_OPTIONS  # noqa: E402
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_grpc, types_pb2  # noqa: E402
 
@@ -65,17 +71,24 @@ class Net:
     n: int
     root: Path
     extra: list[str] = field(default_factory=list)  # more `zkpot consensus serve` flags
+    with_coin: bool = False  # genesis deals a common coin: the asynchronous fallback is on
+    proxied: bool = False    # every link through a DelayProxy (the adversary's network)
+    proxy: DelayProxy | None = None
+    keys: list[bytes] = field(default_factory=list)
     ledgers: list[LedgerProcess] = field(default_factory=list)
     procs: list[subprocess.Popen | None] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
 
     def start(self) -> None:
-        fx = make_genesis(n_validators=self.n, n_participants=SENDERS)
+        fx = make_genesis(n_validators=self.n, n_participants=SENDERS, coin=self.with_coin)
         genesis = self.root / "genesis.json"
         fx.genesis.save(genesis)
+        self.keys = [v.public_key for v in fx.genesis.validators]
         ports = [free_port() for _ in range(self.n)]
         self.targets = [f"127.0.0.1:{p}" for p in ports]
-        peers = [f"{m.name}@{t}" for m, t in zip(fx.genesis.validators, self.targets, strict=True)]
+        names = [m.name for m in fx.genesis.validators]
+        if self.proxied:
+            self.proxy = DelayProxy(self.targets, [[free_port() for _ in range(self.n)] for _ in range(self.n)]).start()
         for i, member in enumerate(fx.genesis.validators):
             d = self.root / member.name
             d.mkdir(parents=True)
@@ -85,6 +98,13 @@ class Net:
             self.ledgers.append(led)
         for i, member in enumerate(fx.genesis.validators):
             d = self.root / member.name
+            if self.proxy is not None:
+                peer_flags = self.proxy.peer_flags(names, i)
+            else:
+                peer_flags = [f"--peer={m}@{t}" for m, t in zip(names, self.targets, strict=True) if m != member.name]
+            if self.with_coin:
+                coin.save_share(d / "coin-share.json", fx.coin_shares[i], i)
+                peer_flags += ["--coin-share", str(d / "coin-share.json")]
             cmd = [
                 sys.executable, "-m", "zkpot.cli", "consensus", "serve", "--genesis", str(genesis),
                 "--key", str(d / "key.json"), "--node", member.name, "--listen", self.targets[i],
@@ -92,7 +112,7 @@ class Net:
                 "--idle-block-ms", "200", "--base-timeout-ms", "1000", "--log-level", "WARNING",
                 "--mempool-max-txs", "200000", "--mempool-max-per-sender", "200000",
                 "--peer-tx-rate", "1000000", "--peer-tx-burst", "1000000", "--gossip-tx-rate", "1000000",
-                *[f"--peer={p}" for p in peers], *self.extra,
+                *peer_flags, *self.extra,
             ]  # fmt: skip
             log = open(d / "consensus.log", "ab")
             self.procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
@@ -122,6 +142,8 @@ class Net:
                     proc.kill()
         for led in self.ledgers:
             led.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
 
 
 def process_cpu_s(pid: int) -> float:
@@ -344,6 +366,54 @@ async def wait_ready(targets: list[str], timeout_s: float) -> None:
                 await asyncio.sleep(0.3)
 
 
+async def first_fast_commit(watch: str, after_height: int, timeout_s: float) -> float:
+    """Seconds until the ledger holds a fast-path block (no fallback height, consecutive views)
+    above `after_height`; inf past the timeout."""
+    t0 = time.monotonic()
+    async with grpc.aio.insecure_channel(watch, options=CHANNEL_OPTIONS) as ch:
+        stub = ledger_pb2_grpc.LedgerStub(ch)
+        h = after_height + 1
+        while time.monotonic() - t0 < timeout_s:
+            page = await stub.GetBlocks(ledger_pb2.GetBlocksRequest(from_height=h, limit=100), timeout=10)
+            for sb in page.blocks:
+                hdr = sb.block.header
+                if not hdr.fallback_height and hdr.parent_qc.view + 1 == hdr.view:
+                    return time.monotonic() - t0
+            h += len(page.blocks)
+            await asyncio.sleep(0.02)
+    return float("inf")
+
+
+def attack_figures(n: int, with_coin: bool, txs, ids, seconds: float, extra: list[str]) -> dict[str, float]:
+    """A fresh network under the leader-delaying adversary: blocks per minute and light-load p50
+    commit latency while it lasts; then the network turns timely and we time the first fast-path
+    commit."""
+    root = Path(tempfile.mkdtemp(prefix=f"zkpot-bench-attack-{n}-"))
+    # every view timer below the adversary's delay (else a backed-off timer outlasts it)
+    net = Net(n, root, [*extra, "--max-timeout-ms", "4000"], with_coin=with_coin, proxied=True)
+    adversary: LeaderDelay | None = None
+    try:
+        net.start()
+        asyncio.run(wait_ready(net.targets, 120))
+        assert net.proxy is not None
+        adversary = LeaderDelay(net.proxy, net.targets, net.keys, delay=4.5).start()
+        time.sleep(2.0)
+        watch = net.ledgers[0].target
+        h0, t0 = asyncio.run(head_height(watch)), time.monotonic()
+        load = asyncio.run(run_load(net.targets, watch, txs, ids, seconds, BATCH))
+        h1, t1 = asyncio.run(head_height(watch)), time.monotonic()
+        adversary.pause()
+        to_fast = asyncio.run(first_fast_commit(watch, h1, 60.0))
+        p50 = None if load.p50_ms != load.p50_ms else round(load.p50_ms, 1)  # NaN: nothing committed
+        return {"blocks_per_min": round((h1 - h0) * 60 / (t1 - t0), 1), "p50_ms": p50,
+                "tx_s": round(load.tx_s, 1), "timely_to_fast_commit_s": round(to_fast, 2)}
+    finally:
+        if adversary is not None:
+            adversary.stop()
+        net.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -354,6 +424,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="n=4 only, short runs (smoke test)")
     ap.add_argument("--replica-args", default="", help="extra `zkpot consensus serve` flags, e.g. "
                     "'--min-block-interval-ms 5' (experiments)")
+    ap.add_argument("--no-fallback", dest="fallback", action="store_false",
+                    help="skip the asynchronous-fallback figures (issue 15)")
+    ap.add_argument("--attack-seconds", type=float, default=40.0, help="load under the adversary, per network")
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_server:
@@ -427,8 +500,45 @@ def main() -> int:
         finally:
             net.stop()
             shutil.rmtree(root, ignore_errors=True)
+    if args.fallback:
+        fallback_figures(sizes[0], seconds, args, txs, ids, nlight, results)
     print(json.dumps(results))
     return 0
+
+
+def fallback_figures(n: int, seconds: float, args: argparse.Namespace, txs, ids, nlight: int,
+                     results: dict[str, object]) -> None:
+    """Issue 15: the happy path with the coin dealt, against the fast-path-only figures of this
+    run; then both networks under the adversary."""
+    extra = shlex.split(args.replica_args)
+    root = Path(tempfile.mkdtemp(prefix=f"zkpot-bench-consensus-coin-{n}-"))
+    net = Net(n, root, extra, with_coin=True)
+    try:
+        net.start()
+        asyncio.run(wait_ready(net.targets, 120))
+        watch = net.ledgers[0].target
+        light = asyncio.run(run_load(net.targets, watch, txs[:nlight], ids[:nlight], seconds, BATCH))
+        sat = asyncio.run(run_load(net.targets, watch, txs[nlight:], ids[nlight:], seconds, WINDOW))
+    finally:
+        net.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    fast = results[f"n{n}"]
+    assert isinstance(fast, dict)
+    happy = {**sat.as_dict(), "light_p50_ms": round(light.p50_ms, 1),
+             "tx_s_vs_fast_path": round(sat.tx_s / max(fast["tx_s"], 1e-9), 3),
+             "light_p50_vs_fast_path": round(light.p50_ms / max(fast["light_p50_ms"], 1e-9), 3)}
+    print(f"n={n:2d}, coin dealt (fallback built in), happy path: {sat.tx_s:8,.0f} tx/s = "
+          f"{happy['tx_s_vs_fast_path']:.2f}x the fast path alone; light load p50 {light.p50_ms:.0f} ms = "
+          f"{happy['light_p50_vs_fast_path']:.2f}x", flush=True)
+    results[f"n{n}_fallback_happy"] = happy
+    k = BATCH * int(args.attack_seconds / 0.05)
+    for with_coin, name in ((False, "fast_path"), (True, "fallback")):
+        figs = attack_figures(n, with_coin, txs[:k], ids[:k], args.attack_seconds, extra)
+        print(f"n={n:2d} under the leader-delaying adversary, {name.replace('_', ' ')}: "
+              f"{figs['blocks_per_min']:.1f} blocks/min, light-load p50 {figs['p50_ms']} ms, "
+              f"{figs['tx_s']:.0f} tx/s; network timely again -> first fast-path commit in "
+              f"{figs['timely_to_fast_commit_s']:.2f} s", flush=True)
+        results[f"n{n}_attacked_{name}"] = figs
 
 
 if __name__ == "__main__":
