@@ -10,7 +10,7 @@ first n also with one replica killed (-9). The baseline is an echo server proces
 each SubmitTxRequest's bytes (same batches, same client code): the transport's own ceiling.
 Issue 15 (first n; --no-fallback skips): the same network with a common coin dealt at genesis
 (the asynchronous fallback built in) on the happy path, as ratios to the fast-path-only network
-of the same run; then both under tests/delay_proxy.py's leader-delaying adversary (every view's
+of the same run; then both under zkpot/devnet/netdelay.py's leader-delaying adversary (every view's
 leader slowed past its timer, nothing dropped): blocks per minute and light-load p50 commit
 latency, and, once the network is timely again, the time to the first fast-path commit.
 Ends with one JSON line.
@@ -40,10 +40,10 @@ sys.path.insert(0, str(REPO / "tests"))  # the shared genesis builder and proces
 
 import grpc  # noqa: E402
 from chain_factory import make_genesis  # noqa: E402
-from delay_proxy import DelayProxy, LeaderDelay  # noqa: E402
 from ledger_process import LedgerProcess, free_port  # noqa: E402
 
 from zkpot import chain, coin  # noqa: E402
+from zkpot.devnet.netdelay import DelayProxy, LeaderDelay  # noqa: E402
 from zkpot.grpcutil import CHANNEL_OPTIONS  # noqa: E402
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_grpc, types_pb2  # noqa: E402
 

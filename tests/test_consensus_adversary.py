@@ -1,4 +1,4 @@
-"""Issue 15 on real processes: an adversary that controls message timing (tests/delay_proxy.py)
+"""Issue 15 on real processes: an adversary that controls message timing (zkpot/devnet/netdelay.py)
 slows each view's leader past its timer — every replica honest, connected, every message
 delivered. Four `zkpot consensus serve` processes, each with its own `zkpot ledger serve`.
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from chain_factory import make_genesis
-from delay_proxy import DelayProxy, LeaderDelay
 from ledger_process import LedgerProcess, free_port
 from test_consensus_network import (
     Replica,
@@ -29,6 +28,7 @@ from test_consensus_network import (
 )
 
 from zkpot import coin
+from zkpot.devnet.netdelay import DelayProxy, LeaderDelay
 
 N = 4
 DELAY_S = 2.5  # past every view timer (Replica.start: --max-timeout-ms 2000)

@@ -157,6 +157,24 @@ async def compare_ledgers(plan: DevnetPlan, settle_s: float = 10.0) -> dict[str,
             await c.close()
 
 
+def scrape_fallbacks(plan: DevnetPlan) -> dict[str, float]:
+    """The replicas' asynchronous-fallback counters, summed (their /metrics): entries and exits by outcome."""
+    out: dict[str, float] = {}
+    for v in plan.validators:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{v.consensus_metrics}/metrics", timeout=5).read()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text.decode()):
+            if family.name not in ("zkpot_consensus_fallback_entries", "zkpot_consensus_fallback_exits"):
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = "entries" if "entries" in family.name else f"exits_{sample.labels.get('outcome', '')}"
+                    out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
 def scrape_verify_seconds(plan: DevnetPlan) -> dict[str, float]:
     """Sum of the verifiers' own proof-verification histograms (their /metrics)."""
     total, count = 0.0, 0.0

@@ -56,6 +56,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="skip submitting forged copies of a real proof (tampered, inflated, copied, replayed)")
     parser.add_argument("--no-async-fallback", dest="async_fallback", action="store_false",
                         help="fast path only (no common coin dealt): live only while the network is timely")
+    parser.add_argument("--attack-leader-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="run under an asynchronous network adversary: every message of each view's leader "
+                             "is delayed SECONDS (>= 2; view timers are capped below it), nothing is dropped; the "
+                             "fast path alone would stall, the fallback keeps the rounds going")
     parser.add_argument("--tls", action="store_true",
                         help="mutual TLS between every process: a dev CA and one certificate per node in DATA_DIR/tls")
     parser.add_argument("--prometheus", action="store_true",
@@ -107,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         round_deadline_blocks=args.round_deadline_blocks, min_correct=args.min_correct,
         report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,
         prometheus=args.prometheus, linger_s=args.linger, tls=args.tls, async_fallback=args.async_fallback,
+        attack_leader_delay_s=args.attack_leader_delay,
         behaviours=parse_behaviours(args.behaviour, args.participants),
         aggregation_rule=args.aggregation_rule, secure_aggregation=args.secure_aggregation,
         secagg_threshold=args.secagg_threshold,

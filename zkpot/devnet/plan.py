@@ -79,6 +79,10 @@ class DevnetPlan:
     participants: tuple[ParticipantPlan, ...]
     observer_metrics: int = 0       # base+905
     prometheus_port: int = 0        # base+909
+    proxy_base: int = 0             # base+600: the adversary's delay line a -> b at +n*a+b (n <= 10)
+
+    def proxy_port(self, a: int, b: int) -> int:
+        return self.proxy_base + len(self.validators) * a + b
 
     @property
     def task_dir(self) -> Path:
@@ -165,7 +169,7 @@ def make_plan(data_dir: Path, n_validators: int, n_participants: int, base_port:
                             participant_metrics=p + 6, state_dir=data_dir / "nodes" / name / "participant")
         )
     return DevnetPlan(data_dir, tuple(validators), tuple(participants), observer_metrics=base_port + 905,
-                      prometheus_port=base_port + 909)
+                      prometheus_port=base_port + 909, proxy_base=base_port + 600)
 
 
 def make_genesis(plan: DevnetPlan, publish_tx: types_pb2.Transaction, async_fallback: bool = True) -> Genesis:

@@ -140,6 +140,7 @@ def write_report(net: Devnet, ledgers: dict[str, Any], verify: dict[str, float])
         "rounds": rounds,
         "attack_checks": net.attacks,
         "restarts": net.restarts,
+        "consensus": net.network,
     }
     path = net.config.report_path or (net.config.data_dir / "report.json")
     path.write_text(json.dumps(report, indent=2) + "\n")
@@ -188,3 +189,12 @@ def print_summary(report: dict[str, Any]) -> None:
     agree = report["ledgers"]["agree"]
     print(f"ledgers: {'all validators hold identical chains' if agree else 'DISAGREE'} "
           f"(heights {report['ledgers']['heights']})")
+    cons = report.get("consensus") or {}
+    if cons.get("async_fallback"):
+        fb = cons.get("fallbacks", {})
+        exits = ", ".join(f"{k.removeprefix('exits_')} {int(v)}" for k, v in sorted(fb.items()) if k != "entries")
+        slowed = (f"; adversary slowed each view's leader {cons['leader_delay_s']:g} s "
+                  f"({sum(cons.get('leaders_slowed', {}).values())} leader changes followed)"
+                  if cons.get("leader_delay_s") else "")
+        print(f"asynchronous fallback: {int(fb.get('entries', 0))} entries over all replicas"
+              f"{' (exits: ' + exits + ')' if exits else ''}{slowed}")

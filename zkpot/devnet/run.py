@@ -22,9 +22,10 @@ import grpc
 
 from services.participant.rounds import BEHAVIOURS, FINAL_STAGES
 from zkpot import chain, grpcutil
-from zkpot.devnet import adapters, adversary, prometheus
+from zkpot.devnet import adapters, adversary, netdelay, prometheus
 from zkpot.devnet import state as devnet_state
 from zkpot.devnet.plan import (
+    HOST,
     DevnetPlan,
     ParticipantPlan,
     ValidatorPlan,
@@ -78,6 +79,9 @@ class DevnetConfig:
     prometheus: bool = False            # also run a real Prometheus scraping every process
     tls: bool = False                   # mutual TLS between every process (dev CA, one cert per node)
     async_fallback: bool = True         # deal a common coin: timeouts start Ditto's asynchronous fallback
+    # > 0: an asynchronous network adversary (zkpot/devnet/netdelay.py) slows each view's leader
+    # by this many seconds, past every view timer, for the whole run (nothing is dropped)
+    attack_leader_delay_s: float = 0.0
     linger_s: float = 0.0               # keep the network up this long after the last round
     # experiments: participant name -> Byzantine behaviour (BEHAVIOURS); absent: honest
     behaviours: dict[str, str] = field(default_factory=dict)
@@ -103,10 +107,15 @@ class Devnet:
     restarts: list[dict] = field(default_factory=list)  # services that died and were restarted
     t_start: float = field(default_factory=time.monotonic)
     attack_rounds: set[int] = field(default_factory=set)   # rounds whose attack checks have run
+    delay_proxy: netdelay.DelayProxy | None = None          # --attack-leader-delay: every replica link
+    leader_delay: netdelay.LeaderDelay | None = None
+    network: dict = field(default_factory=dict)  # the consensus' view of the run: fallbacks, the adversary
 
 
 def preflight(config: DevnetConfig) -> None:
     """Refuse a run that cannot start, leaving the previous devnet's data dir as it was."""
+    if config.attack_leader_delay_s and config.attack_leader_delay_s < 2:
+        raise SystemExit("--attack-leader-delay must be at least 2 s (the view timers go up to 80 % of it)")
     if not 0 <= config.provers <= config.participants:
         raise SystemExit(f"--provers must be 0..{config.participants} (the participants); got {config.provers}")
     busy = ports_in_use(plan_ports(config.base_port, config.validators, config.participants))
@@ -144,6 +153,10 @@ def prepare_data_dir(config: DevnetConfig) -> None:
 
 def _service_args(plan: DevnetPlan, v: ValidatorPlan, config: DevnetConfig) -> dict[str, list[str]]:
     peers = [f"--peer={o.name}@{o.consensus}" for o in plan.validators if o.name != v.name]
+    if config.attack_leader_delay_s:  # every link through the adversary's delay line; view timers below its delay
+        peers = [f"--peer={o.name}@{HOST}:{plan.proxy_port(v.index, o.index)}"
+                 for o in plan.validators if o.name != v.name]
+        peers += ["--max-timeout-ms", str(int(config.attack_leader_delay_s * 800))]
     return {
         "ledger": ["ledger", "serve", "--data-dir", str(v.data_dir / "ledger"), "--genesis", str(plan.genesis_path),
                    "--listen", v.ledger, "--metrics-port", str(v.ledger_metrics), "--node", v.name,
@@ -191,9 +204,19 @@ async def start_services(net: Devnet) -> None:
                                          *(["--allow-behaviours"] if net.config.behaviours else [])],
                     env=tls_env.get(p.name))
     await _wait_all(net, [v.ledger for v in plan.validators] + [v.verifier for v in plan.validators])
+    if net.config.attack_leader_delay_s:
+        n = len(plan.validators)
+        net.delay_proxy = netdelay.DelayProxy([v.consensus for v in plan.validators],
+                                              [[plan.proxy_port(a, b) for b in range(n)] for a in range(n)]).start()
     for v in plan.validators:
         procs.start(f"{v.name}-consensus", _service_args(plan, v, net.config)["consensus"], env=tls_env.get(v.name))
     await _wait_all(net, [v.consensus for v in plan.validators] + [p.prover for p in provers_of(net)])
+    if net.delay_proxy is not None:
+        net.leader_delay = netdelay.LeaderDelay(net.delay_proxy, [v.consensus for v in plan.validators],
+                                                [v.public_key for v in plan.validators],
+                                                net.config.attack_leader_delay_s).start()
+        net.progress.say(f"adversary: every view's leader slowed {net.config.attack_leader_delay_s:g} s "
+                         f"(past every view timer; nothing dropped)")
     for p in plan.participants:  # each participant is its own process, like every other service
         procs.start(f"{p.name}-participant", participant_args(net, p), env=tls_env.get(p.name))
     await _wait_all(net, [p.participant for p in plan.participants])
@@ -489,6 +512,10 @@ async def run_devnet(config: DevnetConfig) -> dict:
         print()
         ledgers_agree = await adapters.compare_ledgers(plan)
         verify_stats = adapters.scrape_verify_seconds(plan)
+        net.network = {"async_fallback": config.async_fallback, "fallbacks": adapters.scrape_fallbacks(plan)}
+        if net.leader_delay is not None:
+            net.network["leader_delay_s"] = config.attack_leader_delay_s
+            net.network["leaders_slowed"] = {plan.validators[i].name: k for i, k in net.leader_delay.targeted.items()}
         net.timings["total_s"] = time.monotonic() - t_start
         report = write_report(net, ledgers_agree, verify_stats)
         if config.linger_s > 0:
@@ -502,8 +529,12 @@ async def run_devnet(config: DevnetConfig) -> dict:
                 pass  # the run itself is complete: Ctrl-C here just ends the linger
         return report
     finally:
+        if net.leader_delay is not None:
+            net.leader_delay.stop()
         if net.procs.stop():
             print(f"\nWARNING: {stopped_message()}", flush=True)
+        if net.delay_proxy is not None:
+            net.delay_proxy.stop()
         devnet_state.write(config.data_dir, state="stopped")
 
 

@@ -1,0 +1,50 @@
+"""End to end under an asynchronous network adversary (issue 15): a devnet whose every consensus
+link runs through zkpot/devnet/netdelay.py, with each view's leader slowed past every view timer
+for the whole run (`zkpot devnet --attack-leader-delay`). The fast path alone would commit
+nothing; with the fallback (the devnet's default) the FL round still closes with real proofs,
+every ledger agrees, and the report counts the fallbacks that committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from zkpot.devnet.plan import free_base_port
+
+pytestmark = pytest.mark.slow
+
+VALIDATORS, PARTICIPANTS = 4, 2
+
+
+def test_a_round_closes_while_every_leader_is_slowed(tmp_path) -> None:
+    base = free_base_port(VALIDATORS, PARTICIPANTS)
+    cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--validators", str(VALIDATORS), "--participants",
+           str(PARTICIPANTS), "--rounds", "1", "--test-set-size", "8", "--data-dir", str(tmp_path),
+           "--base-port", str(base), "--no-attack-checks", "--attack-leader-delay", "3"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    print(stdout[-4000:], stderr[-2000:], f"attacked devnet took {time.monotonic() - t0:.0f}s", sep="\n")
+    assert proc.returncode == 0, f"devnet exited {proc.returncode}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] and report["ledgers"]["agree"]
+    (r1,) = report["rounds"]
+    assert r1["closed"] and r1["accepted_submissions"] == PARTICIPANTS, r1
+    cons = report["consensus"]
+    assert cons["async_fallback"] and cons["leader_delay_s"] == 3
+    assert sum(cons["leaders_slowed"].values()) >= 2, cons  # the adversary followed the leader
+    fallbacks = cons["fallbacks"]
+    assert fallbacks["entries"] > 0 and fallbacks.get("exits_commit", 0) > 0, fallbacks
+    assert "asynchronous fallback:" in stdout and "adversary slowed each view's leader 3 s" in stdout
