@@ -274,6 +274,7 @@ class SimNet:
         self.tasks: set[asyncio.Task] = set()
         self.messages = 0
         self.delayed_leaders = 0
+        self.violations: list[str] = []  # a vote sent before the safety state recording it was saved
         self.trace = hashlib.sha256()
 
     def now(self) -> float:
@@ -354,6 +355,13 @@ class SimEndpoint:
         self.peers: dict[bytes, None] = dict.fromkeys(peers)
 
     def broadcast_vote(self, vote: consensus_pb2.Vote) -> None:
+        # persist before you promise: the vote must already be in the saved safety state
+        saved = self.slot.safety.state
+        if vote.fallback_height:
+            if [vote.fallback_height, vote.fallback_owner] not in saved.fallback_votes:
+                self.net.violations.append(f"slot {self.slot.index}: fallback vote {vote.view} sent unsaved")
+        elif saved.last_voted_view < vote.view:
+            self.net.violations.append(f"slot {self.slot.index}: vote {vote.view} sent unsaved")
         self.net.broadcast(self.slot, "on_vote", vote)
 
     def broadcast_timeout(self, timeout: consensus_pb2.Timeout) -> None:
@@ -431,6 +439,7 @@ class Result:
     submitted: set[bytes]
     messages: int
     trace: str
+    violations: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -541,13 +550,14 @@ async def _run(sc: Scenario, fx: Fixture, data_dir: Path) -> Result:
         for h in slot.ledger.hashes():
             trace.update(h)
         trace.update(b"|")
-    return Result(sc, net.slots, heights_at_gst, heights_at_attack, submitted, net.messages, trace.hexdigest())
+    return Result(sc, net.slots, heights_at_gst, heights_at_attack, submitted, net.messages, trace.hexdigest(),
+                  net.violations)
 
 
 def check(result: Result) -> list[str]:
     """Safety over every ledger (Twins and the equivocator included: they run the commit rule on
     real certificates, so even their ledgers must agree), liveness after GST for honest ones."""
-    problems: list[str] = []
+    problems: list[str] = [f"PERSIST: {v}" for v in result.violations[:3]]
     by_height: dict[int, bytes] = {}
     for slot in result.slots:
         for height, h in enumerate(slot.ledger.hashes(), start=1):

@@ -10,6 +10,7 @@ delivered. Four `zkpot consensus serve` processes, each with its own `zkpot ledg
 
 from __future__ import annotations
 
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -126,6 +127,24 @@ def test_a_leader_delaying_adversary(tmp_path: Path, with_coin: bool) -> None:
 
         wait_for("fast-path commits once the network is timely", lambda: fast_commits() >= 3, 30, logs(replicas))
         assert_identical(replicas)
+        if with_coin:
+            # catch-up of a chain holding fallback blocks: wipe a replica and its ledger, start them
+            # empty; every fallback block's certificate (coin, election) is checked on the way
+            victim = replicas[3]
+            victim.kill9()
+            victim.ledger.kill9()
+            shutil.rmtree(victim.data_dir)
+            shutil.rmtree(victim.ledger.data_dir)
+            victim.ledger.port, victim.ledger.metrics_port, victim.metrics_port = free_port(), free_port(), free_port()
+            victim.ledger.start()
+            victim.start(tmp_path / "genesis.json",
+                         [p.removeprefix("--peer=") for p in proxy.peer_flags([r.name for r in replicas], 3)],
+                         ["--coin-share", str(tmp_path / victim.name / "coin-share.json")])
+            target = ledger_height(replicas[0])
+            wait_for("the wiped replica caught up", lambda: ledger_height(victim) >= target, 90, logs(replicas))
+            assert assert_identical(replicas) >= target
+            caught = ledger_blocks(victim)
+            assert any(sb.block.header.fallback_height for sb in caught[: target + 1])
     finally:
         adversary.stop()
         stop_network(replicas, proxy)
