@@ -81,13 +81,24 @@ class CoinPublic:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> CoinPublic:
+    def from_json(cls, data: object) -> CoinPublic:
+        if not isinstance(data, dict):
+            raise CoinError(f"coin section: an object with scheme, threshold, group_key, share_keys; got "
+                            f"{type(data).__name__}")
         try:
             if data.get("scheme") != "bls12-381-g2-threshold":
                 raise CoinError(f"unknown coin scheme {data.get('scheme')!r}")
+            if not isinstance(data["threshold"], int) or isinstance(data["threshold"], bool):
+                raise CoinError(f"coin threshold {data['threshold']!r} is not a whole number")
+            if not isinstance(data["share_keys"], list):
+                raise CoinError("coin share_keys is not a list")
             public = cls(bytes.fromhex(data["group_key"]), tuple(bytes.fromhex(k) for k in data["share_keys"]),
-                         int(data["threshold"]))
-        except (KeyError, TypeError, ValueError) as exc:
+                         data["threshold"])
+        except KeyError as exc:
+            raise CoinError(f"coin section: {exc} is missing") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, CoinError):
+                raise
             raise CoinError(f"coin section: {exc}") from exc
         public.check_consistent()
         return public
@@ -97,9 +108,12 @@ def _g1(raw: bytes, what: str) -> bls.G1Point:
     if len(raw) != 48:
         raise CoinError(f"coin {what}: {len(raw)} bytes, a compressed G1 point has 48")
     try:
-        return bls.G1Point.from_compressed_bytes(raw)  # checks curve and subgroup
+        point = bls.G1Point.from_compressed_bytes(raw)  # checks curve and subgroup
     except Exception as exc:  # the binding raises plain exceptions
         raise CoinError(f"coin {what}: not a point of G1 ({exc})") from exc
+    if point == bls.G1Point.identity():  # a zero key makes every share (and the coin) fixed
+        raise CoinError(f"coin {what}: the point at infinity is not a key")
+    return point
 
 
 def _scalar(value: int) -> bls.Scalar:
@@ -154,9 +168,11 @@ def coin_message(chain_id: str, view: int) -> bytes:
 
 
 def _secret(secret: bytes) -> bls.Scalar:
-    if len(secret) != 32:
+    if not isinstance(secret, bytes | bytearray) or len(secret) != 32:
         raise CoinError("a coin share secret is 32 bytes")
-    return bls.Scalar.from_be_bytes(secret)
+    if not 0 < int.from_bytes(secret, "big") < ORDER:
+        raise CoinError("a coin share secret is a nonzero number below the group order")
+    return bls.Scalar.from_be_bytes(bytes(secret))
 
 
 def sign_share(secret: bytes, msg: bytes) -> bytes:
@@ -165,10 +181,10 @@ def sign_share(secret: bytes, msg: bytes) -> bytes:
 
 
 def _g2(raw: bytes) -> bls.G2Point | None:
-    if len(raw) != 96:
+    if not isinstance(raw, bytes | bytearray) or len(raw) != 96:
         return None
     try:
-        return bls.G2Point.from_compressed_bytes(raw)  # curve and subgroup checked
+        return bls.G2Point.from_compressed_bytes(bytes(raw))  # curve and subgroup checked
     except Exception:  # junk bytes: the binding raises plain exceptions
         return None
 

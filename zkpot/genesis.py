@@ -144,8 +144,11 @@ class Genesis:
             n = len(self.validators)
             if len(self.coin.share_keys) != n:
                 raise CoinError(f"genesis coin has {len(self.coin.share_keys)} share keys for {n} validators")
-            if self.coin.threshold < n - self.quorum + 1:  # f+1: f Byzantine shares alone must not make it
-                raise CoinError(f"genesis coin threshold {self.coin.threshold} is below f+1 = {n - self.quorum + 1}")
+            f = n - self.quorum
+            if self.coin.threshold < f + 1:  # f Byzantine shares alone must not make it
+                raise CoinError(f"genesis coin threshold {self.coin.threshold} is below f+1 = {f + 1}")
+            if self.coin.threshold > n - f:  # f silent validators must not block every coin
+                raise CoinError(f"genesis coin threshold {self.coin.threshold} is above n-f = {n - f}")
 
 
 _KNOWN = {"chain_id", "genesis_time_ms", "validators", "participants", "task_id", "publish_task_tx", "coin"}
