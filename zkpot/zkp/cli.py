@@ -17,7 +17,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--out", type=Path, required=True, help="task directory to write")
     c.add_argument("--publisher-key", type=Path, required=True, help="publisher's key file (zkpot keys gen)")
     c.add_argument("--name", default=d.name)
-    c.add_argument("--test-set-size", type=int, default=d.test_set_size)
+    c.add_argument("--test-set-size", type=int, default=None,
+                   help=f"public test set samples (default {d.test_set_size} of the digits; with --test-set: the "
+                        f"file's count, and a different number is refused)")
+    c.add_argument("--test-set", type=Path, default=None, metavar="FILE|DIR",
+                   help="the public test set from your data: .npz (x, y), CSV (64 feature columns in [0, 1] + a "
+                        "label column) or a folder of per-class 8x8 image folders (default: sklearn's digits)")
+    c.add_argument("--calibration-data", type=Path, default=None, metavar="FILE|DIR",
+                   help="data the reference models train on to calibrate the circuit (default: the digits' "
+                        "training split); same formats")
     c.add_argument("--shard-size", type=int, default=d.shard_size,
                    help="samples per shard proof; must divide --test-set-size (0: one proof over the whole set)")
     c.add_argument("--hidden", type=int, default=d.hidden)
@@ -60,12 +68,14 @@ def _create(args: argparse.Namespace) -> int:
     from zkpot.crypto import KeyPair
     from zkpot.zkp.task import TaskConfig, TaskError, create_task
 
+    size = args.test_set_size if args.test_set_size is not None else (0 if args.test_set else TaskConfig.test_set_size)
     config = TaskConfig(
-        name=args.name, test_set_size=args.test_set_size, hidden=args.hidden, scale=args.scale,
+        name=args.name, test_set_size=size, hidden=args.hidden, scale=args.scale,
         decomp_base=args.decomp_base, decomp_legs=args.decomp_legs, weight_bound=args.weight_bound,
         rounds=args.rounds, min_correct=args.min_correct, round_deadline_blocks=args.round_deadline_blocks,
         round_deadline_s=args.round_deadline_s,
         seed=args.seed, srs=args.srs, shard_size=args.shard_size, aggregation_rule=args.aggregation_rule,
+        test_set_file=args.test_set, calibration_file=args.calibration_data,
     )
     try:
         task = create_task(args.out, KeyPair.load(args.publisher_key), config)

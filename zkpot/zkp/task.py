@@ -8,6 +8,7 @@ witness, so only the weights baked into each participant's compiled circuit chan
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -23,7 +24,7 @@ from zkpot import aggregation, chain
 from zkpot.codec import content_id
 from zkpot.crypto import KeyPair
 from zkpot.v1 import types_pb2
-from zkpot.zkp import circuit, data, model
+from zkpot.zkp import circuit, data, datafiles, model
 from zkpot.zkp.data import Dataset
 
 log = logging.getLogger("zkpot.task")
@@ -69,19 +70,26 @@ class TaskConfig:
     secure_aggregation: bool = False  # pairwise-masked aggregation: models never leave participants
     secagg_threshold: int = 0       # shares that recover a dropped member's mask key; 0: zkpot.secagg default
     srs: Path | None = None         # a real ceremony's SRS; None: ezkl.gen_srs (INSECURE, dev only)
+    # the public test set from a user's file (zkpot.zkp.datafiles: .npz, CSV, image folders);
+    # None: the bundled digits' class-balanced held-out prefix. test_set_size 0: the file's count
+    test_set_file: Path | None = None
+    calibration_file: Path | None = None  # reference models' training data; None: the digits pool
 
     def check(self) -> None:
-        if not 1 <= self.test_set_size <= 359:
-            raise TaskError("test_set_size must be 1..359")
+        if self.test_set_file is None and not 1 <= self.test_set_size <= 359:
+            raise TaskError("test_set_size must be 1..359 (the digits' held-out split)")
+        if self.test_set_file is not None and self.test_set_size < 0:
+            raise TaskError("test_set_size must be >= 0 (0: every sample of the test-set file)")
         if not 1 <= self.hidden <= 256:
             raise TaskError("hidden must be 1..256")
         if not 4 <= self.scale <= 12:
             raise TaskError("scale must be 4..12")
         if self.weight_bound <= 0:
             raise TaskError("weight_bound must be positive")
-        if self.shard_size < 0 or (self.shard_size and self.test_set_size % self.shard_size):
+        counted = self.test_set_size > 0  # 0: a file's count, checked again once it is read
+        if self.shard_size < 0 or (counted and self.shard_size and self.test_set_size % self.shard_size):
             raise TaskError(f"shard_size must divide test_set_size ({self.test_set_size}); got {self.shard_size}")
-        if self.min_correct > self.test_set_size:
+        if counted and self.min_correct > self.test_set_size:
             raise TaskError("min_correct exceeds the test set size")
         if self.aggregation_rule and self.aggregation_rule not in aggregation.RULES:
             raise TaskError(f"aggregation_rule must be one of {', '.join(aggregation.RULES)}")
@@ -186,6 +194,31 @@ def _worst_case_models(hidden: int, bound: float) -> list[model.MLP]:
     return out
 
 
+def _public_test_set(config: TaskConfig) -> tuple[Dataset, TaskConfig]:
+    """The digits' prefix, or the user's file with its exact count (the config then says it)."""
+    if config.test_set_file is None:
+        return data.public_test_set(config.test_set_size, config.seed), config
+    try:
+        test = datafiles.load_dataset(config.test_set_file)
+    except datafiles.DataFileError as exc:
+        raise TaskError(f"test set: {exc}") from exc
+    if config.test_set_size and config.test_set_size != len(test):
+        raise TaskError(f"test_set_size {config.test_set_size}, but {config.test_set_file} holds {len(test)} "
+                        f"samples (a test set is never cut silently: pass its count or 0)")
+    config = dataclasses.replace(config, test_set_size=len(test))
+    config.check()  # the shard size and threshold against the real count
+    return test, config
+
+
+def _calibration_pool(config: TaskConfig) -> Dataset:
+    if config.calibration_file is None:
+        return data.training_pool(config.seed)
+    try:
+        return datafiles.load_dataset(config.calibration_file)
+    except datafiles.DataFileError as exc:
+        raise TaskError(f"calibration data: {exc}") from exc
+
+
 def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConfig(),
                 progress: Callable[[str], None] | None = None) -> Task:
     """Publish a task: data, calibrated settings, SRS, keys, manifest and the signed PublishTask.
@@ -199,9 +232,9 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     work.mkdir(exist_ok=True)
     t0 = time.perf_counter()
 
-    test = data.public_test_set(config.test_set_size, config.seed)
+    test, config = _public_test_set(config)
     data.save(paths["test_set"], test)
-    pool = data.training_pool(config.seed)
+    pool = _calibration_pool(config)
 
     # initial global model: deterministic from the seed, inside the bound, in fixed point
     initial = model.init_model(config.hidden, config.seed)
