@@ -222,3 +222,48 @@ def test_chosen_ports_stay_out_of_the_ephemeral_range() -> None:
     for port in singles + plan:
         assert not eph_lo <= port <= eph_hi, port
     assert not set(singles) & set(plan)
+
+
+def test_a_zkpot_child_dies_with_its_parent_without_a_preexec_fn() -> None:
+    """The devnet's children set their parent-death signal themselves (zkpot.lifetime, first thing
+    in zkpot.cli), so the fork runs no Python: kill -9 the parent and the child goes too; a child
+    whose parent is already gone when it starts exits at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child_code = "from zkpot import lifetime; lifetime.die_with_parent_from_env(); import time; time.sleep(60)"
+    parent_code = (
+        "import os, subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child_code!r}], "
+        "env={**os.environ, 'ZKPOT_DIE_WITH_PARENT': str(os.getpid())}); "
+        "print(p.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    time.sleep(1.0)  # the child has set its signal
+    os.kill(child_pid, 0)  # alive
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        # reaped by init once it dies; a zombie still answers kill(0): look at its state
+        try:
+            with open(f"/proc/{child_pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        raise AssertionError("the child outlived its killed parent")
+    gone = subprocess.run([sys.executable, "-c", child_code], env={**os.environ, "ZKPOT_DIE_WITH_PARENT": "1"},
+                          capture_output=True, text=True, timeout=30)
+    assert gone.returncode != 0 and "parent 1 is gone" in gone.stderr

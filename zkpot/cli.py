@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for name, (_, help_) in COMMANDS.items():
             sub.add_parser(name, help=help_)
+    from zkpot import lifetime
+
+    lifetime.die_with_parent_from_env()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.parse_args([args.command, "--help"])

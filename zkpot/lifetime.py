@@ -19,6 +19,22 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         pass
 
 
+PARENT_ENV = "ZKPOT_DIE_WITH_PARENT"  # a zkpot child's parent pid: it dies with that process
+
+
+def die_with_parent_from_env() -> None:
+    """First thing in a zkpot process a supervisor started: the child-side PDEATHSIG. Setting it
+    here, after exec, instead of in a preexec_fn keeps the fork free of Python code (a preexec_fn
+    runs in the forked copy of a multi-threaded parent — gRPC's threads, the devnet's delay line —
+    and can die or deadlock there); a parent that died before this line is noticed by its pid."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit(f"parent {parent} is gone")
+
+
 def group_members(pgids: set[int]) -> list[int]:
     """Live processes whose process group is one of `pgids` (Linux /proc; zombies excluded)."""
     found = []

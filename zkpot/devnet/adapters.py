@@ -30,7 +30,9 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
         try:
             task = load_task(plan.task_dir)
             m = task.manifest
+            source = "digits" if config.test_set_file is None else config.test_set_file.name
             if (m.rounds == config.rounds and config.test_set_size in (0, m.test_set_size)
+                    and task.params.get("test_set_source", "digits") == source
                     and config.shard_size in (0, m.shard_size) and m.aggregation_rule == config.aggregation_rule
                     and m.secure_aggregation == config.secure_aggregation
                     and m.secagg_threshold == config.secagg_threshold):
@@ -49,6 +51,11 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
                               "seed": config.seed}
     if config.test_set_size:
         kwargs["test_set_size"] = config.test_set_size
+    if config.test_set_file is not None:  # the user's public test set: all of it unless a size is named
+        kwargs["test_set_file"] = config.test_set_file
+        kwargs["test_set_size"] = config.test_set_size
+    if config.train_data is not None:  # reference models calibrate on the data participants train on
+        kwargs["calibration_file"] = config.train_data
     if config.min_correct:
         kwargs["min_correct"] = config.min_correct
     if config.shard_size:
@@ -80,7 +87,15 @@ def make_shards(plan: DevnetPlan, config: DevnetConfig) -> None:
     owners = plan.participants[:config.provers] if config.provers else plan.participants
     if all(p.shard_path.exists() for p in owners):
         return
-    shards = data.dirichlet_shards(len(owners), config.alpha, config.seed)
+    pool = None
+    if config.train_data is not None:
+        from zkpot.zkp.datafiles import load_dataset
+
+        pool = load_dataset(config.train_data)  # checked (DataFileError names the file and row) in preflight too
+    try:
+        shards = data.dirichlet_shards(len(owners), config.alpha, config.seed, pool=pool)
+    except ValueError as exc:  # too few samples for this many shards
+        raise SystemExit(f"private shards: {exc}{f' from {config.train_data}' if config.train_data else ''}") from None
     for p, shard in zip(owners, shards, strict=True):
         p.shard_path.parent.mkdir(parents=True, exist_ok=True)
         data.save(p.shard_path, shard)
@@ -96,7 +111,9 @@ def _task_and_holdout(task_dir: Path) -> tuple[Any, Any]:
         from zkpot.zkp.task import load_task
 
         task = load_task(task_dir)
-        _tasks[task_dir] = (task, data.held_out(int(task.params.get("seed", 7))))
+        # a user's test set has no digits held-out split behind it: its own samples stand in
+        digits = task.params.get("test_set_source", "digits") == "digits"
+        _tasks[task_dir] = (task, data.held_out(int(task.params.get("seed", 7))) if digits else task.test_set)
     return _tasks[task_dir]
 
 

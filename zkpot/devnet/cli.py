@@ -56,6 +56,12 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="skip submitting forged copies of a real proof (tampered, inflated, copied, replayed)")
     parser.add_argument("--no-async-fallback", dest="async_fallback", action="store_false",
                         help="fast path only (no common coin dealt): live only while the network is timely")
+    parser.add_argument("--test-set", type=Path, default=None, metavar="FILE|DIR",
+                        help="the task's public test set from your data (.npz, CSV or per-class image folders; "
+                             "all of it unless --test-set-size names its count); default: sklearn's digits")
+    parser.add_argument("--train-data", type=Path, default=None, metavar="FILE|DIR",
+                        help="the participants' private shards are cut (non-IID, --alpha) from this file; "
+                             "default: the digits' training split")
     parser.add_argument("--attack-leader-delay", type=float, default=0.0, metavar="SECONDS",
                         help="run under an asynchronous network adversary: every message of each view's leader "
                              "is delayed SECONDS (>= 2; view timers are capped below it), nothing is dropped; the "
@@ -112,6 +118,8 @@ def _run(args: argparse.Namespace) -> int:
         report_path=args.report, idle_block_ms=args.idle_block_ms, attack_checks=args.attack_checks,
         prometheus=args.prometheus, linger_s=args.linger, tls=args.tls, async_fallback=args.async_fallback,
         attack_leader_delay_s=args.attack_leader_delay,
+        test_set_file=args.test_set.resolve() if args.test_set else None,
+        train_data=args.train_data.resolve() if args.train_data else None,
         behaviours=parse_behaviours(args.behaviour, args.participants),
         aggregation_rule=args.aggregation_rule, secure_aggregation=args.secure_aggregation,
         secagg_threshold=args.secagg_threshold,

@@ -64,17 +64,19 @@ class ProcessGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "zkpot.cli", *args]
         child = Child(name, argv, self.log_dir / f"{name}.log",
-                      env={**os.environ, "PYTHONUNBUFFERED": "1", "ZKPOT_METRICS_ADDR": "127.0.0.1", **(env or {})})
+                      env={**os.environ, "PYTHONUNBUFFERED": "1", "ZKPOT_METRICS_ADDR": "127.0.0.1",
+                           lifetime.PARENT_ENV: str(os.getpid()), **(env or {})})
         self._spawn(child)
         self.children[name] = child
         return child
 
     def _spawn(self, child: Child) -> None:
         log = open(child.log_path, "ab")
-        # own session: a terminal Ctrl-C reaches only the orchestrator, which stops children in order
+        # own session: a terminal Ctrl-C reaches only the orchestrator, which stops children in order;
+        # no preexec_fn: the child sets its parent-death signal itself (lifetime.die_with_parent_from_env)
         child.popen = subprocess.Popen(
             child.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child.env,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         log.close()
 

@@ -79,6 +79,8 @@ class DevnetConfig:
     prometheus: bool = False            # also run a real Prometheus scraping every process
     tls: bool = False                   # mutual TLS between every process (dev CA, one cert per node)
     async_fallback: bool = True         # deal a common coin: timeouts start Ditto's asynchronous fallback
+    test_set_file: Path | None = None   # the public test set from a user's file (zkpot.zkp.datafiles)
+    train_data: Path | None = None      # participants' private shards cut from a user's file
     # > 0: an asynchronous network adversary (zkpot/devnet/netdelay.py) slows each view's leader
     # by this many seconds, past every view timer, for the whole run (nothing is dropped)
     attack_leader_delay_s: float = 0.0
@@ -114,6 +116,14 @@ class Devnet:
 
 def preflight(config: DevnetConfig) -> None:
     """Refuse a run that cannot start, leaving the previous devnet's data dir as it was."""
+    for what, path in (("--test-set", config.test_set_file), ("--train-data", config.train_data)):
+        if path is not None:  # refused before anything is created, with the file and the row
+            from zkpot.zkp.datafiles import DataFileError, load_dataset
+
+            try:
+                load_dataset(path)
+            except DataFileError as exc:
+                raise SystemExit(f"{what}: {exc}") from None
     if config.attack_leader_delay_s and config.attack_leader_delay_s < 2:
         raise SystemExit("--attack-leader-delay must be at least 2 s (the view timers go up to 80 % of it)")
     if not 0 <= config.provers <= config.participants:
@@ -211,12 +221,6 @@ async def start_services(net: Devnet) -> None:
     for v in plan.validators:
         procs.start(f"{v.name}-consensus", _service_args(plan, v, net.config)["consensus"], env=tls_env.get(v.name))
     await _wait_all(net, [v.consensus for v in plan.validators] + [p.prover for p in provers_of(net)])
-    if net.delay_proxy is not None:
-        net.leader_delay = netdelay.LeaderDelay(net.delay_proxy, [v.consensus for v in plan.validators],
-                                                [v.public_key for v in plan.validators],
-                                                net.config.attack_leader_delay_s).start()
-        net.progress.say(f"adversary: every view's leader slowed {net.config.attack_leader_delay_s:g} s "
-                         f"(past every view timer; nothing dropped)")
     for p in plan.participants:  # each participant is its own process, like every other service
         procs.start(f"{p.name}-participant", participant_args(net, p), env=tls_env.get(p.name))
     await _wait_all(net, [p.participant for p in plan.participants])
@@ -232,6 +236,12 @@ async def start_services(net: Devnet) -> None:
         config = prometheus.write_config(plan, plan.data_dir / "prometheus.yml", rules)
         procs.start_binary("prometheus", [binary, *prometheus.args(plan, config)])
         net.progress.say(f"prometheus: http://127.0.0.1:{plan.prometheus_port} (config {config})")
+    if net.delay_proxy is not None:
+        net.leader_delay = netdelay.LeaderDelay(net.delay_proxy, [v.consensus for v in plan.validators],
+                                                [v.public_key for v in plan.validators],
+                                                net.config.attack_leader_delay_s).start()
+        net.progress.say(f"adversary: every view's leader slowed {net.config.attack_leader_delay_s:g} s "
+                         f"(past every view timer; nothing dropped)")
     net.timings["start_services_s"] = time.monotonic() - t0
 
 
@@ -241,7 +251,9 @@ async def _wait_all(net: Devnet, targets: list[str], timeout_s: float = 120.0) -
         while not all(w.done() for w in waits):
             dead = net.procs.dead()
             if dead:
-                raise RuntimeError(f"{dead[0].name} exited during start-up:\n{dead[0].tail()}")
+                code = dead[0].popen.returncode if dead[0].popen is not None else None
+                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                raise RuntimeError(f"{dead[0].name} exited during start-up ({how}):\n{dead[0].tail()}")
             await asyncio.sleep(0.3)
         for w in waits:
             w.result()

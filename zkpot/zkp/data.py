@@ -78,16 +78,18 @@ def training_pool(seed: int) -> Dataset:
     return Dataset(data.x[train], data.y[train])
 
 
-def dirichlet_shards(n_participants: int, alpha: float, seed: int, min_size: int = 10) -> list[Dataset]:
+def dirichlet_shards(n_participants: int, alpha: float, seed: int, min_size: int = 10,
+                     pool: Dataset | None = None) -> list[Dataset]:
     """Non-IID shards: each class is divided among participants in Dirichlet(alpha) proportions.
 
     Small alpha gives skewed label mixes. Redrawn (seeded) until every shard has min_size samples.
+    `pool`: the samples to cut (default: the digits' training split of the seed).
     """
     if n_participants < 1:
         raise ValueError("need at least one participant")
     if alpha <= 0:
         raise ValueError("alpha must be positive")
-    pool = training_pool(seed)
+    pool = training_pool(seed) if pool is None else pool
     rng = np.random.default_rng(seed + 1)
     for _ in range(1000):
         parts: list[list[int]] = [[] for _ in range(n_participants)]

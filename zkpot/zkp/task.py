@@ -333,6 +333,8 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         "num_rows": settings.get("num_rows"),
         "shard_size": shard_size,
         "n_shards": config.test_set_size // shard_size,
+        # where the public test set came from: "digits" (held-out prefix of the seed) or a user's file
+        "test_set_source": "digits" if config.test_set_file is None else Path(config.test_set_file).name,
     }
     paths["params"].write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
 
