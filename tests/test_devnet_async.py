@@ -10,15 +10,11 @@ file's test samples, every ledger agrees, and the report counts the fallbacks th
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from test_datafiles import write_csv
+from zkp_env import run_devnet
 
 from zkpot.devnet.plan import free_base_port
 from zkpot.zkp import data
@@ -34,19 +30,11 @@ def test_a_round_closes_while_every_leader_is_slowed(tmp_path) -> None:
     test_csv = write_csv(tmp_path / "public.csv", test.x, test.y)
     data.save(tmp_path / "train.npz", data.training_pool(3))
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--validators", str(VALIDATORS), "--participants",
-           str(PARTICIPANTS), "--rounds", "1", "--test-set", str(test_csv), "--train-data", str(tmp_path / "train.npz"),
-           "--data-dir", str(run_dir), "--base-port", str(base), "--no-attack-checks", "--attack-leader-delay", "3"]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        stdout, stderr = proc.communicate(timeout=900)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    print(stdout[-4000:], stderr[-2000:], f"attacked devnet took {time.monotonic() - t0:.0f}s", sep="\n")
-    assert proc.returncode == 0, f"devnet exited {proc.returncode}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    code, stdout, stderr = run_devnet(
+        ["--validators", str(VALIDATORS), "--participants", str(PARTICIPANTS), "--rounds", "1", "--test-set",
+         str(test_csv), "--train-data", str(tmp_path / "train.npz"), "--data-dir", str(run_dir), "--base-port",
+         str(base), "--no-attack-checks", "--attack-leader-delay", "3"], "attacked devnet")
+    assert code == 0, f"devnet exited {code}\n{stdout[-3000:]}\n{stderr[-3000:]}"
     report = json.loads((run_dir / "report.json").read_text())
     assert report["test_set_size"] == 12
     from zkpot.zkp.task import load_task

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from zkp_env import free_port, start_service, stop_service, wait_serving
+from zkp_env import free_port, run_devnet, start_service, stop_service, wait_serving
 
 from zkpot import grpcutil
 from zkpot.devnet.plan import free_base_port
@@ -33,21 +28,14 @@ VALIDATORS, PARTICIPANTS = 4, 3
 def secure_devnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, int]:
     data_dir = tmp_path_factory.mktemp("devnet-secure")
     base = free_base_port(VALIDATORS, PARTICIPANTS)
-    cmd = [sys.executable, "-m", "zkpot.cli", "devnet", "--secure-aggregation", "--validators", str(VALIDATORS),
-           "--participants", str(PARTICIPANTS), "--rounds", "1", "--test-set-size", "8", "--min-correct", "1",
-           "--data-dir", str(data_dir), "--base-port", str(base), "--round-deadline-blocks", "50",
-           "--idle-block-ms", "800", "--no-attack-checks", "--behaviour", "p2=drop_mask"]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        stdout, stderr = proc.communicate(timeout=900)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    print(stdout[-6000:], stderr[-3000:], f"secure devnet took {time.monotonic() - t0:.0f}s", sep="\n")
-    if proc.returncode != 0:
-        pytest.fail(f"devnet exited {proc.returncode}\n{stdout[-4000:]}\n{stderr[-4000:]}")
+    code, stdout, stderr = run_devnet(
+        ["--secure-aggregation", "--validators", str(VALIDATORS), "--participants", str(PARTICIPANTS),
+         "--rounds", "1", "--test-set-size", "8", "--min-correct", "1", "--data-dir", str(data_dir),
+         "--base-port", str(base), "--round-deadline-blocks", "50", "--idle-block-ms", "800", "--no-attack-checks",
+         "--behaviour", "p2=drop_mask"],
+        "secure devnet")
+    if code != 0:
+        pytest.fail(f"devnet exited {code}\n{stdout[-4000:]}\n{stderr[-4000:]}")
     return data_dir, json.loads((data_dir / "report.json").read_text()), base
 
 

@@ -181,3 +181,20 @@ def resign(tx: types_pb2.Transaction, key: KeyPair, **changes: object) -> types_
     for name, value in changes.items():
         setattr(out.submit_proof, name, value)
     return chain.sign_tx(key, out)
+
+
+def run_devnet(args: list[str], what: str, timeout_s: float = 900) -> tuple[int, str, str]:
+    """`zkpot devnet ARGS` to its end (Ctrl-C past the timeout): (exit code, stdout, stderr); prints
+    the tails and the time it took (pytest shows them for a failing test)."""
+    import signal
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "zkpot.cli", "devnet", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    print(stdout[-6000:], stderr[-3000:], f"{what} took {time.monotonic() - t0:.0f}s", sep="\n")
+    return proc.returncode, stdout, stderr

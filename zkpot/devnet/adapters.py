@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,17 +175,21 @@ async def compare_ledgers(plan: DevnetPlan, settle_s: float = 10.0) -> dict[str,
             await c.close()
 
 
+def _metric_families(ports: list[int]) -> Iterator[Any]:
+    """Every metric family the processes on these /metrics ports export (a dead one is skipped)."""
+    for port in ports:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        except OSError:
+            continue
+        yield from text_string_to_metric_families(text.decode())
+
+
 def scrape_fallbacks(plan: DevnetPlan) -> dict[str, float]:
     """The replicas' asynchronous-fallback counters, summed (their /metrics): entries and exits by outcome."""
     out: dict[str, float] = {}
-    for v in plan.validators:
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{v.consensus_metrics}/metrics", timeout=5).read()
-        except OSError:
-            continue
-        for family in text_string_to_metric_families(text.decode()):
-            if family.name not in ("zkpot_consensus_fallback_entries", "zkpot_consensus_fallback_exits"):
-                continue
+    for family in _metric_families([v.consensus_metrics for v in plan.validators]):
+        if family.name in ("zkpot_consensus_fallback_entries", "zkpot_consensus_fallback_exits"):
             for sample in family.samples:
                 if sample.name.endswith("_total"):
                     key = "entries" if "entries" in family.name else f"exits_{sample.labels.get('outcome', '')}"
@@ -195,16 +200,11 @@ def scrape_fallbacks(plan: DevnetPlan) -> dict[str, float]:
 def scrape_verify_seconds(plan: DevnetPlan) -> dict[str, float]:
     """Sum of the verifiers' own proof-verification histograms (their /metrics)."""
     total, count = 0.0, 0.0
-    for v in plan.validators:
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{v.verifier_metrics}/metrics", timeout=5).read()
-        except OSError:
-            continue
-        for family in text_string_to_metric_families(text.decode()):
-            if "verify" in family.name and family.name.endswith("_seconds") and family.type == "histogram":
-                for sample in family.samples:
-                    if sample.name.endswith("_sum"):
-                        total += sample.value
-                    elif sample.name.endswith("_count"):
-                        count += sample.value
+    for family in _metric_families([v.verifier_metrics for v in plan.validators]):
+        if "verify" in family.name and family.name.endswith("_seconds") and family.type == "histogram":
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    total += sample.value
+                elif sample.name.endswith("_count"):
+                    count += sample.value
     return {"sum": total, "count": count}
