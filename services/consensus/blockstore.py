@@ -57,13 +57,17 @@ class BlockStore:
         if h not in self._entries:
             ids = tx_ids if tx_ids is not None else [chain.tx_id(tx) for tx in block.txs]
             self._entries[h] = Entry(block, self._clock(), ids)
-        qc = block.header.parent_qc
-        if block.header.HasField("parent_qc") and qc.votes and qc.block_hash not in self.certs:
-            self.certs[qc.block_hash] = qc
+        if block.header.HasField("parent_qc"):
+            self.add_cert(block.header.parent_qc)
         return h
 
     def add_cert(self, qc: types_pb2.QuorumCert) -> None:
-        if qc.votes and qc.block_hash not in self.certs:
+        """Remember a block's certificate (what the ledger gets with it); an endorsed fallback QC
+        replaces the same block's unendorsed one."""
+        if not qc.votes:
+            return
+        known = self.certs.get(qc.block_hash)
+        if known is None or (known.fallback_owner and not known.coin and qc.coin):
             self.certs[qc.block_hash] = qc
 
     def commit_target(self, qc: types_pb2.QuorumCert) -> bytes | None:
@@ -71,6 +75,11 @@ class BlockStore:
 
         Returns B0's hash when that commits something new, else None (also when blocks are unknown).
         """
+        if qc.fallback_owner and not qc.coin:
+            # an unendorsed fallback QC (a height-2 block's parent, before any coin) commits nothing:
+            # the coin may elect another chain (simulator, Twins, seed 86: it committed the parent of
+            # a height-1 block the coin did not elect, and the elected chain another block there)
+            return None
         b1 = self.get(qc.block_hash)
         if b1 is None:
             return None

@@ -66,6 +66,8 @@ fallback_seconds = metrics.histogram("zkpot_consensus_fallback_seconds", "From e
 fallback_views = metrics.histogram("zkpot_consensus_fallback_views",
                                    "Views from the timed-out view v to the fast view resumed (3: v+1 and v+2 "
                                    "were the fallback's; more: it was overtaken)", buckets=(3, 4, 6, 10, 20, 50))
+fallback_helped = metrics.counter("zkpot_consensus_fallback_coins_resent_total",
+                                  "Coins sent to a replica still in a fallback this one had left")
 fallback_votes_sent = metrics.counter("zkpot_consensus_fallback_votes_total", "Fallback votes this replica sent")
 fallback_resends = metrics.counter("zkpot_consensus_fallback_resends_total",
                                    "Rounds of resending this replica's fallback messages")

@@ -71,6 +71,12 @@ class Pacemaker:
         self.generation += 1
         self._moved.set()
 
+    def step_down(self) -> None:
+        """One doubling less (the asynchronous fallback just committed)."""
+        if self.consecutive_timeouts:
+            self.consecutive_timeouts -= 1
+            self._certified_run = 0
+
     def proposal_arrived(self) -> None:
         """The current view's proposal is here (signed by its leader): allow a whole timer from
         now to check it and vote. Once per view, so a leader cannot stretch a view further than
