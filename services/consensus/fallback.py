@@ -23,7 +23,8 @@ before the vote leaves), so a replica that voted for the elected chain's height-
 chain's endorsed height-1 QC from the moment it exits; the first fast view after the fallback
 (v+3) is voted only on a block whose parent QC ranks at least as high as the voter's. So once a
 replica commits the elected height-1 block, 2f+1 replicas (f+1 honest) will only certify its
-descendants. Unendorsed fallback QCs never become a replica's high QC or a block's certificate.
+descendants. Unendorsed fallback QCs never become a replica's high QC or commit anything
+(BlockStore.commit_target).
 """
 
 from __future__ import annotations
