@@ -75,6 +75,7 @@ class Net:
     proxied: bool = False    # every link through a DelayProxy (the adversary's network)
     proxy: DelayProxy | None = None
     keys: list[bytes] = field(default_factory=list)
+    metrics_ports: list[int] = field(default_factory=list)
     ledgers: list[LedgerProcess] = field(default_factory=list)
     procs: list[subprocess.Popen | None] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
@@ -105,6 +106,8 @@ class Net:
             if self.with_coin:
                 coin.save_share(d / "coin-share.json", fx.coin_shares[i], i)
                 peer_flags += ["--coin-share", str(d / "coin-share.json")]
+            self.metrics_ports.append(free_port())
+            peer_flags += ["--metrics-port", str(self.metrics_ports[-1])]
             cmd = [
                 sys.executable, "-m", "zkpot.cli", "consensus", "serve", "--genesis", str(genesis),
                 "--key", str(d / "key.json"), "--node", member.name, "--listen", self.targets[i],
@@ -384,6 +387,31 @@ async def first_fast_commit(watch: str, after_height: int, timeout_s: float) -> 
     return float("inf")
 
 
+def fallback_metrics(ports: list[int]) -> dict[str, float]:
+    """Summed over the replicas: fallbacks entered, left by outcome, and the seconds spent in them
+    and waiting for their coins (their /metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for port in ports:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            if not family.name.startswith("zkpot_consensus_fallback"):
+                continue
+            for sample in family.samples:
+                name = sample.name.removeprefix("zkpot_consensus_fallback_")
+                if "outcome" in sample.labels:
+                    name += "_" + sample.labels["outcome"]
+                if name.endswith(("_sum", "_count", "_total")) or "_total_" in name:
+                    out[name] = out.get(name, 0.0) + sample.value
+    return out
+
+
 def attack_figures(n: int, with_coin: bool, txs, ids, seconds: float, extra: list[str]) -> dict[str, float]:
     """A fresh network under the leader-delaying adversary: blocks per minute and light-load p50
     commit latency while it lasts; then the network turns timely and we time the first fast-path
@@ -400,13 +428,27 @@ def attack_figures(n: int, with_coin: bool, txs, ids, seconds: float, extra: lis
         time.sleep(2.0)
         watch = net.ledgers[0].target
         h0, t0 = asyncio.run(head_height(watch)), time.monotonic()
+        fb0 = fallback_metrics(net.metrics_ports)
         load = asyncio.run(run_load(net.targets, watch, txs, ids, seconds, BATCH))
         h1, t1 = asyncio.run(head_height(watch)), time.monotonic()
+        fb1 = fallback_metrics(net.metrics_ports)
+        d = {k: fb1.get(k, 0.0) - fb0.get(k, 0.0) for k in fb1}
         adversary.pause()
         to_fast = asyncio.run(first_fast_commit(watch, h1, 60.0))
         p50 = None if load.p50_ms != load.p50_ms else round(load.p50_ms, 1)  # NaN: nothing committed
-        return {"blocks_per_min": round((h1 - h0) * 60 / (t1 - t0), 1), "p50_ms": p50,
-                "tx_s": round(load.tx_s, 1), "timely_to_fast_commit_s": round(to_fast, 2)}
+        out = {"blocks_per_min": round((h1 - h0) * 60 / (t1 - t0), 1), "p50_ms": p50,
+               "tx_s": round(load.tx_s, 1), "timely_to_fast_commit_s": round(to_fast, 2)}
+        if with_coin and d.get("seconds_count"):
+            # where a block's time goes: inside fallbacks (and waiting for coins) vs the rest (mostly
+            # the fast view's timer running out first); per replica, averaged
+            n_fb = d["seconds_count"]
+            out.update({"fallbacks_per_min": round(n_fb / n * 60 / (t1 - t0), 1),
+                        "fallback_mean_s": round(d.get("seconds_sum", 0.0) / n_fb, 2),
+                        "coin_latency_mean_s": round(d.get("coin_latency_seconds_sum", 0.0)
+                                                     / max(1.0, d.get("coin_latency_seconds_count", 0.0)), 2),
+                        "share_of_time_in_fallback": round(d.get("seconds_sum", 0.0) / n / (t1 - t0), 2),
+                        "exits_commit": int(d.get("exits_total_commit", 0) / n)})
+        return out
     finally:
         if adversary is not None:
             adversary.stop()
@@ -537,7 +579,10 @@ def fallback_figures(n: int, seconds: float, args: argparse.Namespace, txs, ids,
         print(f"n={n:2d} under the leader-delaying adversary, {name.replace('_', ' ')}: "
               f"{figs['blocks_per_min']:.1f} blocks/min, light-load p50 {figs['p50_ms']} ms, "
               f"{figs['tx_s']:.0f} tx/s; network timely again -> first fast-path commit in "
-              f"{figs['timely_to_fast_commit_s']:.2f} s", flush=True)
+              f"{figs['timely_to_fast_commit_s']:.2f} s"
+              + (f"; {figs['fallbacks_per_min']} fallbacks/min, {figs['fallback_mean_s']} s each (coin after "
+                 f"{figs['coin_latency_mean_s']} s), {100 * figs['share_of_time_in_fallback']:.0f} % of the time "
+                 f"in a fallback" if "fallbacks_per_min" in figs else ""), flush=True)
         results[f"n{n}_attacked_{name}"] = figs
 
 
