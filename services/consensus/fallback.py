@@ -229,6 +229,8 @@ class Fallback:
             async with c.lock:
                 self.help_stragglers(share.view)  # it is still in that fallback
             return
+        if share.coin and share.view + 3 <= c.view:
+            return  # we are past that fallback already (a late answer to a resend): nothing to learn
         if share.coin:  # the sender left that fallback: its coin lets us leave too
             if c.coin_check is None or not await c.rt.offload(c.coin_check.ok, share.view, share.coin):
                 raise Rejected("bad_coin", "the coin in a coin share does not verify")
