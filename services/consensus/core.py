@@ -147,9 +147,8 @@ class Core:
         await self.recovery.replay_leader_evidence(head.height)
         amnesic = not self.safety_store.exists()
         self.safety = self.safety_store.load()
-        for qc in (self.safety.high_qc,):
-            if qc.fallback_owner and not qc.coin:
-                self.safety.high_qc = types_pb2.QuorumCert()
+        if self.safety.high_qc.fallback_owner and not self.safety.high_qc.coin:
+            self.safety.high_qc = types_pb2.QuorumCert()  # an unendorsed fallback QC is never a high QC
         if amnesic and self.network.peers:
             self.sign_floor = UNKNOWN_FLOOR  # until a peer tells how far the chain has gone
         self.high_qc = self.genesis_qc
@@ -219,10 +218,8 @@ class Core:
         if hdr.fallback_height == 0 and hdr.proposer != self.leaders.leader(hdr.view):
             raise Rejected("wrong_leader", f"proposer is not the leader of view {hdr.view}")
         if self.fallback is not None:
-            own = hdr.proposer if hdr.fallback_height == 2 else None
-            self.fallback.check_endorsed(hdr.parent_qc, own_parent_of=own)
-            for t in proposal.tc.timeouts:
-                self.fallback.check_endorsed(t.high_qc)
+            self.fallback.check_parent(hdr)
+            self.fallback.check_tc(proposal.tc)
         if hdr.view == self.view and not hdr.fallback_height:
             self.pacemaker.proposal_arrived()  # checking its transactions may take a while: not a dead leader
         if block.header.height <= self.store.committed_height and h not in self.store:
@@ -456,8 +453,7 @@ class Core:
         )
         if self.fallback is not None:
             self.fallback.check_endorsed(timeout.high_qc)
-            for t in timeout.last_tc.timeouts:
-                self.fallback.check_endorsed(t.high_qc)
+            self.fallback.check_tc(timeout.last_tc)
         async with self.lock:
             await self._on_timeout_locked(timeout)
 

@@ -70,7 +70,6 @@ class Fallback:
     def _reset(self) -> None:
         # (height, owner) -> block hash -> signer -> signature; a signer counts once per (height, owner)
         self.votes: dict[tuple[int, bytes], dict[bytes, dict[bytes, types_pb2.Signature]]] = {}
-        self.vote_blocks: dict[tuple[int, bytes], tuple[bytes, int]] = {}  # (height, owner) -> (hash, chain height)
         self.qcs: dict[tuple[int, bytes], types_pb2.QuorumCert] = {}  # unendorsed fallback QCs
         self.shares: dict[int, bytes] = {}
         self.share_sent = False
@@ -153,7 +152,6 @@ class Fallback:
             self.help_stragglers(v)  # a replica still in a fallback we left: give it the coin
             return  # not (or no longer) in that fallback: no vote (a carried TC entered it already)
         owner = hdr.proposer
-        self.vote_blocks.setdefault((height, owner), (h, hdr.height))
         if [height, owner] in c.safety.fallback_votes:
             return  # voted for this chain at this height already (once per owner and height)
         if height == 1:
@@ -345,6 +343,15 @@ class Fallback:
         return self.coins.get(v)
 
     # ------------------------------------------------------------------ checks and upkeep
+
+    def check_parent(self, header: types_pb2.BlockHeader) -> None:
+        """A block's parent QC: endorsed, unless it is a height-2 block's own height-1 QC."""
+        self.check_endorsed(header.parent_qc, own_parent_of=header.proposer if header.fallback_height == 2 else None)
+
+    def check_tc(self, tc: consensus_pb2.TimeoutCert) -> None:
+        """The high QCs a TC's timeouts carry."""
+        for t in tc.timeouts:
+            self.check_endorsed(t.high_qc)
 
     def check_endorsed(self, qc: types_pb2.QuorumCert, own_parent_of: bytes | None = None) -> None:
         """A fallback QC counts only with a coin electing its owner (the coin's signature itself is

@@ -97,8 +97,7 @@ class Helper:
         c = self.core
         out = checks.check_block(block, c.chain_id, c.validators, c.quorum, c.genesis_hash, c.coin_check)
         if c.fallback is not None:
-            hdr = block.header
-            c.fallback.check_endorsed(hdr.parent_qc, own_parent_of=hdr.proposer if hdr.fallback_height == 2 else None)
+            c.fallback.check_parent(block.header)
         return out
 
     async def deliver_synced(self, blocks: list[tuple[types_pb2.Block, bytes, list[bytes]]]) -> None:

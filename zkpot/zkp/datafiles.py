@@ -76,9 +76,7 @@ def _first(indices: np.ndarray, ids: list[str] | None = None) -> str:
 
 def _labels(path: Path, raw: np.ndarray, where: str) -> np.ndarray:
     """Integer labels from any numeric array; a fractional label is refused, not truncated."""
-    if raw.dtype.kind in "iu":
-        return raw.astype(np.int64)
-    if raw.dtype.kind == "b":
+    if raw.dtype.kind in "iub":
         return raw.astype(np.int64)
     if raw.dtype.kind != "f":
         raise DataFileError(f"{path}: labels are {raw.dtype}, not numbers")
