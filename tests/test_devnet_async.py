@@ -2,9 +2,11 @@
 (issue 14): a devnet whose every consensus link runs through zkpot/devnet/netdelay.py, with each
 view's leader slowed past every view timer for the whole run (`zkpot devnet
 --attack-leader-delay`), its public test set from a CSV file and its participants' private shards
-cut from an .npz (`--test-set`, `--train-data`). The fast path alone would commit nothing; with
-the fallback (the devnet's default) the FL round still closes with real proofs on exactly the
-file's test samples, every ledger agrees, and the report counts the fallbacks that committed.
+cut from an .npz (`--test-set`, `--train-data`), every process on mutual TLS (the adversary's
+polling too: without the devnet's certificate it was blind and the run unattacked). The fast
+path alone would commit nothing; with the fallback (the devnet's default) the FL round still
+closes with real proofs on exactly the file's test samples, every ledger agrees, and the report
+counts the fallbacks that committed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def test_a_round_closes_while_every_leader_is_slowed(tmp_path) -> None:
     code, stdout, stderr = run_devnet(
         ["--validators", str(VALIDATORS), "--participants", str(PARTICIPANTS), "--rounds", "1", "--test-set",
          str(test_csv), "--train-data", str(tmp_path / "train.npz"), "--data-dir", str(run_dir), "--base-port",
-         str(base), "--no-attack-checks", "--attack-leader-delay", "3"], "attacked devnet")
+         str(base), "--no-attack-checks", "--attack-leader-delay", "3", "--tls"], "attacked devnet")
     assert code == 0, f"devnet exited {code}\n{stdout[-3000:]}\n{stderr[-3000:]}"
     report = json.loads((run_dir / "report.json").read_text())
     assert report["test_set_size"] == 12
@@ -47,6 +49,7 @@ def test_a_round_closes_while_every_leader_is_slowed(tmp_path) -> None:
     cons = report["consensus"]
     assert cons["async_fallback"] and cons["leader_delay_s"] == 3
     assert sum(cons["leaders_slowed"].values()) >= 2, cons  # the adversary followed the leader
+    assert cons["adversary_failed_polls"] == 0, cons  # and saw every replica (over mutual TLS)
     fallbacks = cons["fallbacks"]
     assert fallbacks["entries"] > 0 and fallbacks.get("exits_commit", 0) > 0, fallbacks
     assert "asynchronous fallback:" in stdout and "adversary slowed each view's leader 3 s" in stdout

@@ -68,6 +68,11 @@ def configure_tls(directory: Path | str | None) -> TlsMaterial | None:
     return _tls
 
 
+def channel_credentials() -> grpc.ChannelCredentials | None:
+    """This process's mutual-TLS client credentials (None: plaintext), for a synchronous channel."""
+    return _tls.channel_credentials() if _tls is not None else None
+
+
 def add_tls_args(parser: argparse.ArgumentParser) -> None:
     """--tls-dir on a command that serves or calls gRPC (zkpot.cli applies it before the command runs)."""
     parser.add_argument(

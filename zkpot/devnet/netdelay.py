@@ -144,8 +144,10 @@ class LeaderDelay:
     leader: it polls the replicas' Status every `period` seconds)."""
 
     def __init__(self, proxy: DelayProxy, targets: Sequence[str], keys: Sequence[bytes], delay: float,
-                 period: float = 0.02, base: float = 0.1) -> None:
+                 period: float = 0.02, base: float = 0.1,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.proxy = proxy
+        self.credentials = credentials  # mutual TLS to ask the replicas (None: plaintext)
         self.base = base  # every message's delay while attacking (the leader's: `delay`)
         self.targets = list(targets)
         self.index = {k: i for i, k in enumerate(keys)}
@@ -153,6 +155,7 @@ class LeaderDelay:
         self.period = period
         self.active = threading.Event()
         self.targeted: dict[int, int] = {}  # replica -> times it became the target
+        self.failed_polls = 0  # Status calls that failed (all of them: the adversary is blind)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leader-delay", daemon=True)
 
@@ -179,7 +182,8 @@ class LeaderDelay:
         self._thread.join(10)
 
     def _run(self) -> None:
-        channels = [grpc.insecure_channel(t) for t in self.targets]
+        channels = [grpc.secure_channel(t, self.credentials) if self.credentials is not None
+                    else grpc.insecure_channel(t) for t in self.targets]
         stubs = [consensus_pb2_grpc.ConsensusStub(c) for c in channels]
         current: int | None = None
         try:
@@ -190,6 +194,7 @@ class LeaderDelay:
                         try:
                             st = stub.Status(consensus_pb2.StatusRequest(), timeout=0.5)
                         except grpc.RpcError:
+                            self.failed_polls += 1
                             continue
                         if best is None or st.view > best[0]:
                             best = (st.view, st.leader)

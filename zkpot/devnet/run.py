@@ -239,7 +239,8 @@ async def start_services(net: Devnet) -> None:
     if net.delay_proxy is not None:
         net.leader_delay = netdelay.LeaderDelay(net.delay_proxy, [v.consensus for v in plan.validators],
                                                 [v.public_key for v in plan.validators],
-                                                net.config.attack_leader_delay_s).start()
+                                                net.config.attack_leader_delay_s,
+                                                credentials=grpcutil.channel_credentials()).start()
         net.progress.say(f"adversary: every view's leader slowed {net.config.attack_leader_delay_s:g} s "
                          f"(past every view timer; nothing dropped)")
     net.timings["start_services_s"] = time.monotonic() - t0
@@ -528,6 +529,7 @@ async def run_devnet(config: DevnetConfig) -> dict:
         if net.leader_delay is not None:
             net.network["leader_delay_s"] = config.attack_leader_delay_s
             net.network["leaders_slowed"] = {plan.validators[i].name: k for i, k in net.leader_delay.targeted.items()}
+            net.network["adversary_failed_polls"] = net.leader_delay.failed_polls
         net.timings["total_s"] = time.monotonic() - t_start
         report = write_report(net, ledgers_agree, verify_stats)
         if config.linger_s > 0:
