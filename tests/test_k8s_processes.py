@@ -108,11 +108,12 @@ class Image:
     entrypoint: list[str]
     cmd: list[str]
     workdir: str
+    venv: str  # the image's virtual environment, which this venv (sys.prefix) stands for
 
 
 def _image() -> Image:
-    """ENV, ENTRYPOINT, CMD and WORKDIR of the Dockerfile's last stage, with its virtual environment
-    (`python -m venv DIR`) standing for this venv."""
+    """ENV, ENTRYPOINT, CMD and WORKDIR of the Dockerfile's last stage, and its virtual environment
+    (`python -m venv DIR`), in the image's terms: Cluster.localize maps them to this machine's."""
     text = DOCKERFILE.read_text().replace("\\\n", " ")
     stage = text[[m.start() for m in re.finditer(r"^FROM ", text, re.M)][-1]:]
     venv = re.search(r"python -m venv (\S+)", text).group(1)
@@ -125,7 +126,7 @@ def _image() -> Image:
         if word == "ENV":
             for item in shlex.split(rest):
                 key, _, value = item.partition("=")
-                value = value.replace("$PATH", BASE_IMAGE_PATH).replace(venv, sys.prefix)
+                value = value.replace("$PATH", BASE_IMAGE_PATH)
                 env[key] = value
         elif word == "ENTRYPOINT":
             entrypoint = json.loads(rest)
@@ -133,7 +134,7 @@ def _image() -> Image:
             cmd = json.loads(rest)
         elif word == "WORKDIR":
             workdir = rest.strip()
-    return Image(env, entrypoint, cmd, workdir)
+    return Image(env, entrypoint, cmd, workdir, venv)
 
 
 # ---- rendering and Secrets ------------------------------------------------------------------
@@ -374,8 +375,10 @@ class Cluster:
 
     def localize(self, text: str, pod: Pod, mounts: dict[str, Path]) -> str:
         """The pod's view made this machine's: mountPaths -> directories, 0.0.0.0 -> the pod's address,
-        127.0.0.1 -> localhost (the pod's address in its hosts file)."""
-        subst = {mp: str(p) for mp, p in mounts.items()}
+        127.0.0.1 -> localhost (the pod's address in its hosts file), the image's venv -> this venv.
+        One pass, so a replacement is never rewritten again (this venv may itself lie under /tmp,
+        a mountPath: a clone made with mktemp)."""
+        subst = {mp: str(p) for mp, p in mounts.items()} | {self.image.venv: sys.prefix}
         paths = "|".join(re.escape(mp) for mp in sorted(subst, key=len, reverse=True))
         rx = re.compile(rf"(?<![\w./])(?P<path>{paths})(?![\w.-])|\b(?P<any>0\.0\.0\.0)\b|\b(?P<lo>127\.0\.0\.1)\b"
                         if paths else r"\b(?P<any>0\.0\.0\.0)\b|\b(?P<lo>127\.0\.0\.1)\b")
