@@ -17,8 +17,11 @@ its failure is in a committed block, so a cycle in which f crashed leaders hold 
 that no two live ones are adjacent never commits again (found in the simulator: n = 4, two
 qualified, the heavier one crashed: the chain stopped at height 7). Hence: weights only when the
 f largest sum to less than the rest (then live turns outnumber dead ones and two are adjacent),
-else equal turns among the qualified; with 1..2f qualified the cycle is the 2f+1 best ranked,
-one turn each (qualified first; f+1 of those are live); with none, every validator in turn.
+else equal turns among the qualified. With f+1..2f qualified only they lead still, two turns in
+a row each: at most f of them are faulty, so one live leader holds two adjacent views, commits,
+and the committed timeouts of the others then skip them. Only with 1..f qualified (all of them
+may be faulty) does the cycle widen, to the 2f+1 best ranked, one turn each (qualified first;
+f+1 of those are live); with none, every validator in turn.
 A qualified leader that crashes is skipped by
 services.consensus.leader's rule as before. The score is the last closed round's only: a
 validator whose participant stops proving loses its turns at the next epoch.
@@ -75,15 +78,18 @@ def weights(scores: Sequence[int], min_correct: int) -> tuple[int, ...]:
 def rotation(leaders: tuple[bytes, ...], scores: tuple[int, ...], min_correct: int, f: int) -> tuple[bytes, ...]:
     """The cycle of leaders for an epoch (module docstring): the qualified ones, weighted (smooth
     weighted round-robin, ties to the better ranked) when 2f+1 or more qualified and no f of them
-    hold half the turns; else the qualified in equal turns; with fewer qualified, the 2f+1 best
-    ranked; with none, every validator."""
+    hold half the turns; else the qualified in equal turns; f+1..2f qualified: two turns in a row
+    each; 1..f: the 2f+1 best ranked; none: every validator."""
     w = weights(scores, min_correct)
     qualified = [i for i, x in enumerate(w) if x > 0]
     if not qualified:
         return leaders  # nothing proven (genesis): everyone, in turn
-    if len(qualified) < 2 * f + 1:
-        # too few to weight safely: the 2f+1 best ranked (qualified first), one turn each
+    if len(qualified) <= f:
+        # all of them may be faulty: the 2f+1 best ranked (qualified first), one turn each
         return leaders[: 2 * f + 1]
+    if len(qualified) < 2 * f + 1:
+        # too few to weight safely, enough that one is live: a pair of adjacent turns each
+        return tuple(leaders[i] for i in qualified for _ in range(2))
     top_f = sum(sorted((w[i] for i in qualified), reverse=True)[:f])
     if top_f >= sum(w[i] for i in qualified) - top_f:
         return tuple(leaders[i] for i in qualified)  # f heavy leaders could starve the rest: equal turns
