@@ -42,7 +42,7 @@ import grpc  # noqa: E402
 from chain_factory import make_genesis  # noqa: E402
 from ledger_process import LedgerProcess, free_port  # noqa: E402
 
-from zkpot import chain, coin  # noqa: E402
+from zkpot import chain, coin, refusal  # noqa: E402
 from zkpot.devnet.netdelay import DelayProxy, LeaderDelay  # noqa: E402
 from zkpot.grpcutil import CHANNEL_OPTIONS  # noqa: E402
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_grpc, types_pb2  # noqa: E402
@@ -251,11 +251,11 @@ async def run_load(
                 resp = await stubs[(i // BATCH) % len(stubs)].SubmitTx(
                     consensus_pb2.SubmitTxRequest(txs=batch), timeout=30
                 )
-                refused = [r.reason for r in resp.results if not r.admitted]
+                refused = [refusal.label(r.reason) for r in resp.results if not r.admitted]
             except grpc.aio.AioRpcError as exc:
                 refused = [exc.code().name]
             if refused:
-                rejections[refused[0].split(":")[0]] = rejections.get(refused[0].split(":")[0], 0) + len(refused)
+                rejections[refused[0]] = rejections.get(refused[0], 0) + len(refused)
                 if pending.pop(ids[i + BATCH - 1], None) is not None:
                     outstanding.release()
             i += BATCH * clients

@@ -11,7 +11,7 @@ from chain_factory import ChainBuilder, make_genesis, random_model
 
 from services.ledger.ledger import Ledger
 from services.ledger.state import GenesisError, StateMachine
-from zkpot import aggregation, chain, model_codec
+from zkpot import aggregation, chain, model_codec, refusal
 from zkpot.aggregation import Submission
 from zkpot.codec import content_id
 from zkpot.genesis import Genesis
@@ -133,8 +133,9 @@ def test_free_riding_submissions_are_refused_by_the_state_machine(tmp_path):
         resp = led.append(req)
         b.accept(req)
         assert [r.accepted for r in resp.results] == [True, False, False]
-        assert "global model unchanged (free-riding)" in resp.results[1].reason
-        assert "copies an earlier submission" in resp.results[2].reason
+        assert resp.results[1].reason == resp.results[2].reason == refusal.FREE_RIDING, resp.results
+        assert "global model unchanged (free-riding)" in resp.results[1].detail
+        assert "copies an earlier submission" in resp.results[2].detail
         summary = led.round_summary(1)
         assert [s.participant for s in summary.submissions] == [fx.participant_keys[0].public]
     finally:

@@ -25,7 +25,7 @@ from forge import Forged, best_forgery, boosted, genesis_for, private_submission
 from security_procs import Service, consensus_service, ledger_service, stop_all, sync_channel
 from zkp_env import shared_env
 
-from zkpot import chain
+from zkpot import chain, refusal
 from zkpot.crypto import KeyPair
 from zkpot.v1 import (
     consensus_pb2,
@@ -39,7 +39,7 @@ from zkpot.v1 import (
 from zkpot.zkp import model, prove, submission
 from zkpot.zkp.task import Task
 
-R = verifier_pb2.RejectReason
+R = refusal.R
 VALIDATOR = KeyPair.from_seed(b"\x09" * 32)
 
 
@@ -100,11 +100,11 @@ def test_another_accuracy_function_is_refused(modes, mode: str, tmp_path: Path) 
     assert forged.count > honest.count, "the forged function must be worth forging"
     assert forged.commitment == honest.commitment  # the committed vector is the model and nothing else
     ok = _verify(verifier, _submission(mode, alice, task, 1, net, honest))
-    assert ok.valid, ok.message
+    assert ok.valid, ok.detail
     bad = _verify(verifier, _submission(mode, alice, task, 1, net, forged))
     assert not bad.valid
     # revealed: the verifier can also say what the model really scores; secure: the proof just fails
-    assert bad.reason in (R.REJECT_REASON_INVALID_PROOF, R.REJECT_REASON_CLAIM_MISMATCH), bad.message
+    assert bad.reason in (refusal.INVALID_PROOF, refusal.CLAIM_MISMATCH), bad.detail
 
 
 @pytest.mark.parametrize("mode", ["revealed", "secure"])
@@ -118,8 +118,8 @@ def test_a_model_beyond_the_bound_is_refused(modes, mode: str, tmp_path: Path) -
     assert forged.excess > 0  # the circuit sees the norm: no proof of it can carry excess 0
     bad = _verify(verifier, _submission(mode, alice, task, 1, big, forged))
     assert not bad.valid
-    want = R.REJECT_REASON_INVALID_PROOF if mode == "secure" else R.REJECT_REASON_MODEL_MISMATCH
-    assert bad.reason == want, f"{R.Name(bad.reason)}: {bad.message}"
+    want = refusal.INVALID_PROOF if mode == "secure" else refusal.MODEL_MISMATCH
+    assert bad.reason == want, f"{R.Name(bad.reason)}: {bad.detail}"
     # the honest prover refuses to try, and says why
     with pytest.raises(prove.ProveRangeError, match="weight|norm"):
         prove.compile_step(task, model.encode(big), tmp_path / "prover")
@@ -168,7 +168,7 @@ def _commit_result(ledger: Service, replica: Service, tx: types_pb2.Transaction)
     with sync_channel(replica.target) as ch:
         (adm,) = consensus_pb2_grpc.ConsensusStub(ch).SubmitTx(consensus_pb2.SubmitTxRequest(txs=[tx]),
                                                                timeout=120).results
-    assert adm.admitted, adm.reason  # a valid proof: admission cannot tell; the chain's rule must
+    assert adm.admitted, adm.detail  # a valid proof: admission cannot tell; the chain's rule must
     deadline = time.monotonic() + 60
     with sync_channel(ledger.target) as ch:
         stub = ledger_pb2_grpc.LedgerStub(ch)
@@ -194,11 +194,13 @@ def test_free_riding_below_the_quantum_earns_nothing(request: pytest.FixtureRequ
     ledger, replica = request.getfixturevalue("network")
     lazy = _commit_result(ledger, replica, txs["lazy"])
     assert not lazy.result.accepted
-    assert "global model to within the circuit's quantum" in lazy.result.reason, lazy.result.reason
+    assert lazy.result.reason == refusal.FREE_RIDING, lazy.result
+    assert "global model to within the circuit's quantum" in lazy.result.detail, lazy.result.detail
     assert _commit_result(ledger, replica, txs["alice"]).result.accepted
     copied = _commit_result(ledger, replica, txs["copy"])
     assert not copied.result.accepted
-    assert "copies an earlier submission of this round to within the circuit's quantum" in copied.result.reason
+    assert copied.result.reason == refusal.FREE_RIDING, copied.result
+    assert "copies an earlier submission of this round to within the circuit's quantum" in copied.result.detail
     with sync_channel(ledger.target) as ch:
         summary = ledger_pb2_grpc.LedgerStub(ch).GetRound(ledger_pb2.GetRoundRequest(round=1), timeout=10)
     assert [s.participant for s in summary.submissions] == [alice.public]  # bob scored nothing

@@ -24,7 +24,7 @@ import pytest
 from chain_factory import Fixture, make_genesis
 from ledger_process import REPO, LedgerProcess, free_port
 
-from zkpot import chain
+from zkpot import chain, refusal
 from zkpot.grpcutil import CHANNEL_OPTIONS
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, types_pb2
 
@@ -117,7 +117,7 @@ def submit(fx: Fixture, replica: Replica, count: int, tag: bytes) -> set[bytes]:
     stub = replica.stub()
     for i in range(0, count, 100):
         resp = stub.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs[i : i + 100]), timeout=30)
-        assert all(r.admitted for r in resp.results), [r.reason for r in resp.results if not r.admitted][:3]
+        assert all(r.admitted for r in resp.results), [r.detail for r in resp.results if not r.admitted][:3]
         ids.update(r.tx_id for r in resp.results)
     return ids
 
@@ -216,9 +216,9 @@ def test_submit_proof_refused_without_verifier(network) -> None:
     empty = chain.sign_tx(fx.publisher, types_pb2.Transaction(nonce=1))
     resp = replicas[0].stub().SubmitTx(consensus_pb2.SubmitTxRequest(txs=[tx, bad, empty]), timeout=10)
     assert [r.admitted for r in resp.results] == [False, False, False]
-    assert "no verifier" in resp.results[0].reason
-    assert resp.results[1].reason.startswith("bad_signature")
-    assert resp.results[2].reason.startswith("malformed")
+    assert resp.results[0].reason == refusal.VERIFIER_UNAVAILABLE and "no verifier" in resp.results[0].detail
+    assert resp.results[1].reason == refusal.BAD_SIGNATURE
+    assert resp.results[2].reason == refusal.MALFORMED
 
     # the smoke-test commands
     base = [sys.executable, "-m", "zkpot.cli", "consensus"]

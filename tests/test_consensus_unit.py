@@ -23,8 +23,9 @@ from services.consensus.core import Config, Core
 from services.consensus.leader import LeaderElector
 from services.consensus.mempool import Mempool
 from services.consensus.safety import SafetyState, SafetyStore, vote_refusal
-from zkpot import chain, schedule
+from zkpot import chain, refusal, schedule
 from zkpot.codec import merkle_root
+from zkpot.refusal import Refusal
 from zkpot.v1 import consensus_pb2, ledger_pb2, types_pb2
 
 # ------------------------------------------------------------------ helpers
@@ -320,10 +321,10 @@ def test_mempool_dedupe_caps_and_batches(fx: Fixture) -> None:
     txs = [fx.payload(bytes([i]) * 100) for i in range(5)]
     ids = [chain.tx_id(t) for t in txs]
     assert pool.add(ids[0], txs[0]) is None
-    assert pool.add(ids[0], txs[0]).startswith("duplicate")
+    assert pool.add(ids[0], txs[0]).reason == refusal.DUPLICATE
     assert pool.add(ids[1], txs[1]) is None
     assert pool.add(ids[2], txs[2]) is None
-    assert pool.add(ids[3], txs[3]).startswith("resource_exhausted")  # count cap
+    assert pool.add(ids[3], txs[3]).reason == refusal.BUSY  # count cap
     assert len(pool) == 3
     assert [i for i, _ in pool.batch(10, 10_000, exclude={ids[1]})] == [ids[0], ids[2]]
     assert [i for i, _ in pool.batch(1, 10_000, exclude=set())] == [ids[0]]
@@ -331,10 +332,10 @@ def test_mempool_dedupe_caps_and_batches(fx: Fixture) -> None:
     assert len(pool.batch(10, 2 * size, exclude=set())) == 2  # byte cap of a block
     pool.mark_committed([ids[0]])
     assert len(pool) == 2 and ids[0] not in pool
-    assert pool.add(ids[0], txs[0]).startswith("duplicate: already committed")
+    assert pool.add(ids[0], txs[0]) == Refusal(refusal.DUPLICATE, "already committed")
     small = Mempool(max_txs=100, max_bytes=size + 10)
     assert small.add(ids[0], txs[0]) is None
-    assert small.add(ids[1], txs[1]).startswith("resource_exhausted")  # byte cap
+    assert small.add(ids[1], txs[1]).reason == refusal.BUSY  # byte cap
     assert small.bytes == size
 
 
@@ -404,7 +405,7 @@ def test_tx_checker_batches_caches_and_refuses(fx: Fixture) -> None:
             for tx in request.txs:
                 ok = tx.submit_proof.claimed_correct >= 10
                 out.results.add(tx_id=chain.tx_id(tx), valid=ok,
-                                reason=0 if ok else verifier_pb2.REJECT_REASON_CLAIM_MISMATCH, message="double")
+                                reason=refusal.ACCEPTED if ok else refusal.CLAIM_MISMATCH, detail="double")
             return out
 
     good, bad = fx.submit(0, round_=1, claimed=20), fx.submit(1, round_=1, claimed=3)
@@ -433,8 +434,8 @@ def test_tx_checker_batches_caches_and_refuses(fx: Fixture) -> None:
     assert calls == [2]  # the forged tx never reaches the verifier (bad signature), the payload needs none
     for result in (first, second, third):
         assert result[0] is None
-        assert result[1].startswith("invalid_proof: REJECT_REASON_CLAIM_MISMATCH")
-        assert result[2].startswith("bad_signature")
+        assert result[1] == Refusal(refusal.CLAIM_MISMATCH, "double")  # the verifier's reason, passed on
+        assert result[2].reason == refusal.BAD_SIGNATURE
         assert result[3] is None
 
     async def unavailable() -> list:
@@ -444,7 +445,7 @@ def test_tx_checker_batches_caches_and_refuses(fx: Fixture) -> None:
         finally:
             await checker.close()
 
-    assert asyncio.run(unavailable())[0].startswith("verifier_unavailable")
+    assert asyncio.run(unavailable())[0].reason == refusal.VERIFIER_UNAVAILABLE
 
 
 def test_core_rejects_unknown_signers_and_bad_signatures(tmp_path: Path, fx: Fixture) -> None:
@@ -508,8 +509,8 @@ def test_a_signature_is_verified_once_even_when_two_copies_arrive_together(monke
 
     first, second = asyncio.run(both())
     assert sorted(calls) == sorted(ids), "a signature was verified twice on one replica"
-    assert first[:-1] == [None] * 20 and first[-1].startswith("bad_signature")
-    assert second[0].startswith("bad_signature") and second[1:] == [None] * 20
+    assert first[:-1] == [None] * 20 and first[-1].reason == refusal.BAD_SIGNATURE
+    assert second[0].reason == refusal.BAD_SIGNATURE and second[1:] == [None] * 20
     # and later copies hit the cache
     assert asyncio.run(checker.refusals(good, ids[:-1])) == [None] * 20
     assert len(calls) == len(ids)

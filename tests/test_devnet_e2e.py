@@ -201,7 +201,9 @@ def test_forged_proofs_rejected_with_reason(devnet: tuple[Path, dict, int]) -> N
     assert {"tampered_proof", "inflated_claim", "copied_to_other_submitter", "replayed_next_round"} <= set(attacks)
     for a in attacks.values():
         assert a["rejected"], a
-        assert a["reason"], a
+        # a proof rule of zkpot.v1.Reason (a label, not text), with a sentence for people
+        assert a["reason"] in ("invalid_proof", "claim_mismatch", "submitter_mismatch", "commitment_mismatch"), a
+        assert a["detail"], a
 
 
 def test_every_dashboard_query_returns_data(devnet: tuple[Path, dict, int]) -> None:
@@ -274,7 +276,7 @@ async def _check_chain(genesis: Genesis, ledgers: list[str], verifier: str) -> N
     async with grpcutil.channel(verifier) as ch:
         stub = verifier_pb2_grpc.VerifierStub(ch)
         resp = await stub.Verify(verifier_pb2.VerifyRequest(txs=proofs), timeout=600)
-        assert all(r.valid for r in resp.results), [r.message for r in resp.results]
+        assert all(r.valid for r in resp.results), [r.detail for r in resp.results]
         tampered = types_pb2.Transaction()
         tampered.CopyFrom(proofs[0])
         # the devnet above proves its test set in two shards: tamper with the second shard's proof
@@ -283,7 +285,7 @@ async def _check_chain(genesis: Genesis, ledgers: list[str], verifier: str) -> N
         raw[len(raw) // 3] ^= 0x40
         tampered.submit_proof.shards[1].proof = bytes(raw)
         bad = (await stub.Verify(verifier_pb2.VerifyRequest(txs=[tampered]), timeout=120)).results[0]
-        assert not bad.valid and bad.message
+        assert not bad.valid and bad.detail
     assert genesis.task_id == proofs[0].submit_proof.task_id
 
 

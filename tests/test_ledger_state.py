@@ -8,7 +8,7 @@ from chain_factory import ChainBuilder, make_genesis, make_qc, random_model, res
 
 from services.ledger.ledger import AppendRejected, GenesisMismatch, Ledger
 from services.ledger.state import aggregation_rule
-from zkpot import chain, model_codec, schedule
+from zkpot import chain, model_codec, refusal, schedule
 from zkpot.codec import content_id
 
 
@@ -130,23 +130,23 @@ def test_bad_submissions_rejected_with_reasons(fx, ledger):
     unsigned.signature = bytes(64)
     txs += [unsigned, chain.sign_tx(fx.publisher, types_pb2.Transaction(nonce=2))]
     resp = _append(ledger, b, txs)
-    reasons = [r.reason for r in resp.results]
-    assert reasons[0] == "" and resp.results[0].accepted
-    assert reasons[1] == "duplicate submission for round 1"
-    assert reasons[2] == "round 2 is not open (open round is 1)"
-    assert reasons[3] == "unknown task id"
-    assert reasons[4] == "sender is not the participant"
-    assert reasons[5] == "model_cid does not match model_params"
-    assert reasons[6] == "model layout differs from the round's global model"
-    assert reasons[7].startswith("model does not decode")
-    assert reasons[8].startswith("duplicate transaction")
-    assert reasons[9] == "" and resp.results[9].accepted
-    assert reasons[10] == "unknown participant"
-    assert reasons[11] == "payload from a key that is not a genesis member"
+    got = [(refusal.label(r.reason), r.detail) for r in resp.results]
+    assert got[0] == ("accepted", "") and resp.results[0].accepted
+    assert got[1] == ("duplicate", "duplicate submission for round 1")
+    assert got[2] == ("wrong_round", "round 2 is not open (open round is 1)")
+    assert got[3] == ("wrong_task", "unknown task id")
+    assert got[4] == ("unknown_signer", "sender is not the participant")
+    assert got[5] == ("model_mismatch", "model_cid does not match model_params")
+    assert got[6] == ("model_mismatch", "model layout differs from the round's global model")
+    assert got[7][0] == "model_mismatch" and got[7][1].startswith("model does not decode")
+    assert got[8][0] == "duplicate", got
+    assert got[9] == ("accepted", "") and resp.results[9].accepted
+    assert got[10] == ("unknown_signer", "unknown participant")
+    assert got[11] == ("unknown_signer", "payload from a key that is not a genesis member")
     # signatures are consensus validity: honest replicas verified them before certifying this
     # block (tests/test_security_consensus.py), so the ledger does not verify them again
-    assert reasons[12] == "" and resp.results[12].accepted
-    assert reasons[13] == "no rule for a transaction without a known body"
+    assert got[12] == ("accepted", "") and resp.results[12].accepted
+    assert got[13] == ("malformed", "no rule for a transaction without a known body")
     assert all(not r.accepted for r in resp.results[1:9]) and not any(r.accepted for r in resp.results[10:12])
     assert not resp.results[13].accepted
     r1 = ledger.round_summary(1)
@@ -156,19 +156,20 @@ def test_bad_submissions_rejected_with_reasons(fx, ledger):
     assert ledger.store.tx_location(chain.tx_id(good)) == (1, 0)
     # the same tx in a later block is a duplicate too
     resp2 = _append(ledger, b, [good])
-    assert resp2.results[0].reason.startswith("duplicate transaction")
+    assert resp2.results[0].reason == refusal.DUPLICATE
 
 
 def test_late_submission_and_task_finished(fx, ledger):
     b = ChainBuilder(fx)
     _append(ledger, b, [fx.submit(i, 1, 20) for i in range(3)])  # closes round 1
     resp = _append(ledger, b, [fx.submit(0, 1, 20)])
-    assert resp.results[0].reason == "round 1 is not open (open round is 2)"
+    assert resp.results[0].reason == refusal.WRONG_ROUND
+    assert resp.results[0].detail == "round 1 is not open (open round is 2)"
     _append(ledger, b, [fx.submit(i, 2, 20) for i in range(3)])  # closes round 2 = last
     assert ledger.current_round() == 3
     assert ledger.round_summary(2).closed and ledger.round_summary(3) is None
     resp = _append(ledger, b, [fx.submit(0, 3, 20)])
-    assert resp.results[0].reason == "task finished"
+    assert (resp.results[0].reason, resp.results[0].detail) == (refusal.WRONG_ROUND, "task finished")
 
 
 def _feed(led: Ledger, reqs):

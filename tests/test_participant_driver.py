@@ -19,11 +19,13 @@ from services.participant import rounds as rounds_mod
 from services.participant.rounds import Options, RoundDriver
 from services.participant.state import ParticipantState, StateDirError
 from services.participant.validators import Endpoint
-from zkpot import chain, model_codec
+from zkpot import chain, model_codec, refusal
+from zkpot.refusal import Refusal
 from zkpot.v1 import consensus_pb2, ledger_pb2, prover_pb2, types_pb2
 
 MODEL = b"global-model-bytes"
 CID = model_codec.model_cid(MODEL)
+OPEN = ledger_pb2.ROUND_PHASE_PROOFS  # every round opens in its proof phase, as the ledger records it
 
 
 def _unavailable(details: str = "down") -> grpc.aio.AioRpcError:
@@ -38,11 +40,11 @@ class FakeChain:
         self.endpoints = [Endpoint(f"v{i}:1", f"v{i}:2") for i in range(n_validators)]
         self.index = 0
         self.height = 1
-        self.rounds = {1: ledger_pb2.RoundSummary(round=1, global_model_cid=CID, test_set_size=8)}
+        self.rounds = {1: ledger_pb2.RoundSummary(round=1, global_model_cid=CID, test_set_size=8, phase=OPEN)}
         self.committed: dict[bytes, tuple[types_pb2.Transaction, int]] = {}
         self.mempool: dict[bytes, types_pb2.Transaction] = {}
         self.down: set[int] = set()          # validator indexes whose consensus is unreachable
-        self.refuse: dict[int, str] = {}     # validator index -> admission refusal
+        self.refuse: dict[int, Refusal] = {}  # validator index -> admission refusal
         self.submissions: list[tuple[int, bytes]] = []  # (validator, tx id) of every SubmitTx
         self.moved = asyncio.Event()
         self.commit_on_submit = True
@@ -73,7 +75,8 @@ class FakeChain:
         if tx_id not in self.committed:
             return None
         tx, height = self.committed[tx_id]
-        return ledger_pb2.GetTxResponse(tx=tx, height=height, result=types_pb2.TxResult(accepted=True))
+        return ledger_pb2.GetTxResponse(tx=tx, height=height,
+                                        result=types_pb2.TxResult(accepted=True, reason=refusal.ACCEPTED))
 
     async def get_model(self, cid: str) -> bytes:
         assert cid == CID
@@ -85,13 +88,15 @@ class FakeChain:
         if self.index in self.down:
             raise _unavailable()
         if self.index in self.refuse:
-            return consensus_pb2.TxAdmission(tx_id=tx_id, admitted=False, reason=self.refuse[self.index])
+            no = self.refuse[self.index]
+            return consensus_pb2.TxAdmission(tx_id=tx_id, admitted=False, reason=no.reason, detail=no.detail)
         if tx_id in self.committed or tx_id in self.mempool:
-            return consensus_pb2.TxAdmission(tx_id=tx_id, admitted=False, reason="duplicate: already in the mempool")
+            return consensus_pb2.TxAdmission(tx_id=tx_id, admitted=False, reason=refusal.DUPLICATE,
+                                             detail="already in the mempool")
         self.mempool[tx_id] = tx
         if self.commit_on_submit:
             self.commit_mempool()
-        return consensus_pb2.TxAdmission(tx_id=tx_id, admitted=True)
+        return consensus_pb2.TxAdmission(tx_id=tx_id, admitted=True, reason=refusal.ACCEPTED)
 
     async def close(self) -> None:
         pass
@@ -112,10 +117,10 @@ class FakeChain:
         self.block()
 
     def close_round(self, r: int) -> None:
-        self.rounds[r].closed = True
+        self.rounds[r].closed, self.rounds[r].phase = True, ledger_pb2.ROUND_PHASE_CLOSED
         self.rounds[r].phase = ledger_pb2.ROUND_PHASE_CLOSED
         if r + 1 <= self.genesis.manifest.rounds:
-            self.rounds[r + 1] = ledger_pb2.RoundSummary(round=r + 1, global_model_cid=CID, test_set_size=8)
+            self.rounds[r + 1] = ledger_pb2.RoundSummary(round=r + 1, global_model_cid=CID, test_set_size=8, phase=OPEN)
         self.block()
 
 
@@ -238,7 +243,7 @@ def test_restart_resends_the_recorded_bytes_and_never_proves_again(tmp_path: Pat
 
 
 def test_refusal_ends_the_round_with_its_reason(tmp_path: Path, fake: FakeChain) -> None:
-    fake.refuse = {0: "invalid_proof: REJECT_REASON_INVALID_PROOF: no", 1: "invalid_proof: no"}
+    fake.refuse = {0: Refusal(refusal.INVALID_PROOF, "no"), 1: Refusal(refusal.INVALID_PROOF, "no")}
 
     async def scenario() -> RoundDriver:
         d = driver(tmp_path, fake, FakeProver())
@@ -251,14 +256,14 @@ def test_refusal_ends_the_round_with_its_reason(tmp_path: Path, fake: FakeChain)
 
     d = asyncio.run(scenario())
     rec = d.state.get(1)
-    assert rec.reason.startswith("invalid_proof") and not rec.admitted
+    assert rec.refusal == refusal.INVALID_PROOF and rec.reason == "invalid_proof: no" and not rec.admitted
     assert len(fake.submissions) == 1, "a final refusal was retried"
 
 
 def test_down_or_unverifying_validators_are_failed_over(tmp_path: Path, fake: FakeChain) -> None:
     fake.endpoints.append(Endpoint("v2:1", "v2:2"))
     fake.down = {0}
-    fake.refuse = {1: "verifier_unavailable: UNAVAILABLE"}
+    fake.refuse = {1: Refusal(refusal.VERIFIER_UNAVAILABLE, "Verify: UNAVAILABLE")}
 
     async def scenario() -> RoundDriver:
         d = driver(tmp_path, fake, FakeProver())
@@ -325,7 +330,7 @@ def test_experiment_behaviours_copy_and_silent(tmp_path: Path, fake: FakeChain) 
         task_id=fake.genesis.task_id, round=1, participant=other.public, claimed_correct=7, proof=b"p")))
     fake.mempool[chain.tx_id(theirs)] = theirs
     fake.commit_mempool()
-    fake.refuse = {0: "invalid_proof: REJECT_REASON_INVALID_PROOF: binding", 1: "invalid_proof: binding"}
+    fake.refuse = {0: Refusal(refusal.INVALID_PROOF, "binding"), 1: Refusal(refusal.INVALID_PROOF, "binding")}
 
     async def scenario(behaviour: str, d_path: Path) -> RoundDriver:
         d = driver(d_path, fake, FakeProver(), behaviour=behaviour)
@@ -337,7 +342,7 @@ def test_experiment_behaviours_copy_and_silent(tmp_path: Path, fake: FakeChain) 
 
     copier = asyncio.run(scenario("copy", tmp_path / "copy"))
     rec = copier.state.get(1)
-    assert rec.stage == "refused" and rec.reason.startswith("invalid_proof")
+    assert rec.stage == "refused" and rec.refusal == refusal.INVALID_PROOF
     sent = copier.state.get(1).tx("submit")
     assert sent.submit_proof.participant == fake.key.public and sent.submit_proof.proof == b"p"
     n_sent = len(fake.submissions)

@@ -20,7 +20,7 @@ from services.ledger.ledger import Ledger
 from services.ledger.state import GenesisError, StateMachine
 from services.ledger.task_commitments import TaskCommitments
 from services.participant import masking as secure
-from zkpot import aggregation, chain, secagg
+from zkpot import aggregation, chain, refusal, secagg
 from zkpot.codec import content_id
 from zkpot.v1 import ledger_pb2, types_pb2
 from zkpot.zkp import commitment
@@ -129,7 +129,7 @@ def test_masked_round_aggregates_exactly_the_proven_models(tmp_path, scheme, rul
     with opened_round(tmp_path, fx, scheme, replicas=2) as rd:
         members = _members(fx, [9, 12, 2, 7])  # p2 fails the threshold (5): not in the mask set
         results = rd.block([rd.proof_tx(m) for m in members])
-        assert all(r.accepted for r in results), [r.reason for r in results]
+        assert all(r.accepted for r in results), [refusal.text(r.reason, r.detail) for r in results]
         s = rd.summary()
         assert s.phase == PHASE.ROUND_PHASE_MASKING
         passing = [m for m in members if m.claimed >= 5]
@@ -141,10 +141,10 @@ def test_masked_round_aggregates_exactly_the_proven_models(tmp_path, scheme, rul
         masked = secagg.decode_masked(tx.masked_update.masked, scheme.n_params).astype(np.int64)
         assert np.mean(masked != (plain % 2**32)) > 0.99
         results = rd.block([tx] + [rd.masked_tx(m) for m in passing[1:]])
-        assert all(r.accepted for r in results), [r.reason for r in results]
+        assert all(r.accepted for r in results), [refusal.text(r.reason, r.detail) for r in results]
         assert rd.summary().phase == PHASE.ROUND_PHASE_UNMASKING  # the self masks remain
         results = rd.reveal_all(members)
-        assert all(r.accepted for r in results), [r.reason for r in results]
+        assert all(r.accepted for r in results), [refusal.text(r.reason, r.detail) for r in results]
         s = rd.summary()
         assert s.closed and s.phase == PHASE.ROUND_PHASE_CLOSED
         expected = _expected(scheme, passing, rule)
@@ -184,10 +184,11 @@ def test_a_dropped_member_is_recovered_from_t_revealed_shares(tmp_path, scheme):
         self_key_for_dropped.mask_reveal.self_keys.add(dealer=fx.participant_keys[3].public, share_key=b"k" * 32)
         chain.sign_tx(fx.participant_keys[0], self_key_for_dropped)
         results = rd.block([bad, late, self_key_for_dropped, *reveals[:-1]])
-        assert not results[0].accepted and "only revealed for a dropped member" in results[0].reason
-        assert not results[1].accepted and "not in its masking phase" in results[1].reason
-        assert not results[2].accepted and "only revealed for a member whose update counts" in results[2].reason
-        assert all(r.accepted for r in results[3:]), [r.reason for r in results]
+        assert [r.reason for r in results[:3]] == [refusal.MASKING_RULE, refusal.WRONG_PHASE, refusal.MASKING_RULE]
+        assert not results[0].accepted and "only revealed for a dropped member" in results[0].detail
+        assert not results[1].accepted and "not in its masking phase" in results[1].detail
+        assert not results[2].accepted and "only revealed for a member whose update counts" in results[2].detail
+        assert all(r.accepted for r in results[3:]), [refusal.text(r.reason, r.detail) for r in results]
         assert not rd.summary().closed  # t - 1 shares of the dropped secret: not yet
         results = rd.block([reveals[-1], reveals[-1]])
         assert results[0].accepted and not results[1].accepted  # the same tx twice in a block
@@ -232,14 +233,15 @@ def test_bad_secure_transactions_are_refused_with_reasons(tmp_path, scheme):
         chain.sign_tx(fx.participant_keys[1], short)
         early = rd.proof_tx(members[2])
         results = rd.block([revealing, short])
-        assert "model_params must be empty" in results[0].reason
-        assert "one share per other genesis participant" in results[1].reason
+        assert [r.reason for r in results] == [refusal.MASKING_RULE] * 2
+        assert "model_params must be empty" in results[0].detail
+        assert "one share per other genesis participant" in results[1].detail
         copy = rd.proof_tx(members[0])
         copy.submit_proof.model_commitment = early.submit_proof.model_commitment  # someone else's model
         chain.sign_tx(fx.participant_keys[0], copy)
         results = rd.block([early, copy, rd.proof_tx(members[1])])
         assert results[0].accepted and results[2].accepted
-        assert "copies an earlier submission" in results[1].reason
+        assert results[1].reason == refusal.FREE_RIDING and "copies an earlier submission" in results[1].detail
         rd.block([])
         rd.block([])  # proof deadline: p0 is out, p1 and p2 form the mask set
         s = rd.summary()
@@ -250,8 +252,9 @@ def test_bad_secure_transactions_are_refused_with_reasons(tmp_path, scheme):
         truncated.masked_update.masked = truncated.masked_update.masked[:-4]
         chain.sign_tx(fx.participant_keys[1], truncated)
         results = rd.block([outsider, truncated])
-        assert "not in the round's mask set" in results[0].reason
-        assert "bytes (one uint32 per committed parameter)" in results[1].reason
+        assert [r.reason for r in results] == [refusal.MASKING_RULE] * 2
+        assert "not in the round's mask set" in results[0].detail
+        assert "bytes (one uint32 per committed parameter)" in results[1].detail
         assert rd.summary().phase == PHASE.ROUND_PHASE_MASKING  # nothing lost: still waiting
 
 
@@ -287,10 +290,10 @@ def test_a_survivor_that_vanishes_before_revealing_its_self_seed_is_recovered_fr
         wrong = rd.reveal_tx(members[0])
         wrong.mask_reveal.self_seed = b"\x00" * 32
         chain.sign_tx(fx.participant_keys[0], wrong)
-        assert "does not match" in rd.block([wrong])[0].reason
+        assert "does not match" in rd.block([wrong])[0].detail
         # member 3 is gone: the other three reveal their own seeds and their shares of member 3's seed
         results = rd.reveal_all(members[:3])
-        assert all(r.accepted for r in results), [r.reason for r in results]
+        assert all(r.accepted for r in results), [refusal.text(r.reason, r.detail) for r in results]
         s = rd.summary()
         assert s.closed, s.aggregate_note
         assert s.next_global_model_cid == content_id(_expected(scheme, members, ""))

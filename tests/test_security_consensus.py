@@ -18,7 +18,7 @@ import pytest
 from chain_factory import Fixture, make_genesis
 from security_procs import Service, consensus_service, ledger_service, metric, stop_all, sync_channel
 
-from zkpot import chain
+from zkpot import chain, refusal
 from zkpot.crypto import KeyPair
 from zkpot.grpcutil import CHANNEL_OPTIONS
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, ledger_pb2, ledger_pb2_grpc, types_pb2
@@ -179,7 +179,7 @@ def test_flood_from_one_peer_is_throttled_without_hurting_others(net: Net) -> No
             throttled += 1
             continue
         admitted += sum(r.admitted for r in resp.results)
-        quota_refusals += sum("sender quota" in r.reason for r in resp.results)
+        quota_refusals += sum(r.reason == refusal.BUSY and "sender quota" in r.detail for r in resp.results)
     assert admitted == QUOTA
     assert quota_refusals >= BURST - QUOTA
     assert throttled >= 3  # 100 txs against a burst of 40 at 20/s
@@ -187,7 +187,7 @@ def test_flood_from_one_peer_is_throttled_without_hurting_others(net: Net) -> No
 
     # another peer, another sender: served at once
     resp = other.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(bob, 10, b"bob")), timeout=10)
-    assert all(r.admitted for r in resp.results), [r.reason for r in resp.results]
+    assert all(r.admitted for r in resp.results), [refusal.text(r.reason, r.detail) for r in resp.results]
     # another peer cannot launder alice's transactions past her quota
     resp = other.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(alice, 5, b"more")), timeout=10)
     assert not any(r.admitted for r in resp.results)
@@ -196,7 +196,7 @@ def test_flood_from_one_peer_is_throttled_without_hurting_others(net: Net) -> No
     # the flooder's bucket refills at RATE/s
     time.sleep(10 / RATE + 0.2)
     resp = flooder.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(bob, 10, b"later")), timeout=10)
-    assert all(r.admitted for r in resp.results), [r.reason for r in resp.results]
+    assert all(r.admitted for r in resp.results), [refusal.text(r.reason, r.detail) for r in resp.results]
 
 
 def test_submit_proof_from_a_stranger_is_refused_before_any_proof_check(net: Net) -> None:
@@ -208,8 +208,9 @@ def test_submit_proof_from_a_stranger_is_refused_before_any_proof_check(net: Net
     before = metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total", reason="unknown_signer")
     resp = net.stub(fresh=True).SubmitTx(consensus_pb2.SubmitTxRequest(txs=[member, stranger]), timeout=10)
     assert [r.admitted for r in resp.results] == [False, False]
-    assert resp.results[0].reason.startswith("no_verifier")  # a participant's proof goes on to the verifier
-    assert resp.results[1].reason.startswith("unknown_signer")
+    # a participant's proof goes on to the verifier (this replica has none)
+    assert resp.results[0].reason == refusal.VERIFIER_UNAVAILABLE, resp.results[0]
+    assert resp.results[1].reason == refusal.UNKNOWN_SIGNER, resp.results[1]
     assert metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total", reason="unknown_signer") == before + 1
 
 
@@ -234,9 +235,10 @@ def test_only_transactions_the_chain_has_a_rule_for_are_admitted(net: Net) -> No
     txs = [*_payloads(STRANGER, 1, b"stranger"), *_payloads(member, 1, b"member"),
            chain.sign_tx(member, types_pb2.Transaction(nonce=time.time_ns()))]
     stranger, ok, bodiless = stub.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs), timeout=10).results
-    assert not stranger.admitted and stranger.reason.startswith("unknown_signer: payload"), stranger.reason
-    assert ok.admitted, ok.reason
-    assert not bodiless.admitted and bodiless.reason.startswith("malformed:"), bodiless.reason
+    assert not stranger.admitted and stranger.reason == refusal.UNKNOWN_SIGNER, stranger
+    assert stranger.detail.startswith("payload"), stranger.detail
+    assert ok.admitted and ok.reason == refusal.ACCEPTED, ok
+    assert not bodiless.admitted and bodiless.reason == refusal.MALFORMED, bodiless
 
 
 def test_a_peer_forging_signatures_pays_for_each_one(net: Net) -> None:
@@ -257,13 +259,13 @@ def test_a_peer_forging_signatures_pays_for_each_one(net: Net) -> None:
     assert 5 * BAD_SIGNATURE_COST > BURST  # five forgeries exhaust what a whole burst of honest txs may use
     forger = net.stub(fresh=True)
     results = forger.SubmitTx(consensus_pb2.SubmitTxRequest(txs=forged), timeout=10).results
-    assert all(r.reason.startswith("bad_signature") for r in results), [r.reason for r in results]
+    assert all(r.reason == refusal.BAD_SIGNATURE for r in results), results
     with pytest.raises(grpc.RpcError) as err:
         forger.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(net.fx.validator_keys[3], 1, b"f")), timeout=10)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     ok = net.stub(fresh=True).SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(net.fx.validator_keys[3], 1,
                                                                                    b"o")), timeout=10)
-    assert ok.results[0].admitted, ok.results[0].reason
+    assert ok.results[0].admitted, ok.results[0].detail
 
 
 def test_a_throttled_peers_bodies_are_refused_before_they_are_parsed(net: Net) -> None:
@@ -345,7 +347,7 @@ def test_a_forger_reconnecting_for_fresh_buckets_is_bounded_replica_wide(net: Ne
     honest = net.stub(fresh=True)
     first = honest.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(net.fx.participant_keys[0], 1, b"h0")),
                             timeout=10).results[0]
-    assert first.admitted, first.reason  # this connection is now trusted
+    assert first.admitted, first.detail  # this connection is now trusted
     checked_before = metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total", reason="bad_signature")
     requests, per_request = 40, 5
     started, probed = time.monotonic(), 0
@@ -358,11 +360,11 @@ def test_a_forger_reconnecting_for_fresh_buckets_is_bounded_replica_wide(net: Ne
         # a new TCP connection every time: a new peer, a full bucket
         results = net.stub(fresh=True).SubmitTx(consensus_pb2.SubmitTxRequest(txs=forged), timeout=10).results
         assert not any(r.admitted for r in results)
-        probed += sum("gets one checked per request" in r.reason for r in results) > 0
+        probed += sum(r.reason == refusal.BUSY and "gets one checked per request" in r.detail for r in results) > 0
         if k == 20:  # mid-flood: the established client is served in full
             ok = honest.SubmitTx(consensus_pb2.SubmitTxRequest(
                 txs=_payloads(net.fx.participant_keys[0], 2, b"h1")), timeout=10).results
-            assert all(r.admitted for r in ok), [r.reason for r in ok]
+            assert all(r.admitted for r in ok), [refusal.text(r.reason, r.detail) for r in ok]
     elapsed = time.monotonic() - started
     checked = metric(net.replica.metrics_port, "zkpot_consensus_rejected_txs_total",
                      reason="bad_signature") - checked_before
@@ -373,5 +375,5 @@ def test_a_forger_reconnecting_for_fresh_buckets_is_bounded_replica_wide(net: Ne
     newcomer = net.stub(fresh=True)
     txs = _payloads(net.fx.validator_keys[3], 3, b"new")
     results = newcomer.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs), timeout=10).results
-    assert results[0].admitted, results[0].reason
+    assert results[0].admitted, results[0].detail
     assert newcomer.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs[1:]), timeout=10).results[0].admitted

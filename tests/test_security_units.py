@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.consensus.mempool import Mempool
-from zkpot import chain, tls
+from zkpot import chain, refusal, tls
 from zkpot.crypto import KeyPair
 from zkpot.ratelimit import TokenBuckets
 from zkpot.v1 import types_pb2
@@ -56,11 +56,12 @@ def test_mempool_quota_per_sender() -> None:
 
     a = [tx(alice, i) for i in range(5)]
     assert [pool.add(*x) for x in a[:3]] == [None, None, None]
-    assert pool.add(*a[3]).startswith("resource_exhausted: sender quota")
+    quota = pool.add(*a[3])
+    assert quota.reason == refusal.BUSY and quota.detail.startswith("sender quota"), quota
     assert pool.add(*tx(bob, 9)) is None     # others unaffected
     pool.mark_committed([a[0][0]])           # a committed tx frees its sender's slot
     assert pool.add(*a[3]) is None
-    assert pool.add(*a[4]).startswith("resource_exhausted")
+    assert pool.add(*a[4]).reason == refusal.BUSY
     assert len(pool) == 4
     assert Mempool(max_txs=3, max_bytes=1 << 20).max_per_sender == 3  # default: no quota below the pool cap
 
@@ -80,7 +81,7 @@ def test_mempool_is_fair_by_bytes_and_evicts_the_heaviest() -> None:
     big = [tx(flood, i, 1_000) for i in range(10)]
     results = [pool.add(*x) for x in big]
     admitted = [x for x, r in zip(big, results, strict=True) if r is None]
-    assert len(admitted) == 5 and "sender quota" in results[5]  # its byte quota: 6,000 > 5 x ~1,100
+    assert len(admitted) == 5 and "sender quota" in results[5].detail  # its byte quota: 6,000 > 5 x ~1,100
     small = [tx(honest, i, 60) for i in range(30)]  # ~5 kB in all: within its own quota
     assert all(pool.add(*x) is None for x in small)  # the pool fills up: the flooder's newest go
     assert sum(evictions) >= 1 and len(pool) == 5 - sum(evictions) + 30
@@ -88,9 +89,9 @@ def test_mempool_is_fair_by_bytes_and_evicts_the_heaviest() -> None:
     assert pool.bytes <= 10_000
     # the flooder may not evict the lighter sender, nor itself: refused, nothing evicted
     before = sum(evictions)
-    assert pool.add(*tx(flood, 99, 1_000)).startswith("resource_exhausted")
+    assert pool.add(*tx(flood, 99, 1_000)).reason == refusal.BUSY
     # a newcomer heavier than anyone after admission evicts nobody either
-    assert pool.add(*tx(third, 0, 5_500)).startswith("resource_exhausted")
+    assert pool.add(*tx(third, 0, 5_500)).reason == refusal.BUSY
     assert sum(evictions) == before and pool.bytes <= 10_000
 
 

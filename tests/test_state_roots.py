@@ -41,16 +41,18 @@ def roots() -> list[str]:
     return out
 
 
-# computed when state records became canonically hashed (2026-12-02); identical under upb and the
-# pure-Python protobuf backend
+# recomputed 2026-12-03 (issue 17.2: RoundPhase gained an UNSPECIFIED zero and every round now
+# records its phase, PROOFS at open, CLOSED at close: a deliberate consensus change, before any
+# release); first computed when state records became canonically hashed (2026-12-02). Identical
+# under upb and the pure-Python protobuf backend and the lowest allowed protobuf.
 GOLDEN = [
-    "1fc9edff74c7ac1d46015edbd8df67c43080da2e8ea107ff2289ad999f6b965c",  # genesis
-    "a0dd8444823993cebc85bdeac75858d3334376fb164a23a7ff03d72a3ed4a442",
-    "913a06b753b9ec38b0dd68a839f2b1f1ea125cf94154f6b9b46f1827daaa8c86",
-    "4a97454fa9383ed53322de17317c7e64d98d3c2548908239d0fb23952eecac04",  # round 1 closes
-    "1c3cf5dd6bdaa5cc0bd9d0d34d203780f7550dce4863b3ccbe2b39eb4baa289b",
-    "ca5ff641ccaacd7b9481cf8245d83d180ca557c578f2c1c67977149e2864ccb9",
-    "8c8df260111e037ce55360db74c4ce60b73231e9335e7c31e0ef0374dd603c70",
+    "1d8171f52c2448020853a9ddc849894ab350291711ebedba7f8d9ab049cdfec8",  # genesis
+    "ffe20b584c5b0a6907c77a4d983d4948962099e36b5ffd4dd55b4280a8f6797d",
+    "1749148f4a46fd96852be83cf9324f1e3efef4f87e101344ca57ad75d54c04e7",
+    "b5b7a7f025c832020547d4ee44d391152faa5b7f6fab376a5d119fe3a32ceac8",  # round 1 closes
+    "90a014adba7418cf0a82989b56e390d5c4e36b61ee4f0a97ca7882bd760ea8e8",
+    "a3a1b9f55671b8579724f28225fab0ef9d6426a96fbf04624aa10b856e98063d",
+    "e2383aa2f3b2fed22b649fb8f252065e70c494576502f85d0c698ef9cca911ec",
 ]
 
 

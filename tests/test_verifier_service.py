@@ -8,13 +8,13 @@ import urllib.request
 import pytest
 from zkp_env import free_port, other_test_set_proof, resign, shared_env, start_service, stop_service, wait_serving
 
-from zkpot import chain, grpcutil, model_codec
+from zkpot import chain, grpcutil, model_codec, refusal
 from zkpot.crypto import KeyPair
 from zkpot.genesis import Genesis, Member
 from zkpot.v1 import types_pb2, verifier_pb2, verifier_pb2_grpc
 from zkpot.zkp import model
 
-R = verifier_pb2.RejectReason
+R = refusal.R
 
 
 @pytest.fixture(scope="module")
@@ -52,22 +52,22 @@ def _cases() -> dict[str, tuple[types_pb2.Transaction, int]]:
     bad_sig.nonce = 5  # signature no longer covers the transaction
     claim = sp.claimed_correct + 1 if sp.claimed_correct < 8 else sp.claimed_correct - 1
     return {
-        "honest": (tx, R.REJECT_REASON_UNSPECIFIED),
-        "tampered_proof": (resign(tx, alice, proof=bytes(tampered)), R.REJECT_REASON_INVALID_PROOF),
-        "higher_claim": (resign(tx, alice, claimed_correct=claim), R.REJECT_REASON_CLAIM_MISMATCH),
-        "other_test_set": (resign(tx, alice, proof=other_test_set_proof()), R.REJECT_REASON_INVALID_PROOF),
-        "copied_to_bob": (resign(tx, bob, participant=bob.public), R.REJECT_REASON_INVALID_PROOF),
-        "sent_by_bob": (resign(tx, bob), R.REJECT_REASON_SUBMITTER_MISMATCH),
-        "replayed_round_2": (resign(tx, alice, round=2), R.REJECT_REASON_INVALID_PROOF),
-        "other_task": (resign(tx, alice, task_id=b"\x07" * 32), R.REJECT_REASON_WRONG_TASK),
+        "honest": (tx, refusal.ACCEPTED),
+        "tampered_proof": (resign(tx, alice, proof=bytes(tampered)), refusal.INVALID_PROOF),
+        "higher_claim": (resign(tx, alice, claimed_correct=claim), refusal.CLAIM_MISMATCH),
+        "other_test_set": (resign(tx, alice, proof=other_test_set_proof()), refusal.INVALID_PROOF),
+        "copied_to_bob": (resign(tx, bob, participant=bob.public), refusal.INVALID_PROOF),
+        "sent_by_bob": (resign(tx, bob), refusal.SUBMITTER_MISMATCH),
+        "replayed_round_2": (resign(tx, alice, round=2), refusal.INVALID_PROOF),
+        "other_task": (resign(tx, alice, task_id=b"\x07" * 32), refusal.WRONG_TASK),
         "other_model": (resign(tx, alice, model_params=other_model, model_cid=model_codec.model_cid(other_model)),
-                        R.REJECT_REASON_MODEL_MISMATCH),
-        "cid_mismatch": (resign(tx, alice, model_params=other_model), R.REJECT_REASON_MODEL_MISMATCH),
+                        refusal.MODEL_MISMATCH),
+        "cid_mismatch": (resign(tx, alice, model_params=other_model), refusal.MODEL_MISMATCH),
         "commitment_field": (resign(tx, alice, model_commitment=bytes(len(sp.model_commitment))),
-                             R.REJECT_REASON_COMMITMENT_MISMATCH),
-        "bad_signature": (bad_sig, R.REJECT_REASON_BAD_SIGNATURE),
-        "trailing_bytes": (resign(tx, alice, proof=sp.proof + bytes(32)), R.REJECT_REASON_MALFORMED),
-        "not_a_proof": (chain.sign_tx(alice, types_pb2.Transaction(payload=b"x")), R.REJECT_REASON_MALFORMED),
+                             refusal.COMMITMENT_MISMATCH),
+        "bad_signature": (bad_sig, refusal.BAD_SIGNATURE),
+        "trailing_bytes": (resign(tx, alice, proof=sp.proof + bytes(32)), refusal.MALFORMED),
+        "not_a_proof": (chain.sign_tx(alice, types_pb2.Transaction(payload=b"x")), refusal.MALFORMED),
     }
 
 
@@ -78,11 +78,11 @@ def test_each_forgery_has_its_own_reason_and_the_honest_proof_passes(verifier) -
     assert len(results) == len(cases)
     for (name, (tx, want)), got in zip(cases.items(), results, strict=True):
         assert got.tx_id == chain.tx_id(tx), name
-        assert got.reason == want, f"{name}: {R.Name(got.reason)} ({got.message})"
-        assert got.valid == (want == R.REJECT_REASON_UNSPECIFIED), name
+        assert got.reason == want, f"{name}: {R.Name(got.reason)} ({got.detail})"
+        assert got.valid == (want == refusal.ACCEPTED), name
         assert not got.cached
         if not got.valid:
-            assert got.message, name
+            assert got.detail, name
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
     for label in ("invalid_proof", "claim_mismatch", "wrong_task", "submitter_mismatch", "model_mismatch",
                   "commitment_mismatch", "bad_signature", "malformed"):
@@ -101,7 +101,7 @@ def test_resubmitted_transaction_is_served_from_cache(verifier) -> None:
     forged.CopyFrom(env.honest_tx)
     forged.signature = bytes(64)  # same tx id, other signature: not a cache hit
     (r,) = _verify(target, [forged])
-    assert not r.cached and r.reason == R.REJECT_REASON_BAD_SIGNATURE
+    assert not r.cached and r.reason == refusal.BAD_SIGNATURE
 
 
 def test_verifier_refuses_a_genesis_of_another_task(tmp_path) -> None:

@@ -8,12 +8,12 @@ import pytest
 import torch
 from zkp_env import other_test_set_proof, resign, shared_env
 
-from zkpot.v1 import verifier_pb2
+from zkpot import refusal
 from zkpot.zkp import circuit, model, prove
 from zkpot.zkp.task import TaskError, load_task
 from zkpot.zkp.verify import check_submission
 
-R = verifier_pb2.RejectReason
+R = refusal.R
 
 
 def test_task_manifest_and_artefacts() -> None:
@@ -58,14 +58,14 @@ def test_other_test_set_proof_passes_naive_check_but_is_rejected() -> None:
     env = shared_env()
     tx = resign(env.honest_tx, env.alice, proof=other_test_set_proof())
     verdict = check_submission(env.task, tx, env.root)
-    assert verdict.reason == R.REJECT_REASON_INVALID_PROOF, verdict
+    assert verdict.reason == refusal.INVALID_PROOF, verdict
 
 
 def test_higher_claim_is_a_claim_mismatch() -> None:
     env = shared_env()
     claim = env.honest.claimed_correct + 1 if env.honest.claimed_correct < 8 else env.honest.claimed_correct - 1
     verdict = check_submission(env.task, resign(env.honest_tx, env.alice, claimed_correct=claim), env.root)
-    assert verdict.reason == R.REJECT_REASON_CLAIM_MISMATCH, verdict
+    assert verdict.reason == refusal.CLAIM_MISMATCH, verdict
 
 
 def test_out_of_range_model_is_refused_before_proving(tmp_path) -> None:

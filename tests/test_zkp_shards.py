@@ -9,14 +9,14 @@ from __future__ import annotations
 import pytest
 from zkp_env import SHARD_SIZE, SHARDED_SIZE, sharded_env
 
-from zkpot import chain
+from zkpot import chain, refusal
 from zkpot.crypto import KeyPair
-from zkpot.v1 import types_pb2, verifier_pb2
+from zkpot.v1 import types_pb2
 from zkpot.zkp import circuit
 from zkpot.zkp.task import TaskConfig, TaskError
 from zkpot.zkp.verify import check_submission
 
-R = verifier_pb2.RejectReason
+R = refusal.R
 
 
 def _with(tx: types_pb2.Transaction, key: KeyPair, shards: list[tuple[bytes, int]] | None = None,
@@ -68,7 +68,7 @@ def test_shard_from_another_model_is_a_commitment_mismatch() -> None:
     shards[1] = (theirs.proof, shards[1][1])
     total = shards[0][1] + shards[1][1]
     verdict = check_submission(env.task, _with(env.honest_tx, env.alice, shards, claimed_correct=total), env.root)
-    assert verdict.reason == R.REJECT_REASON_COMMITMENT_MISMATCH and "shard 1" in verdict.message, verdict
+    assert verdict.reason == refusal.COMMITMENT_MISMATCH and "shard 1" in verdict.detail, verdict
 
 
 def test_shard_omitted_or_duplicated_is_a_shard_mismatch() -> None:
@@ -82,9 +82,9 @@ def test_shard_omitted_or_duplicated_is_a_shard_mismatch() -> None:
     }
     for name, tx in cases.items():
         verdict = check_submission(env.task, tx, env.root)
-        assert verdict.reason == R.REJECT_REASON_SHARD_MISMATCH, (name, verdict)
+        assert verdict.reason == refusal.SHARD_MISMATCH, (name, verdict)
     both = _with(env.honest_tx, env.alice, proof=p0)
-    assert check_submission(env.task, both, env.root).reason == R.REJECT_REASON_MALFORMED
+    assert check_submission(env.task, both, env.root).reason == refusal.MALFORMED
 
 
 def test_shard_counts_must_add_up_and_match_each_shard() -> None:
@@ -92,13 +92,13 @@ def test_shard_counts_must_add_up_and_match_each_shard() -> None:
     (p0, c0), (p1, c1) = _shards(env.honest_tx)
     inflated = _with(env.honest_tx, env.alice, claimed_correct=c0 + c1 + 1)
     v = check_submission(env.task, inflated, env.root)
-    assert v.reason == R.REJECT_REASON_CLAIM_MISMATCH and "sum" in v.message, v
+    assert v.reason == refusal.CLAIM_MISMATCH and "sum" in v.detail, v
     # same total, moved between shards: shard-level claim is wrong
     moved = [(p0, c0 + 1), (p1, c1 - 1)] if c1 > 0 else [(p0, c0 - 1), (p1, c1 + 1)]
     v = check_submission(env.task, _with(env.honest_tx, env.alice, moved), env.root)
-    assert v.reason == R.REJECT_REASON_CLAIM_MISMATCH and "shard" in v.message, v
+    assert v.reason == refusal.CLAIM_MISMATCH and "shard" in v.detail, v
     over = _with(env.honest_tx, env.alice, [(p0, SHARD_SIZE + 1), (p1, c1)], claimed_correct=SHARD_SIZE + 1 + c1)
-    assert check_submission(env.task, over, env.root).reason == R.REJECT_REASON_CLAIM_MISMATCH
+    assert check_submission(env.task, over, env.root).reason == refusal.CLAIM_MISMATCH
 
 
 def test_shards_in_the_wrong_slots_or_replayed_do_not_verify() -> None:
@@ -106,15 +106,15 @@ def test_shards_in_the_wrong_slots_or_replayed_do_not_verify() -> None:
     (p0, c0), (p1, c1) = _shards(env.honest_tx)
     swapped = _with(env.honest_tx, env.alice, [(p1, c0), (p0, c1)])  # each proof checked on the other's slice
     v = check_submission(env.task, swapped, env.root)
-    assert v.reason == R.REJECT_REASON_INVALID_PROOF and "shard 0" in v.message, v
+    assert v.reason == refusal.INVALID_PROOF and "shard 0" in v.detail, v
     replayed = _with(env.honest_tx, env.alice, round=2)
-    assert check_submission(env.task, replayed, env.root).reason == R.REJECT_REASON_INVALID_PROOF
+    assert check_submission(env.task, replayed, env.root).reason == refusal.INVALID_PROOF
     copied = _with(env.honest_tx, env.bob, participant=env.bob.public)
-    assert check_submission(env.task, copied, env.root).reason == R.REJECT_REASON_INVALID_PROOF
+    assert check_submission(env.task, copied, env.root).reason == refusal.INVALID_PROOF
     tampered = bytearray(p1)
     tampered[len(tampered) // 2] ^= 1
     v = check_submission(env.task, _with(env.honest_tx, env.alice, [(p0, c0), (bytes(tampered), c1)]), env.root)
-    assert v.reason == R.REJECT_REASON_INVALID_PROOF and "shard 1" in v.message, v
+    assert v.reason == refusal.INVALID_PROOF and "shard 1" in v.detail, v
 
 
 def test_every_shard_proof_verifies_only_on_its_own_slice() -> None:

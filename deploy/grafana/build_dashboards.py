@@ -172,7 +172,7 @@ DASHBOARDS: dict[str, dict] = {
         "panels": [
             ("Open FL round", [("max(zkpot_ledger_current_round)", "round")], "none", "stat"),
             ("Round over time", [("max(zkpot_ledger_current_round)", "round")], "none", "timeseries"),
-            ("Round phase (0 proofs, 1 masking, 2 unmasking: secure aggregation)", [
+            ("Round phase (1 proofs, 2 masking, 3 unmasking: secure aggregation; 4 closed)", [
                 ("max(zkpot_ledger_round_phase)", "phase"),
             ], "none", "timeseries"),
             ("Accepted transactions (all validators agree; max over replicas)", [

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from zkpot import codec
+from zkpot import codec, refusal
+from zkpot.refusal import Refusal
 from zkpot.v1 import consensus_pb2, types_pb2
 
 from . import checks
@@ -32,10 +33,10 @@ class Admission:
         if self.admitting and self.admitting + len(txs) > c.config.admission_backlog_txs:
             # shed load rather than queue it: a backlog of signature checks delays nothing but
             # itself (proposals have their own pool), yet it grows latency for every tx behind it
-            m.rejected_txs.labels(reason="busy").inc(len(txs))
-            reason = (f"resource_exhausted: busy ({self.admitting} transactions being admitted, at most "
-                      f"{c.config.admission_backlog_txs}); retry shortly")
-            return [consensus_pb2.TxAdmission(reason=reason) for _ in txs]
+            m.rejected_txs.labels(reason=refusal.label(refusal.BUSY)).inc(len(txs))
+            detail = (f"{self.admitting} transactions being admitted, at most "
+                      f"{c.config.admission_backlog_txs}; retry shortly")
+            return [consensus_pb2.TxAdmission(reason=refusal.BUSY, detail=detail) for _ in txs]
         self.admitting += len(txs)
         try:
             return await self._admit(txs, gossip)
@@ -52,38 +53,40 @@ class Admission:
             size = tx.ByteSize()
             reason = c.mempool.refusal(tx_id, size, tx.sender)
             if reason is None and tx_id in seen:
-                reason = "duplicate: twice in this request"
+                reason = Refusal(refusal.DUPLICATE, "twice in this request")
             if reason is None and size > c.config.max_block_bytes:
                 # it could never be proposed: refuse it now rather than hold and gossip it for ever
-                reason = f"too_large: {size} bytes, over the block limit of {c.config.max_block_bytes} bytes"
+                reason = Refusal(refusal.TOO_LARGE,
+                                 f"{size} bytes, over the block limit of {c.config.max_block_bytes} bytes")
             if reason is None and (extra := codec.unknown_fields(tx)):
-                reason = f"malformed: unknown protobuf fields in {', '.join(extra[:3])} (not covered by the signature)"
+                reason = Refusal(refusal.MALFORMED,
+                                 f"unknown protobuf fields in {', '.join(extra[:3])} (not covered by the signature)")
             body = tx.WhichOneof("body")
             if reason is None and body is None:
-                reason = "malformed: a transaction without a known body (no rule admits it)"
+                reason = Refusal(refusal.MALFORMED, "a transaction without a known body (no rule admits it)")
             if reason is None and body in PARTICIPANT_BODIES and tx.sender not in c.participants:
                 # before the costly proof check: only genesis participants may submit proofs (and masks)
-                reason = f"unknown_signer: {body} by a key that is not a genesis participant"
+                reason = Refusal(refusal.UNKNOWN_SIGNER, f"{body} by a key that is not a genesis participant")
             if reason is None and body == "payload" and tx.sender not in c.members:
                 # a payload changes no state: only genesis members may spend block space on one
-                reason = "unknown_signer: payload by a key that is not a genesis member"
+                reason = Refusal(refusal.UNKNOWN_SIGNER, "payload by a key that is not a genesis member")
             seen.add(tx_id)
             if reason is None:
                 todo.append(k)
             else:
-                results[k].reason = reason
+                results[k].reason, results[k].detail = reason.reason, reason.detail
         refusals = await c.checker.refusals([txs[k] for k in todo], [ids[k] for k in todo], bulk=True)
         admitted: list[types_pb2.Transaction] = []
-        for k, refusal in zip(todo, refusals, strict=True):
-            reason = refusal or c.mempool.add(ids[k], txs[k])
+        for k, found in zip(todo, refusals, strict=True):
+            reason = found or c.mempool.add(ids[k], txs[k])
             if reason is None:
-                results[k].admitted = True
+                results[k].admitted, results[k].reason = True, refusal.ACCEPTED
                 admitted.append(txs[k])
             else:
-                results[k].reason = reason
+                results[k].reason, results[k].detail = reason.reason, reason.detail
         for r in results:
             if not r.admitted:
-                m.rejected_txs.labels(reason=r.reason.split(":", 1)[0]).inc()
+                m.rejected_txs.labels(reason=refusal.label(r.reason)).inc()
         m.admitted_txs.inc(len(admitted))
         self.mempool_metrics()
         if gossip and admitted:

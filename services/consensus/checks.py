@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from zkpot import chain, coin, crypto
+from zkpot import chain, coin, crypto, refusal
 from zkpot.codec import merkle_root, unknown_fields
+from zkpot.refusal import Refusal
 from zkpot.v1 import consensus_pb2, types_pb2
 
 
@@ -207,21 +208,22 @@ def check_timeout(
         check_tc(timeout.last_tc, validators, quorum, genesis_hash if coin_check else b"", coin_check)
 
 
-def tx_shape_refusal(tx: types_pb2.Transaction) -> str | None:
+def tx_shape_refusal(tx: types_pb2.Transaction) -> Refusal | None:
     """Field checks before anything expensive (None: well formed)."""
     body = tx.WhichOneof("body")
+    detail = None
     if body is None:
-        return "malformed: transaction has no body"
-    if body == "publish_task":
-        return "malformed: a task is published only at genesis"
-    if len(tx.sender) != crypto.PUBLIC_KEY_LEN:
-        return "malformed: sender must be a 32-byte ed25519 key"
-    if len(tx.signature) != crypto.SIGNATURE_LEN:
-        return "malformed: signature must be 64 bytes"
-    if body == "submit_proof" and tx.submit_proof.participant != tx.sender:
-        return "malformed: submit_proof participant differs from the sender"
-    if body == "masked_update" and tx.masked_update.participant != tx.sender:
-        return "malformed: masked_update participant differs from the sender"
-    if body == "mask_reveal" and tx.mask_reveal.holder != tx.sender:
-        return "malformed: mask_reveal holder differs from the sender"
-    return None
+        detail = "transaction has no body"
+    elif body == "publish_task":
+        detail = "a task is published only at genesis"
+    elif len(tx.sender) != crypto.PUBLIC_KEY_LEN:
+        detail = "sender must be a 32-byte ed25519 key"
+    elif len(tx.signature) != crypto.SIGNATURE_LEN:
+        detail = "signature must be 64 bytes"
+    elif body == "submit_proof" and tx.submit_proof.participant != tx.sender:
+        detail = "submit_proof participant differs from the sender"
+    elif body == "masked_update" and tx.masked_update.participant != tx.sender:
+        detail = "masked_update participant differs from the sender"
+    elif body == "mask_reveal" and tx.mask_reveal.holder != tx.sender:
+        detail = "mask_reveal holder differs from the sender"
+    return None if detail is None else Refusal(refusal.MALFORMED, detail)

@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from zkpot import chain, grpcutil
+from zkpot import chain, grpcutil, refusal
 from zkpot import log as zlog
 from zkpot.crypto import KeyPair
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, types_pb2
@@ -142,5 +142,5 @@ def _submit(args: argparse.Namespace) -> int:
 
     resp = asyncio.run(run())
     for r in resp.results:
-        print(f"{r.tx_id.hex()} {'admitted' if r.admitted else 'refused: ' + r.reason}")
+        print(f"{r.tx_id.hex()} {'admitted' if r.admitted else 'refused: ' + refusal.text(r.reason, r.detail)}")
     return 0 if all(r.admitted for r in resp.results) else 1

@@ -7,7 +7,8 @@ from collections import OrderedDict
 
 import grpc
 
-from zkpot import chain, grpcutil
+from zkpot import chain, grpcutil, refusal
+from zkpot.refusal import Refusal
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2, verifier_pb2, verifier_pb2_grpc
 
 from .checks import tx_shape_refusal
@@ -16,7 +17,8 @@ from .runtime import REAL, Runtime
 LEDGER_DEADLINE_S = 30.0
 VERIFY_DEADLINE_S = 600.0  # a batch of real proofs takes a while
 CACHE_ENTRIES = 200_000
-BAD_SIGNATURE = "bad_signature: transaction signature does not verify"
+BAD_SIGNATURE = Refusal(refusal.BAD_SIGNATURE, "transaction signature does not verify")
+NO_VERDICT = Refusal(refusal.VERIFIER_UNAVAILABLE, "no verdict for this transaction")
 
 
 class LedgerClient:
@@ -86,15 +88,16 @@ class TxChecker:
 
     async def refusals(
         self, txs: list[types_pb2.Transaction], ids: list[bytes], bulk: bool = False
-    ) -> list[str | None]:
+    ) -> list[Refusal | None]:
         """Per transaction: None if it is valid, else why not. `bulk`: admission (its own pool),
         not a proposal's check."""
-        out: list[str | None] = [tx_shape_refusal(tx) for tx in txs]
+        out: list[Refusal | None] = [tx_shape_refusal(tx) for tx in txs]
         await self._check_signatures(txs, ids, out, bulk)
         proofs = [i for i in range(len(txs)) if out[i] is None and txs[i].WhichOneof("body") == "submit_proof"]
         if proofs and self._stub is None:
             for i in proofs:
-                out[i] = "no_verifier: this replica has no verifier configured for submit_proof"
+                out[i] = Refusal(refusal.VERIFIER_UNAVAILABLE,
+                                 "this replica has no verifier configured for submit_proof")
             return out
         # one Verify call for the txs nobody is verifying yet; wait for the ones in flight
         # (a proposal often arrives while the gossip copy of the same proof is being verified)
@@ -111,13 +114,13 @@ class TxChecker:
                 continue
             verdict = self._verdicts.get(ids[i])
             if verdict is None:
-                out[i] = self._failures.get(ids[i], "verifier_error: no verdict for this transaction")
-            elif not verdict[0]:
-                out[i] = f"invalid_proof: {verdict[1]}"
+                out[i] = self._failures.get(ids[i], NO_VERDICT)
+            elif verdict.reason != refusal.ACCEPTED:
+                out[i] = verdict
         return out
 
     async def _check_signatures(
-        self, txs: list[types_pb2.Transaction], ids: list[bytes], out: list[str | None], bulk: bool = False
+        self, txs: list[types_pb2.Transaction], ids: list[bytes], out: list[Refusal | None], bulk: bool = False
     ) -> None:
         """Each signature is verified once per replica: cached when good, and a tx whose check
         is already running (its gossip copy, while its proposal arrives) waits for that check
@@ -181,16 +184,23 @@ class TxChecker:
                 resp = await self._stub.Verify(verifier_pb2.VerifyRequest(txs=txs), timeout=VERIFY_DEADLINE_S)
             except grpc.aio.AioRpcError as exc:
                 for tx_id in ids:
-                    self._failures.put(tx_id, f"verifier_unavailable: {exc.code().name}")
+                    self._failures.put(tx_id, Refusal(refusal.VERIFIER_UNAVAILABLE, f"Verify: {exc.code().name}"))
                 return
             by_id = {r.tx_id: r for r in resp.results}
             for tx_id in ids:
                 r = by_id.get(tx_id)
                 if r is None:
-                    self._failures.put(tx_id, "verifier_error: no verdict for this transaction")
+                    self._failures.put(tx_id, NO_VERDICT)
                     continue
-                reason = "" if r.valid else f"{verifier_pb2.RejectReason.Name(r.reason)}: {r.message}"
-                self._verdicts.put(tx_id, (r.valid, reason))
+                # accepted only when both say so; a refusal without a reason (or a contradictory
+                # verdict) is an invalid proof, never a pass
+                if r.valid and r.reason == refusal.ACCEPTED:
+                    code = refusal.ACCEPTED
+                elif not r.valid and r.reason not in (refusal.ACCEPTED, refusal.UNSPECIFIED):
+                    code = r.reason
+                else:
+                    code = refusal.INVALID_PROOF
+                self._verdicts.put(tx_id, Refusal(code, r.detail))
                 self._failures.pop(tx_id, None)
         finally:
             for tx_id in ids:

@@ -13,12 +13,12 @@ import asyncio
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 
+from zkpot import refusal
+from zkpot.refusal import Refusal
 from zkpot.v1 import types_pb2
 
 # Recently committed ids are remembered so a late gossip copy is not proposed again.
 COMMITTED_MEMORY = 200_000
-
-FULL = "resource_exhausted"
 
 
 class Mempool:
@@ -49,22 +49,26 @@ class Mempool:
     def bytes(self) -> int:
         return self._bytes
 
-    def refusal(self, tx_id: bytes, size: int, sender: bytes) -> str | None:
+    def refusal(self, tx_id: bytes, size: int, sender: bytes) -> Refusal | None:
         """Why `tx_id` cannot be admitted now, even by evicting (None: it can). Cheap: called before
         any signature is checked."""
         if tx_id in self._txs:
-            return "duplicate: already in the mempool"
+            return Refusal(refusal.DUPLICATE, "already in the mempool")
         if tx_id in self._committed:
-            return "duplicate: already committed"
+            return Refusal(refusal.DUPLICATE, "already committed")
         if self._per_sender[sender] >= self.max_per_sender or self._sender_bytes[sender] + size > \
                 self.max_bytes_per_sender:
-            return (f"{FULL}: sender quota ({self._per_sender[sender]} txs, {self._sender_bytes[sender]} bytes "
-                    f"in the mempool; at most {self.max_per_sender} txs, {self.max_bytes_per_sender} bytes)")
+            return Refusal(refusal.BUSY,
+                           f"sender quota ({self._per_sender[sender]} txs, {self._sender_bytes[sender]} bytes in the "
+                           f"mempool; at most {self.max_per_sender} txs, {self.max_bytes_per_sender} bytes)")
         if self._full(size) and not self._evictable(sender, size):
-            return f"{FULL}: mempool full ({len(self._txs)} txs, {self._bytes} bytes)"
+            return self._full_refusal()
         return None
 
-    def add(self, tx_id: bytes, tx: types_pb2.Transaction) -> str | None:
+    def _full_refusal(self) -> Refusal:
+        return Refusal(refusal.BUSY, f"mempool full ({len(self._txs)} txs, {self._bytes} bytes)")
+
+    def add(self, tx_id: bytes, tx: types_pb2.Transaction) -> Refusal | None:
         """Admit a checked transaction, evicting a heavier sender's newest if full; the refusal or None."""
         size = tx.ByteSize()
         reason = self.refusal(tx_id, size, tx.sender)
@@ -73,7 +77,7 @@ class Mempool:
         evicted = 0
         while self._full(size):
             if not self._evictable(tx.sender, size):  # what was evicted came from heavier senders: fair
-                reason = f"{FULL}: mempool full ({len(self._txs)} txs, {self._bytes} bytes)"
+                reason = self._full_refusal()
                 break
             heaviest = max(self._sender_bytes, key=self._sender_bytes.__getitem__)
             self.remove([next(reversed(self._by_sender[heaviest]))])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from zkpot import grpcutil
+from zkpot import grpcutil, refusal
 from zkpot import metrics as zmetrics
 from zkpot.coin import load_share, share_matches
 from zkpot.crypto import KeyPair
@@ -50,7 +50,7 @@ TRUSTED_PEERS = 10_000  # peers remembered as having had a transaction admitted 
 # ... and per transaction refused as one no rule admits (a stranger's, or malformed): cheap to
 # refuse, but a peer sending nothing else is flooding, and pays for the requests it makes us parse
 JUNK_COST = 10
-_JUNK = ("unknown_signer", "malformed", "too_large")
+_JUNK = frozenset({refusal.UNKNOWN_SIGNER, refusal.MALFORMED, refusal.TOO_LARGE})
 # Checked before a SubmitTx/GossipTxs body is parsed: a caller whose bucket is empty is refused for
 # the cost of reading its bytes, and every started BYTES_PER_TOKEN of a body costs one token up front
 # (an honest batch of a few hundred payloads or one proof: 1 token; a 16 MiB junk body: 256).
@@ -119,12 +119,12 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         shed: list = []
         if len(txs) > 1 and grpcutil.peer_id(context) not in self.trusted and self.forgeries.retry_after(_ALL) > 0:
             txs, shed = txs[:1], txs[1:]
-            m.rejected_txs.labels(reason="untrusted_probe").inc(len(shed))
+            m.rejected_txs.labels(reason=refusal.label(refusal.BUSY)).inc(len(shed))
         results = await self.core.admission.submit(txs, gossip=gossip)
         self._charge_forgeries(context, limit, results)
-        busy = (f"resource_exhausted: forged signatures are arriving; a peer without an admitted transaction "
+        busy = (f"forged signatures are arriving; a peer without an admitted transaction "
                 f"gets one checked per request (retry in {self.forgeries.retry_after(_ALL):.2f}s)")
-        return results + [consensus_pb2.TxAdmission(reason=busy) for _ in shed]
+        return results + [consensus_pb2.TxAdmission(reason=refusal.BUSY, detail=busy) for _ in shed]
 
     def gate(self, limit_name: str) -> grpcutil.Gate:
         """The pre-parse check of SubmitTx (limit_name "submit") or GossipTxs ("gossip")."""
@@ -149,8 +149,8 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         them per second instead of the full transaction rate; junk pays JUNK_COST (issue 18.3,
         bench/flood.py)."""
         peer = grpcutil.peer_id(context)
-        forged = sum(1 for r in results if r.reason.startswith("bad_signature"))
-        cost = forged * BAD_SIGNATURE_COST + JUNK_COST * sum(1 for r in results if r.reason.startswith(_JUNK))
+        forged = sum(1 for r in results if r.reason == refusal.BAD_SIGNATURE)
+        cost = forged * BAD_SIGNATURE_COST + JUNK_COST * sum(1 for r in results if r.reason in _JUNK)
         if cost:
             limit.charge(peer, cost)
         if forged:

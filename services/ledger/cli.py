@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from zkpot import crypto, grpcutil
+from zkpot import crypto, grpcutil, refusal
 from zkpot import log as zlog
 from zkpot import metrics as zmetrics
 from zkpot.codec import content_id
@@ -344,7 +344,7 @@ async def _block(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> 
         if kind == "submit_proof":
             sp = tx.submit_proof
             extra = f" round {sp.round} participant {_who(args, sp.participant)} correct {sp.claimed_correct}"
-        verdict = "accepted" if res.accepted else f"REJECTED: {res.reason}"
+        verdict = "accepted" if res.accepted else f"REJECTED: {refusal.text(res.reason, res.detail)}"
         print(f"    {res.tx_id.hex()} {kind}{extra} -> {verdict}")  # in full: `zkpot ledger tx` takes it
     return 0
 
@@ -360,7 +360,7 @@ async def _tx(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int
         proof_bytes = len(sp.proof) + sum(len(s.proof) for s in sp.shards)
         shards = f" in {len(sp.shards)} shard proofs" if sp.shards else ""
         print(f"  proof {proof_bytes} bytes{shards}  model {len(sp.model_params)} bytes")
-    print(f"  {'accepted' if r.result.accepted else 'REJECTED: ' + r.result.reason}")
+    print(f"  {'accepted' if r.result.accepted else 'REJECTED: ' + refusal.text(r.result.reason, r.result.detail)}")
     return 0
 
 

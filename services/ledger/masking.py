@@ -39,8 +39,9 @@ from typing import Protocol
 
 import numpy as np
 
-from zkpot import aggregation, secagg
+from zkpot import aggregation, refusal, secagg
 from zkpot.codec import content_id, u64_key
+from zkpot.refusal import Refusal
 from zkpot.v1 import ledger_pb2, types_pb2
 
 PHASE = ledger_pb2.RoundPhase
@@ -77,54 +78,60 @@ def threshold(manifest: types_pb2.TaskManifest, n_participants: int) -> int:
     return int(manifest.secagg_threshold) or secagg.default_threshold(n_participants)
 
 
-# -- transaction checks (each returns the refusal reason, '' when accepted) ------------------------
+# -- transaction checks (each returns why it refuses the transaction, None when it accepts) ------
 
 
-def check_submission(sp: types_pb2.SubmitProof, n_holders: int, commitments: Commitments) -> str:
+def check_submission(sp: types_pb2.SubmitProof, n_holders: int, commitments: Commitments) -> Refusal | None:
     """The secure-aggregation fields of a SubmitProof (the proof itself was checked by the verifier)."""
     if sp.model_params or sp.model_cid:
-        return "secure aggregation: model_params must be empty (models are never revealed)"
+        return Refusal(refusal.MASKING_RULE,
+                       "secure aggregation: model_params must be empty (models are never revealed)")
     if len(sp.model_commitment) != commitments.commitment_size:
-        return f"model_commitment must be {commitments.commitment_size} bytes"
+        return Refusal(refusal.MASKING_RULE, f"model_commitment must be {commitments.commitment_size} bytes")
     try:
         secagg.check_mask_public(sp.mask_public_key)
     except ValueError as exc:
-        return f"mask_public_key: {exc}"
+        return Refusal(refusal.MASKING_RULE, f"mask_public_key: {exc}")
     if len(sp.self_seed_commitment) != 32:
-        return "self_seed_commitment must be 32 bytes"
+        return Refusal(refusal.MASKING_RULE, "self_seed_commitment must be 32 bytes")
     for name, shares in (("mask_shares", sp.mask_shares), ("self_shares", sp.self_shares)):
         if len(shares) != n_holders:
-            return f"{name} must hold one share per other genesis participant ({n_holders}), got {len(shares)}"
+            return Refusal(refusal.MASKING_RULE,
+                           f"{name} must hold one share per other genesis participant ({n_holders}), got {len(shares)}")
         if any(len(c) != secagg.CIPHERTEXT_LEN for c in shares):
-            return f"every one of {name} must be {secagg.CIPHERTEXT_LEN} bytes"
-    return ""
+            return Refusal(refusal.MASKING_RULE, f"every one of {name} must be {secagg.CIPHERTEXT_LEN} bytes")
+    return None
 
 
-def check_masked_update(summary: ledger_pb2.RoundSummary, mu: types_pb2.MaskedUpdate, n_params: int) -> str:
+def check_masked_update(summary: ledger_pb2.RoundSummary, mu: types_pb2.MaskedUpdate, n_params: int) -> Refusal | None:
     if summary.phase != PHASE.ROUND_PHASE_MASKING:
-        return f"round {summary.round} is not in its masking phase ({PHASE.Name(summary.phase)})"
+        return Refusal(refusal.WRONG_PHASE,
+                       f"round {summary.round} is not in its masking phase ({PHASE.Name(summary.phase)})")
     if mu.participant not in summary.mask_set:
-        return "participant is not in the round's mask set"
+        return Refusal(refusal.MASKING_RULE, "participant is not in the round's mask set")
     sub = next(s for s in summary.submissions if s.participant == mu.participant)
     if sub.masked:
-        return "duplicate masked update"
+        return Refusal(refusal.DUPLICATE, "duplicate masked update")
     if len(mu.masked) != 4 * n_params:
-        return f"masked must be {4 * n_params} bytes (one uint32 per committed parameter), got {len(mu.masked)}"
-    return ""
+        return Refusal(refusal.MASKING_RULE,
+                       f"masked must be {4 * n_params} bytes (one uint32 per committed parameter), "
+                       f"got {len(mu.masked)}")
+    return None
 
 
 def check_reveal(summary: ledger_pb2.RoundSummary, mr: types_pb2.MaskReveal, participants: Sequence[bytes],
-                 task_id: bytes, revealed) -> str:  # noqa: ANN001 - revealed(key) -> bytes | None
+                 task_id: bytes, revealed) -> Refusal | None:  # noqa: ANN001 - revealed(key) -> bytes | None
     """A MaskReveal: only mask keys of dropped members, only self keys and seeds of survivors."""
     if summary.phase != PHASE.ROUND_PHASE_UNMASKING:
-        return f"round {summary.round} is not in its unmasking phase ({PHASE.Name(summary.phase)})"
+        return Refusal(refusal.WRONG_PHASE,
+                       f"round {summary.round} is not in its unmasking phase ({PHASE.Name(summary.phase)})")
     if mr.holder not in participants:
-        return "holder is not a genesis participant"
+        return Refusal(refusal.UNKNOWN_SIGNER, "holder is not a genesis participant")
     if not (mr.keys or mr.self_keys or mr.self_seed):
-        return "nothing revealed"
+        return Refusal(refusal.MASKING_RULE, "nothing revealed")
     counted = {s.participant for s in survivors(summary)}
     r = summary.round
-    for field, allowed, key_of, refusal in (
+    for field, allowed, key_of, not_allowed in (
         ("keys", set(summary.dropped), reveal_key,
          "a mask-secret key is only revealed for a dropped member (this one's update counts: it would be unmasked)"),
         ("self_keys", counted, self_reveal_key,
@@ -133,27 +140,28 @@ def check_reveal(summary: ledger_pb2.RoundSummary, mr: types_pb2.MaskReveal, par
         dealers: set[bytes] = set()
         for k in getattr(mr, field):
             if k.dealer not in allowed:
-                return refusal
+                return Refusal(refusal.MASKING_RULE, not_allowed)
             if k.dealer == mr.holder or k.dealer in dealers:
-                return f"{field}: a revealed key names its own holder or a dealer twice"
+                return Refusal(refusal.MASKING_RULE, f"{field}: a revealed key names its own holder or a dealer twice")
             if len(k.share_key) != secagg.SHARE_KEY_LEN:
-                return f"{field}: share_key must be {secagg.SHARE_KEY_LEN} bytes"
+                return Refusal(refusal.MASKING_RULE, f"{field}: share_key must be {secagg.SHARE_KEY_LEN} bytes")
             if revealed(key_of(r, k.dealer, mr.holder)) is not None:
-                return f"{field}: share key already revealed by this holder"
+                return Refusal(refusal.MASKING_RULE, f"{field}: share key already revealed by this holder")
             dealers.add(k.dealer)
     if mr.self_seed:
         if mr.holder not in counted:
-            return "self_seed: only a member whose masked update counts reveals its self seed"
+            return Refusal(refusal.MASKING_RULE,
+                           "self_seed: only a member whose masked update counts reveals its self seed")
         own = next(s for s in summary.submissions if s.participant == mr.holder)
         try:
             matches = secagg.self_seed_commitment(mr.self_seed, task_id, r, mr.holder) == own.self_seed_commitment
         except ValueError as exc:
-            return f"self_seed: {exc}"
+            return Refusal(refusal.MASKING_RULE, f"self_seed: {exc}")
         if not matches:
-            return "self_seed does not match the member's self_seed_commitment"
+            return Refusal(refusal.MASKING_RULE, "self_seed does not match the member's self_seed_commitment")
         if revealed(self_seed_key(r, mr.holder)) is not None:
-            return "self_seed already revealed"
-    return ""
+            return Refusal(refusal.MASKING_RULE, "self_seed already revealed")
+    return None
 
 
 def record_reveal(mr: types_pb2.MaskReveal, round_: int, put) -> None:  # noqa: ANN001 - put(key, value)

@@ -22,7 +22,7 @@ import grpc
 from services.ledger import backup
 from services.ledger.ledger import HASH_LEN, AppendRejected, Ledger, Prepared, check_cid
 from services.ledger.store import Store
-from zkpot import grpcutil, metrics
+from zkpot import grpcutil, metrics, refusal
 from zkpot.grpcutil import Registrar
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2
 
@@ -49,8 +49,8 @@ class _Metrics:
     def __init__(self) -> None:
         self.height = metrics.gauge("zkpot_ledger_height", "height of the newest committed block")
         self.current_round = metrics.gauge("zkpot_ledger_current_round", "open FL round (rounds+1: finished)")
-        self.round_phase = metrics.gauge("zkpot_ledger_round_phase", "phase of the open round: 0 proofs, "
-                                         "1 masking, 2 unmasking (secure aggregation), 3 closed")
+        self.round_phase = metrics.gauge("zkpot_ledger_round_phase", "phase of the open round (zkpot.v1.RoundPhase): "
+                                         "1 proofs, 2 masking, 3 unmasking (secure aggregation), 4 closed")
         self.append_seconds = metrics.histogram("zkpot_ledger_append_seconds", "check + execute + synced write")
         self.group_commit_blocks = metrics.histogram("zkpot_ledger_group_commit_blocks",
                                                      "blocks written by one synced batch",
@@ -61,6 +61,9 @@ class _Metrics:
                                           known=("conflict", "signature", "qc", "parent_qc"))
         self.txs = metrics.counter("zkpot_ledger_txs_total", "executed transactions", ["result"],
                                    known=("accepted", "rejected"))
+        self.refused_txs = metrics.counter("zkpot_ledger_refused_txs_total",
+                                           "committed transactions the state rules refused, by zkpot.v1.Reason",
+                                           ["reason"])
 
 
 @cache
@@ -156,6 +159,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
                 accepted = sum(1 for r in resp.results if r.accepted)
                 self.m.txs.labels(result="accepted").inc(accepted)
                 self.m.txs.labels(result="rejected").inc(len(resp.results) - accepted)
+                for r in resp.results:
+                    if not r.accepted:
+                        self.m.refused_txs.labels(reason=refusal.label(r.reason)).inc()
                 if not fut.done():
                     fut.set_result(resp)
             self._publish_gauges()

@@ -84,9 +84,10 @@ import numpy as np
 from google.protobuf.message import Message
 
 from services.ledger import masking
-from zkpot import aggregation, chain, model_codec, schedule
+from zkpot import aggregation, chain, model_codec, refusal, schedule
 from zkpot.codec import canonical_bytes, content_id, u64_key
 from zkpot.genesis import Genesis
+from zkpot.refusal import Refusal
 from zkpot.v1 import ledger_pb2, types_pb2
 
 KEY_TASK = b"task"
@@ -273,7 +274,8 @@ class StateMachine:
             epoch=0, activation_view=0, leaders=self.validators, scores=[0] * len(self.validators)
         )
         ov.put(KEY_SCHEDULE, sched)
-        results = [types_pb2.TxResult(tx_id=chain.tx_id(tx), accepted=True) for tx in block.txs]
+        results = [types_pb2.TxResult(tx_id=chain.tx_id(tx), accepted=True, reason=refusal.ACCEPTED)
+                   for tx in block.txs]
         return Execution(results, ov.state, ov.blobs, state_root(ZERO_ROOT, ov.digests))
 
     def _open_round(self, ov: _Overlay, round_: int, height: int, global_cid: str) -> None:
@@ -286,6 +288,7 @@ class StateMachine:
             global_model_cid=global_cid,
             aggregation_rule=aggregation_rule(self.manifest.min_correct, self.manifest.aggregation_rule),
             test_set_size=self.manifest.test_set_size,
+            phase=masking.PHASE.ROUND_PHASE_PROOFS,
         )
         ov.put(round_key(round_), summary)
         ov.put(KEY_CURRENT_ROUND, _U64.pack(round_))
@@ -309,70 +312,75 @@ class StateMachine:
         for pos, (tx, tid) in enumerate(zip(block.txs, tx_ids, strict=True)):
             if tid in seen or reader.tx_location(tid) is not None:
                 duplicates.add(pos)
-                reason = "duplicate transaction (already committed)"
+                reason: Refusal | None = Refusal(refusal.DUPLICATE, "duplicate transaction (already committed)")
             else:
                 seen.add(tid)
                 reason = self._apply(ov, tx, tid, height)
-            results.append(types_pb2.TxResult(tx_id=tid, accepted=not reason, reason=reason))
+            results.append(types_pb2.TxResult(tx_id=tid, accepted=True, reason=refusal.ACCEPTED) if reason is None
+                           else types_pb2.TxResult(tx_id=tid, reason=reason.reason, detail=reason.detail))
         self._maybe_close_round(ov, height, block.header.view)
         return Execution(results, ov.state, ov.blobs, state_root(previous_root, ov.digests), duplicates)
 
-    def _apply(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> str:
-        """Apply one transaction; return '' if accepted, else the reason it was not."""
+    def _apply(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> Refusal | None:
+        """Apply one transaction; None if accepted, else why it was not."""
         kind = tx.WhichOneof("body")
         if kind == "submit_proof":
             return self._submit(ov, tx, tid, height)
         if kind == "publish_task":
-            return "task already published at genesis"
+            return Refusal(refusal.MALFORMED, "task already published at genesis")
         if kind in ("masked_update", "mask_reveal"):
             return self._secagg_tx(ov, tx, tid, height, kind)
         if kind == "payload":  # no state change; only from genesis members
-            return "" if tx.sender in self.members else "payload from a key that is not a genesis member"
-        return "no rule for a transaction without a known body"
+            return None if tx.sender in self.members else \
+                Refusal(refusal.UNKNOWN_SIGNER, "payload from a key that is not a genesis member")
+        return Refusal(refusal.MALFORMED, "no rule for a transaction without a known body")
 
-    def _submit(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> str:
+    def _submit(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> Refusal | None:
         sp = tx.submit_proof
         if sp.task_id != self.task_id:
-            return "unknown task id"
+            return Refusal(refusal.WRONG_TASK, "unknown task id")
         current = read_current_round(ov.get)
         if current > self.manifest.rounds:
-            return "task finished"
+            return Refusal(refusal.WRONG_ROUND, "task finished")
         if sp.round != current:
-            return f"round {sp.round} is not open (open round is {current})"
+            return Refusal(refusal.WRONG_ROUND, f"round {sp.round} is not open (open round is {current})")
         if tx.sender != sp.participant:
-            return "sender is not the participant"
+            return Refusal(refusal.UNKNOWN_SIGNER, "sender is not the participant")
         if sp.participant not in self.participants:
-            return "unknown participant"
+            return Refusal(refusal.UNKNOWN_SIGNER, "unknown participant")
         summary = read_round(ov.get, current)
         assert summary is not None  # the open round always has a summary
         if any(s.participant == sp.participant for s in summary.submissions):
-            return f"duplicate submission for round {current}"
+            return Refusal(refusal.DUPLICATE, f"duplicate submission for round {current}")
         if summary.phase != masking.PHASE.ROUND_PHASE_PROOFS:
-            return f"round {current} no longer takes proofs ({masking.PHASE.Name(summary.phase)})"
+            return Refusal(refusal.WRONG_PHASE,
+                           f"round {current} no longer takes proofs ({masking.PHASE.Name(summary.phase)})")
         if self.secure:
             return self._submit_private(ov, summary, sp, tid, height)
         if sp.model_cid != content_id(sp.model_params):
-            return "model_cid does not match model_params"
+            return Refusal(refusal.MODEL_MISMATCH, "model_cid does not match model_params")
         # free-riding: proving someone else's work earns no score (the revealed params show it)
         if sp.model_cid == summary.global_model_cid:
-            return "model is the round's global model unchanged (free-riding)"
+            return Refusal(refusal.FREE_RIDING, "model is the round's global model unchanged (free-riding)")
         if any(s.model_cid == sp.model_cid for s in summary.submissions):
-            return "model copies an earlier submission of this round (free-riding)"
+            return Refusal(refusal.FREE_RIDING, "model copies an earlier submission of this round (free-riding)")
         try:
             tensors = model_codec.decode_fixed(sp.model_params)
         except (model_codec.ModelFormatError, ValueError) as exc:
-            return f"model does not decode: {exc}"
+            return Refusal(refusal.MODEL_MISMATCH, f"model does not decode: {exc}")
         if _layout(tensors) != self._global_layout(ov, summary.global_model_cid):
-            return "model layout differs from the round's global model"
+            return Refusal(refusal.MODEL_MISMATCH, "model layout differs from the round's global model")
         # ... and below the circuit's quantum: what the proof commits to is the model rounded to the
         # circuit's scale, so bytes that differ by less than a quantum are the same committed model
         committed = model_codec.quantized(tensors, self.manifest.param_scale)
         if committed == self._quantized_model(ov, summary.global_model_cid):
-            return "model is the round's global model to within the circuit's quantum (free-riding: same commitment)"
+            return Refusal(refusal.FREE_RIDING,
+                           "model is the round's global model to within the circuit's quantum "
+                           "(free-riding: same commitment)")
         for s in summary.submissions:
             if self._quantized_model(ov, s.model_cid) == committed:
-                return "model copies an earlier submission of this round to within the circuit's quantum " \
-                       "(free-riding: same commitment)"
+                return Refusal(refusal.FREE_RIDING, "model copies an earlier submission of this round to within "
+                               "the circuit's quantum (free-riding: same commitment)")
         summary.submissions.add(
             participant=sp.participant,
             tx_id=tid,
@@ -383,22 +391,24 @@ class StateMachine:
         ov.put(round_key(current), summary)
         ov.put(score_key(current, sp.participant), _U32.pack(sp.claimed_correct))
         ov.blobs[sp.model_cid] = sp.model_params
-        return ""
+        return None
 
     def _submit_private(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, sp: types_pb2.SubmitProof,
-                        tid: bytes, height: int) -> str:
+                        tid: bytes, height: int) -> Refusal | None:
         """SubmitProof of a secure-aggregation task: commitment, mask key and shares; no parameters."""
         assert self.commitments is not None  # checked at genesis
         reason = masking.check_submission(sp, len(self.participant_order) - 1, self.commitments)
-        if reason:
+        if reason is not None:
             return reason
         # free-riding, seen through the commitment (the parameters are private)
         if sp.model_commitment == self._global_commitment(ov, summary.global_model_cid):
-            return "model is the round's global model unchanged (free-riding: same commitment)"
+            return Refusal(refusal.FREE_RIDING,
+                           "model is the round's global model unchanged (free-riding: same commitment)")
         if any(s.model_commitment == sp.model_commitment for s in summary.submissions):
-            return "model copies an earlier submission of this round (free-riding: same commitment)"
+            return Refusal(refusal.FREE_RIDING,
+                           "model copies an earlier submission of this round (free-riding: same commitment)")
         if any(s.mask_public_key == sp.mask_public_key for s in summary.submissions):
-            return "mask_public_key reused from another submission"
+            return Refusal(refusal.MASKING_RULE, "mask_public_key reused from another submission")
         shares_cid, shares = masking.shares_blob(sp)
         summary.submissions.add(participant=sp.participant, tx_id=tid, claimed_correct=sp.claimed_correct,
                                 height=height, model_commitment=sp.model_commitment,
@@ -407,31 +417,33 @@ class StateMachine:
         ov.put(round_key(summary.round), summary)
         ov.put(score_key(summary.round, sp.participant), _U32.pack(sp.claimed_correct))
         ov.blobs[shares_cid] = shares
-        return ""
+        return None
 
     def _global_commitment(self, ov: _Overlay, cid: str) -> bytes:
         """Commitment of a global model: a resubmitted global model shows in it."""
         assert self.commitments is not None
         return _of_global_model(self._global_commitments, ov, cid, self.commitments.commitment_of)
 
-    def _secagg_tx(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int, kind: str) -> str:
+    def _secagg_tx(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int,
+                   kind: str) -> Refusal | None:
         """MaskedUpdate / MaskReveal: the masking and unmasking phases (services.ledger.masking)."""
         body = getattr(tx, kind)
         who = body.participant if kind == "masked_update" else body.holder
         if not self.secure:
-            return "this task does not use secure aggregation"
+            return Refusal(refusal.WRONG_PHASE, "this task does not use secure aggregation")
         if body.task_id != self.task_id:
-            return "unknown task id"
+            return Refusal(refusal.WRONG_TASK, "unknown task id")
         current = read_current_round(ov.get)
         if current > self.manifest.rounds or body.round != current:
-            return f"round {body.round} is not open (open round is {current})"
+            return Refusal(refusal.WRONG_ROUND, f"round {body.round} is not open (open round is {current})")
         if tx.sender != who:
-            return "sender is not the participant" if kind == "masked_update" else "sender is not the holder"
+            return Refusal(refusal.UNKNOWN_SIGNER,
+                           "sender is not the participant" if kind == "masked_update" else "sender is not the holder")
         summary = read_round(ov.get, current)
         assert summary is not None and self.commitments is not None
         if kind == "masked_update":
             reason = masking.check_masked_update(summary, body, self.commitments.n_params)
-            if reason:
+            if reason is not None:
                 return reason
             cid = content_id(body.masked)
             ov.blobs[cid] = body.masked
@@ -440,11 +452,11 @@ class StateMachine:
                     s.masked, s.masked_cid = True, cid
         else:
             reason = masking.check_reveal(summary, body, self.participant_order, self.task_id, ov.get)
-            if reason:
+            if reason is not None:
                 return reason
             masking.record_reveal(body, current, ov.put)
         ov.put(round_key(current), summary)
-        return ""
+        return None
 
     def _global_layout(self, ov: _Overlay, cid: str) -> list[tuple[str, tuple[int, ...]]]:
         return _of_global_model(self._layouts, ov, cid, lambda data: _layout(model_codec.decode_fixed(data)))
@@ -555,8 +567,7 @@ class StateMachine:
 
     def _seal(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, next_cid: str, height: int, view: int) -> None:
         r = summary.round
-        if self.secure:  # plain tasks keep phase unset: their state bytes (and roots) stay as before
-            summary.phase = masking.PHASE.ROUND_PHASE_CLOSED
+        summary.phase = masking.PHASE.ROUND_PHASE_CLOSED
         summary.closed = True
         summary.close_height = height
         summary.next_global_model_cid = next_cid

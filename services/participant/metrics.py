@@ -12,7 +12,8 @@ rounds_joined = metrics.counter("zkpot_participant_rounds_joined_total",
 proof_seconds = metrics.histogram("zkpot_participant_proof_seconds",
                                   "ProveRound wall time as this participant saw it (training included)")
 submissions = metrics.counter("zkpot_participant_submissions_total",
-                              "Round submissions by outcome and reason label (the text before ':')",
+                              "Round submissions by outcome and reason (a validator's refusal: its zkpot.v1.Reason "
+                              "label; else this participant's own, e.g. late)",
                               ["outcome", "reason"])
 attempts = metrics.counter("zkpot_participant_submit_attempts_total",
                            "SubmitTx calls by result (admitted, duplicate, retry, refused, unavailable)", ["result"],
@@ -38,6 +39,7 @@ def set_phase(name: str) -> None:
 
 
 def label(reason: str) -> str:
-    """A bounded metric label from a free-text reason ("invalid_proof: ..." -> "invalid_proof")."""
+    """A bounded metric label from this participant's own "label: detail" sentence ("late: ..." ->
+    "late"); a validator's refusal is labelled by its enum (zkpot.refusal.label), never its text."""
     head = reason.split(":", 1)[0].strip().lower().replace(" ", "_")
     return head[:40] if head.replace("_", "").isalnum() else "other"

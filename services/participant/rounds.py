@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from zkpot import chain, model_codec
+from zkpot import chain, model_codec, refusal
 from zkpot.crypto import KeyPair
 from zkpot.errors import StartupError
 from zkpot.genesis import Genesis
@@ -41,9 +41,6 @@ Summary = ledger_pb2.RoundSummary
 TRAINING_BEHAVIOURS = ("label_flip", "scaled", "random", "free_ride")
 BEHAVIOURS = ("honest", *TRAINING_BEHAVIOURS, "copy", "silent", "drop_mask", "mask_cheat")
 
-# Refusals another validator may not give: its verifier was down or slow, its mempool full.
-RETRY_ELSEWHERE = ("verifier_unavailable", "verifier_error", "no_verifier")
-RETRY_LATER = ("resource_exhausted",)
 RESUBMIT_AFTER_BLOCKS = 20    # admitted but not included after this many blocks: send the same bytes again
 # A prover that is down (UNAVAILABLE: restarting, or killed mid-proof) is waited for as long as the
 # round's proof phase lasts, with this backoff; other failures are retried len(...) times, then the round is skipped.
@@ -207,10 +204,12 @@ class RoundDriver:
         summary = await self.wait_round(r, lambda s: s is not None and s.closed)
         await self._close(rec, summary)
 
-    def _final(self, rec: RoundRecord, stage: str, reason: str) -> RoundRecord:
-        rec.stage, rec.reason = stage, reason
+    def _final(self, rec: RoundRecord, stage: str, reason: str, code: int = refusal.UNSPECIFIED) -> RoundRecord:
+        """End the round's record. `code`: a validator's refusal (zkpot.v1.Reason) labels the metric;
+        without one, `reason` is this participant's own "label: detail" sentence."""
+        rec.stage, rec.reason, rec.refusal = stage, reason, code
         self.state.save(rec)
-        m.submissions.labels(outcome=stage, reason=m.label(reason)).inc()
+        m.submissions.labels(outcome=stage, reason=refusal.label(code) if code else m.label(reason)).inc()
         self._log(rec.round, stage, reason=repr(reason))
         return rec
 
@@ -355,9 +354,10 @@ class RoundDriver:
             m.submissions.labels(outcome="committed", reason="").inc()
             self._log(rec.round, "committed", height=got.height, tx=rec.tx_id[:16])
         else:  # a valid proof the state rules refused (e.g. free-riding on the global model)
-            rec.stage, rec.ledger_reason = "refused", got.result.reason
-            m.submissions.labels(outcome="ledger_refused", reason=m.label(got.result.reason)).inc()
-            self._log(rec.round, "ledger_refused", height=got.height, reason=repr(got.result.reason))
+            rec.stage, rec.ledger_refusal = "refused", got.result.reason
+            rec.ledger_reason = refusal.text(got.result.reason, got.result.detail)
+            m.submissions.labels(outcome="ledger_refused", reason=refusal.label(got.result.reason)).inc()
+            self._log(rec.round, "ledger_refused", height=got.height, reason=repr(rec.ledger_reason))
         self.state.save(rec)
 
     async def _submit_until_included(self, r: int, tx: types_pb2.Transaction, rec: RoundRecord | None,
@@ -392,13 +392,13 @@ class RoundDriver:
                     rec.attempts += 1
                 await self.validators.failover(f"SubmitTx: {exc.code().name} {exc.details()}")
                 continue
-            label = m.label(admission.reason)
+            said = refusal.text(admission.reason, admission.detail)
             if rec is not None:
                 rec.attempts += 1
                 rec.admission_seconds = time.monotonic() - t_send
                 rec.validator = str(self.validators.current)
-            if admission.admitted or label == "duplicate":
-                m.attempts.labels(result="admitted" if admission.admitted else "duplicate").inc()
+            if admission.reason in (refusal.ACCEPTED, refusal.DUPLICATE):
+                m.attempts.labels(result="admitted" if admission.reason == refusal.ACCEPTED else "duplicate").inc()
                 if rec is not None and rec.stage == "signed":
                     rec.stage, rec.admitted = "submitted", True
                     self.state.save(rec)
@@ -408,19 +408,19 @@ class RoundDriver:
                 if got is not None:
                     return got, t_first
                 continue  # not included after RESUBMIT_AFTER_BLOCKS, or its phase ended: re-check and resend
-            if label in RETRY_ELSEWHERE:
+            if admission.reason in refusal.RETRY_ELSEWHERE:
                 m.attempts.labels(result="retry").inc()
-                await self.validators.failover(f"SubmitTx refused: {admission.reason}")
+                await self.validators.failover(f"SubmitTx refused: {said}")
                 continue
-            if label in RETRY_LATER:
+            if admission.reason in refusal.RETRY_LATER:
                 m.attempts.labels(result="retry").inc()
                 await asyncio.sleep(1.0)
                 continue
             m.attempts.labels(result="refused").inc()
             if rec is not None:
-                self._final(rec, "refused", admission.reason)
+                self._final(rec, "refused", said, admission.reason)
             else:
-                log.warning("round=%d event=refused tx=%s reason=%r", r, tx_id.hex()[:16], admission.reason)
+                log.warning("round=%d event=refused tx=%s reason=%r", r, tx_id.hex()[:16], said)
             return None
 
     async def _wait_included(self, r: int, tx_id: bytes, until: Callable[[Summary | None], bool]

@@ -37,8 +37,10 @@ class RoundRecord:
     stage: str = "proving"
     tx_id: str = ""               # hex; the SubmitProof's id once signed
     admitted: bool = False
-    reason: str = ""
+    reason: str = ""              # why it was refused or skipped, for people
     ledger_reason: str = ""
+    refusal: int = 0              # zkpot.v1.Reason of a validator's refusal (0: none)
+    ledger_refusal: int = 0       # zkpot.v1.Reason of the ledger's refusal (0: none)
     height: int = 0
     aggregated: bool = False
     claimed_correct: int = 0

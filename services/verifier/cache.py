@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CachedVerdict:
-    reason: int
-    message: str
+    reason: int  # zkpot.v1.Reason
+    detail: str
     seconds: float
 
 

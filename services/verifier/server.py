@@ -16,11 +16,10 @@ from pathlib import Path
 
 import grpc
 
-from zkpot import chain, grpcutil, metrics, workerpool
+from zkpot import chain, grpcutil, metrics, refusal, workerpool
 from zkpot.genesis import Genesis
 from zkpot.v1 import verifier_pb2, verifier_pb2_grpc
 from zkpot.zkp.task import load_task
-from zkpot.zkp.verify import REASON_LABELS, R
 
 from . import worker
 from .cache import CachedVerdict, VerdictCache
@@ -51,7 +50,8 @@ class _Metrics:
         self.snark_seconds = metrics.histogram("zkpot_verifier_snark_seconds", "SNARK verification")
         self.batch_seconds = metrics.histogram("zkpot_verifier_batch_seconds", "Verify RPC time")
         self.rejections = metrics.counter("zkpot_verifier_rejections_total", "rejected transactions", ["reason"],
-                                           known=tuple(sorted(set(REASON_LABELS.values()))))
+                                           known=tuple(sorted(refusal.label(r) for r in refusal.R.values()
+                                                              if r not in (refusal.UNSPECIFIED, refusal.ACCEPTED))))
         self.accepted = metrics.counter("zkpot_verifier_accepted_total", "accepted transactions")
         self.cache_hits = metrics.counter("zkpot_verifier_cache_hits_total", "verdicts served from the cache")
 
@@ -71,19 +71,19 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         self.inflight[key] = fut
         try:
             t0 = time.perf_counter()
-            reason, message, timings = await asyncio.get_running_loop().run_in_executor(
+            reason, detail, timings = await asyncio.get_running_loop().run_in_executor(
                 self.pool, worker.check, tx_bytes)
-            verdict = CachedVerdict(reason, message, time.perf_counter() - t0)
+            verdict = CachedVerdict(reason, detail, time.perf_counter() - t0)
             self.m.verify_seconds.observe(verdict.seconds)
             if "recommit_seconds" in timings:
                 self.m.recommit_seconds.observe(timings["recommit_seconds"])
             if "snark_seconds" in timings:
                 self.m.snark_seconds.observe(timings["snark_seconds"])
-            if reason == R.REJECT_REASON_UNSPECIFIED:
+            if reason == refusal.ACCEPTED:
                 self.m.accepted.inc()
             else:
-                self.m.rejections.labels(reason=REASON_LABELS.get(reason, "other")).inc()
-                log.info("rejected %s: %s", REASON_LABELS.get(reason, reason), message)
+                self.m.rejections.labels(reason=refusal.label(reason)).inc()
+                log.info("rejected %s: %s", refusal.label(reason), detail)
             self.cache.put(key, verdict)
             fut.set_result(verdict)
             return verdict
@@ -106,7 +106,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         todo: dict[tuple[bytes, bytes], asyncio.Task[CachedVerdict]] = {}
         fresh = {k for k, hit in zip(keys, cached, strict=True) if hit is None and k not in self.inflight}
         if len(self.inflight) + len(fresh) > MAX_PENDING:
-            self.m.rejections.labels(reason="overloaded").inc()
+            self.m.rejections.labels(reason=refusal.label(refusal.BUSY)).inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"verifier busy: {len(self.inflight)} checks queued, {len(fresh)} more asked, "
                                 f"limit {MAX_PENDING}; retry later or send smaller batches")
@@ -125,8 +125,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
             if hit is not None:
                 self.m.cache_hits.inc()
             results.append(verifier_pb2.VerifyResult(
-                tx_id=tx_id_, valid=verdict.reason == R.REJECT_REASON_UNSPECIFIED, reason=verdict.reason,
-                message=verdict.message, cached=hit is not None, seconds=0.0 if hit is not None else verdict.seconds,
+                tx_id=tx_id_, valid=verdict.reason == refusal.ACCEPTED, reason=verdict.reason,
+                detail=verdict.detail, cached=hit is not None, seconds=0.0 if hit is not None else verdict.seconds,
             ))
         self.m.batch_seconds.observe(time.perf_counter() - t0)
         return verifier_pb2.VerifyResponse(results=results)

@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from zkpot import refusal
 from zkpot.v1 import types_pb2
 from zkpot.zkp import commitment, verify
 from zkpot.zkp.task import Task, load_task
@@ -26,14 +27,14 @@ def init(task_dir: str, workbase: str) -> None:
 
 
 def check(tx_bytes: bytes) -> tuple[int, str, dict[str, float]]:
-    """(reject reason, message, timings) of one serialized SubmitProof transaction."""
+    """(zkpot.v1.Reason, detail, timings) of one serialized SubmitProof transaction."""
     assert _task is not None, "worker not initialised"
     try:
         tx = types_pb2.Transaction.FromString(tx_bytes)
     except Exception as exc:  # DecodeError
-        return verify.R.REJECT_REASON_MALFORMED, f"undecodable transaction: {exc}", {}
+        return refusal.MALFORMED, f"undecodable transaction: {exc}", {}
     verdict = verify.check_submission(_task, tx, _workbase or Path(tempfile.gettempdir()))
-    return verdict.reason, verdict.message, verdict.timings
+    return verdict.reason, verdict.detail, verdict.timings
 
 
 def ping() -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from zkpot import chain
+from zkpot import chain, refusal
 from zkpot.crypto import KeyPair
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, types_pb2
 
@@ -53,6 +53,8 @@ async def run_attack_checks(net: Devnet, consensus: consensus_pb2_grpc.Consensus
     for name, forged in forged_variants(net, tx):
         resp = await consensus.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[forged]), timeout=120)
         result = resp.results[0]
-        net.attacks.append({"round": r, "attack": name, "rejected": not result.admitted, "reason": result.reason})
-        verdict = "rejected" if not result.admitted else "ADMITTED (bug!)"
-        net.progress.say(f"attack check, round {r}: {name} {verdict}: {result.reason}")
+        rejected = result.reason != refusal.ACCEPTED
+        net.attacks.append({"round": r, "attack": name, "rejected": rejected, "reason": refusal.label(result.reason),
+                            "detail": result.detail})
+        verdict = "rejected" if rejected else "ADMITTED (bug!)"
+        net.progress.say(f"attack check, round {r}: {name} {verdict}: {refusal.text(result.reason, result.detail)}")

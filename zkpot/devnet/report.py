@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from zkpot import refusal
+
 if TYPE_CHECKING:
     from zkpot.devnet.run import Devnet
     from zkpot.v1 import ledger_pb2, participant_pb2
@@ -31,6 +33,8 @@ class SubmissionStats:
     admitted: bool = False
     admission_reason: str = ""
     ledger_reason: str = ""           # committed, but refused by the ledger's state rules: why
+    refusal: str = ""                 # the validator's refusal (zkpot.refusal label), "" if none
+    ledger_refusal: str = ""          # the ledger's refusal (zkpot.refusal label), "" if none
     height: int = 0
     aggregated: bool = False
 
@@ -48,6 +52,8 @@ class SubmissionStats:
                    prove_s=r.prove_seconds, prover_wall_s=r.prover_wall_seconds, admission_s=r.admission_seconds,
                    commit_s=r.commit_seconds, admitted=r.admitted,
                    admission_reason="" if r.admitted else r.reason, ledger_reason=r.ledger_reason, height=r.height,
+                   refusal=refusal.label(r.refusal) if r.refusal else "",
+                   ledger_refusal=refusal.label(r.ledger_refusal) if r.ledger_refusal else "",
                    aggregated=r.aggregated, stage=r.stage, validator=r.validator, attempts=r.attempts)
 
 
