@@ -189,3 +189,20 @@ def test_the_fallback_coin_elects_by_the_same_proven_weights_on_every_replica() 
     # one validator holding every turn: each other still >= 1/(2n)
     lone = schedule.coin_weights((KEYS[0],) * 8, KEYS[:4])
     assert min(lone) / sum(lone) >= 1 / 8
+
+
+def test_views_before_an_epoch_activates_keep_the_previous_epochs_weights() -> None:
+    """Between a round's close and its schedule's activation (ACTIVATION_LAG views) the previous
+    epoch still applies — with its own weights. Recorded without them, those views rotated
+    plainly, and a free-rider's validator led some of them (devnet, p0=free_ride: 2 committed
+    blocks in round 3 while its share of every epoch was 0)."""
+    leaders, scores = KEYS[:4], (16, 8, 12, 3)  # epoch 1: KEYS[3] below min_correct 6
+    el = LeaderElector(KEYS[:4], 6)
+    el.update(ledger_pb2.LeaderScheduleResponse(
+        epoch=2, activation_view=100, leaders=[KEYS[2], KEYS[0], KEYS[1], KEYS[3]], scores=[14, 10, 9, 0],
+        previous_leaders=list(leaders), previous_activation_view=40, previous_scores=list(scores)))
+    before = Counter(el.leader(v) for v in range(40, 100))
+    assert KEYS[3] not in before and set(before) == set(KEYS[:3]), before
+    cycle = schedule.rotation(leaders, scores, 6, 1)
+    assert [el.leader(v) for v in range(40, 40 + len(cycle))] == list(cycle)  # epoch 1's own cycle
+    assert KEYS[3] not in {el.leader(v) for v in range(100, 200)}

@@ -42,17 +42,17 @@ def roots() -> list[str]:
 
 
 # recomputed 2026-12-03 (issue 17.2: RoundPhase gained an UNSPECIFIED zero and every round now
-# records its phase, PROOFS at open, CLOSED at close: a deliberate consensus change, before any
-# release); first computed when state records became canonically hashed (2026-12-02). Identical
+# records its phase, PROOFS at open, CLOSED at close; issue 21: the leader schedule keeps the
+# previous epoch's scores — deliberate consensus changes, before any release); first computed when state records became canonically hashed (2026-12-02). Identical
 # under upb and the pure-Python protobuf backend and the lowest allowed protobuf.
 GOLDEN = [
     "1d8171f52c2448020853a9ddc849894ab350291711ebedba7f8d9ab049cdfec8",  # genesis
     "ffe20b584c5b0a6907c77a4d983d4948962099e36b5ffd4dd55b4280a8f6797d",
     "1749148f4a46fd96852be83cf9324f1e3efef4f87e101344ca57ad75d54c04e7",
-    "b5b7a7f025c832020547d4ee44d391152faa5b7f6fab376a5d119fe3a32ceac8",  # round 1 closes
-    "90a014adba7418cf0a82989b56e390d5c4e36b61ee4f0a97ca7882bd760ea8e8",
-    "a3a1b9f55671b8579724f28225fab0ef9d6426a96fbf04624aa10b856e98063d",
-    "e2383aa2f3b2fed22b649fb8f252065e70c494576502f85d0c698ef9cca911ec",
+    "d33a08c05b4dfc49ba7d57fc20463ebf502e3c3ce5d89452cb86143abe3ca71a",  # round 1 closes
+    "47a80fbd445d9edc7c022b37a6d432889860b4586f5a31ea81f58fe8c9b323e3",
+    "25f614b9e27a824f11364406574feec406a6f86c3b4abaa033dc85d9776995de",
+    "e0d2f83cf2a953901aeb31449584748e9c5cb96acb5933eff43d1dd96e7bdd54",
 ]
 
 

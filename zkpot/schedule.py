@@ -47,6 +47,7 @@ class Schedule:
     scores: tuple[int, ...]
     previous_leaders: tuple[bytes, ...] = ()
     previous_activation_view: int = 0
+    previous_scores: tuple[int, ...] = ()
 
 
 def tie_break(round_: int, key: bytes) -> bytes:
@@ -121,11 +122,12 @@ def _capped(w: Sequence[int], qualified: Sequence[int], f: int) -> list[int]:
 
 
 def epoch_of(schedule: Schedule, view: int) -> tuple[int, tuple[bytes, ...], tuple[int, ...]]:
-    """(first view, ranked leaders, scores) of the epoch `view` is in; the previous epoch's scores
-    are not kept, so its views rotate plainly (they are at most ACTIVATION_LAG views)."""
+    """(first view, ranked leaders, scores) of the epoch `view` is in: the current one, or for the
+    views before its activation the previous one, with its own weights (a schedule recorded without
+    previous scores rotates those views plainly)."""
     if view >= schedule.activation_view or not schedule.previous_leaders:
         return schedule.activation_view, schedule.leaders, schedule.scores
-    return schedule.previous_activation_view, schedule.previous_leaders, ()
+    return schedule.previous_activation_view, schedule.previous_leaders, schedule.previous_scores
 
 
 def order_for_view(schedule: Schedule, view: int, min_correct: int | None = None, f: int = 0

@@ -114,6 +114,7 @@ class LeaderElector:
             scores=tuple(resp.scores),
             previous_leaders=previous,
             previous_activation_view=resp.previous_activation_view,
+            previous_scores=tuple(resp.previous_scores),
         )
         changed = new != self.schedule
         self.schedule = new

@@ -598,4 +598,5 @@ class StateMachine:
         if old is not None:
             new.previous_leaders.extend(old.leaders)
             new.previous_activation_view = old.activation_view
+            new.previous_scores.extend(old.scores)
         ov.put(KEY_SCHEDULE, new)
