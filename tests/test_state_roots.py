@@ -43,8 +43,9 @@ def roots() -> list[str]:
 
 # recomputed 2026-12-03 (issue 17.2: RoundPhase gained an UNSPECIFIED zero and every round now
 # records its phase, PROOFS at open, CLOSED at close; issue 21: the leader schedule keeps the
-# previous epoch's scores — deliberate consensus changes, before any release); first computed when state records became canonically hashed (2026-12-02). Identical
-# under upb and the pure-Python protobuf backend and the lowest allowed protobuf.
+# previous epoch's scores — deliberate consensus changes, before any release); first computed
+# when state records became canonically hashed (2026-12-02). Identical under upb and the
+# pure-Python protobuf backend and the lowest allowed protobuf.
 GOLDEN = [
     "1d8171f52c2448020853a9ddc849894ab350291711ebedba7f8d9ab049cdfec8",  # genesis
     "ffe20b584c5b0a6907c77a4d983d4948962099e36b5ffd4dd55b4280a8f6797d",
