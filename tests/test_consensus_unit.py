@@ -514,3 +514,15 @@ def test_a_signature_is_verified_once_even_when_two_copies_arrive_together(monke
     # and later copies hit the cache
     assert asyncio.run(checker.refusals(good, ids[:-1])) == [None] * 20
     assert len(calls) == len(ids)
+
+
+def test_payloads_over_the_cap_are_refused_in_admission_and_in_blocks(fx: Fixture) -> None:
+    """Issue 17.4: a payload changes no state; a member may send at most chain.MAX_PAYLOAD_BYTES.
+    The cap is a shape check (TxChecker.refusals), so it holds for the transactions of a Byzantine
+    leader's proposal exactly as for admission."""
+    ok = fx.payload(b"x" * chain.MAX_PAYLOAD_BYTES)
+    big = fx.payload(b"x" * (chain.MAX_PAYLOAD_BYTES + 1))
+    checker = TxChecker(None)
+    got = asyncio.run(checker.refusals([ok, big], [chain.tx_id(ok), chain.tx_id(big)]))
+    assert got[0] is None
+    assert got[1] is not None and got[1].reason == refusal.TOO_LARGE and "4097 bytes" in got[1].detail, got

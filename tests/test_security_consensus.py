@@ -228,13 +228,16 @@ def test_a_proposal_larger_than_any_valid_block_is_refused_before_parsing(net: N
 
 
 def test_only_transactions_the_chain_has_a_rule_for_are_admitted(net: Net) -> None:
-    """Issue 18.3: a payload changes no state, so only genesis members may spend block space on one;
-    a transaction with no known body has no rule at all."""
+    """Issue 18.3: a payload changes no state, so only genesis members may spend block space on one,
+    at most chain.MAX_PAYLOAD_BYTES each (issue 17.4); a transaction with no known body has no rule."""
     stub = net.stub(fresh=True)
     member = net.fx.validator_keys[3]  # a member whose sender quota the other tests leave alone
+    oversized = chain.sign_tx(member, types_pb2.Transaction(payload=bytes(chain.MAX_PAYLOAD_BYTES + 1),
+                                                            nonce=time.time_ns()))
     txs = [*_payloads(STRANGER, 1, b"stranger"), *_payloads(member, 1, b"member"),
-           chain.sign_tx(member, types_pb2.Transaction(nonce=time.time_ns()))]
-    stranger, ok, bodiless = stub.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs), timeout=10).results
+           chain.sign_tx(member, types_pb2.Transaction(nonce=time.time_ns())), oversized]
+    stranger, ok, bodiless, big = stub.SubmitTx(consensus_pb2.SubmitTxRequest(txs=txs), timeout=10).results
+    assert not big.admitted and big.reason == refusal.TOO_LARGE, big  # issue 17.4: a member's payload is capped
     assert not stranger.admitted and stranger.reason == refusal.UNKNOWN_SIGNER, stranger
     assert stranger.detail.startswith("payload"), stranger.detail
     assert ok.admitted and ok.reason == refusal.ACCEPTED, ok

@@ -7,6 +7,9 @@ from zkpot.codec import digest, merkle_root
 from zkpot.v1 import consensus_pb2, types_pb2
 
 GENESIS_PARENT = b"\x00" * 32
+# A payload changes no state, so it buys nothing but block space; only genesis members may send
+# one, and at most this many bytes each (issue 17.4: no one writes large free bytes into every ledger)
+MAX_PAYLOAD_BYTES = 4096
 
 
 def max_faulty(n: int) -> int:

@@ -226,4 +226,7 @@ def tx_shape_refusal(tx: types_pb2.Transaction) -> Refusal | None:
         detail = "masked_update participant differs from the sender"
     elif body == "mask_reveal" and tx.mask_reveal.holder != tx.sender:
         detail = "mask_reveal holder differs from the sender"
+    elif body == "payload" and len(tx.payload) > chain.MAX_PAYLOAD_BYTES:
+        # checked here, so it holds for a Byzantine leader's block as for admission
+        return Refusal(refusal.TOO_LARGE, f"payload of {len(tx.payload)} bytes, over {chain.MAX_PAYLOAD_BYTES}")
     return None if detail is None else Refusal(refusal.MALFORMED, detail)

@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from zkpot import chain, grpcutil, refusal
+from zkpot import chain, grpcutil, refusal, serve_args
 from zkpot import log as zlog
 from zkpot.crypto import KeyPair
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, types_pb2
@@ -20,8 +20,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     s = sub.add_parser("serve", help="run a HotStuff (2-chain) replica")
     s.add_argument("--genesis", type=Path, required=True)
     s.add_argument("--key", type=Path, required=True, help="this validator's key file")
-    s.add_argument("--node", required=True, help="this validator's name in the genesis file")
-    s.add_argument("--listen", required=True, help="HOST:PORT")
     s.add_argument("--ledger", required=True, help="local ledger service HOST:PORT")
     s.add_argument("--verifier", default=None,
                    help="local verifier HOST:PORT (without it, submit_proof transactions are refused)")
@@ -30,7 +28,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--data-dir", type=Path, required=True, help="safety state directory")
     s.add_argument("--coin-share", type=Path, default=None,
                    help="this validator's share of the common coin (required when genesis deals one)")
-    s.add_argument("--metrics-port", type=int, default=0)
     s.add_argument("--min-block-interval-ms", type=int, default=20)
     s.add_argument("--idle-block-ms", type=int, default=1000)
     s.add_argument("--base-timeout-ms", type=int, default=1000)
@@ -52,8 +49,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="SubmitTx transactions/s allowed per peer (TLS identity, else address)")
     s.add_argument("--peer-tx-burst", type=float, default=20_000.0, help="per-peer SubmitTx burst")
     s.add_argument("--gossip-tx-rate", type=float, default=50_000.0, help="GossipTxs transactions/s per peer")
-    s.add_argument("--log-level", default="INFO")
-    grpcutil.add_tls_args(s)
+    serve_args.add(s, node_help="this validator's name in the genesis file")
     s.set_defaults(func=_serve)
 
     st = sub.add_parser("status", help="print a replica's status")

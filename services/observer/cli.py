@@ -7,6 +7,8 @@ import asyncio
 import signal
 from pathlib import Path
 
+from zkpot import serve_args
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="observer_command", required=True)
@@ -14,10 +16,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--ledger", required=True, help="ledger HOST:PORT to read")
     s.add_argument("--genesis", type=Path, required=True)
     s.add_argument("--task-dir", type=Path, required=True, help="the task (for its public test set)")
-    s.add_argument("--metrics-port", type=int, required=True)
-    s.add_argument("--node", default="observer")
     s.add_argument("--poll-s", type=float, default=1.0)
-    s.add_argument("--log-level", default="INFO")
+    serve_args.add(s, node="observer", grpc_server=False, metrics_required=True)
     s.set_defaults(func=_serve)
 
 

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from zkpot import grpcutil
 from zkpot import log as zlog
+from zkpot import serve_args
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -20,15 +20,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--prover", required=True, metavar="HOST:PORT", help="this participant's prover")
     s.add_argument("--data-dir", type=Path, required=True,
                    help="durable state: what it signed for which round, its secure-aggregation secrets")
-    s.add_argument("--listen", required=True, metavar="HOST:PORT", help="Participant status service + health")
-    s.add_argument("--metrics-port", type=int, default=0)
-    s.add_argument("--node", required=True, help="name in logs and metrics")
     s.add_argument("--local-epochs", type=int, default=0, help="local training epochs (0: prover default)")
     s.add_argument("--seed", type=int, default=0, help="training seed base (round r trains with seed + 10 r)")
     s.add_argument("--behaviour", default="honest",
                    help="EXPERIMENTS ONLY: act as a Byzantine participant (zkpot devnet --behaviour)")
-    s.add_argument("--log-level", default="INFO")
-    grpcutil.add_tls_args(s)
+    serve_args.add(s, listen_help="Participant status service + health")
     s.set_defaults(func=_run)
 
 

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from zkpot import grpcutil
 from zkpot import log as zlog
+from zkpot import serve_args
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -15,16 +15,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     s = sub.add_parser("serve", help="run the Prover gRPC service")
     s.add_argument("--task-dir", type=Path, required=True, help="task directory (zkpot task create)")
     s.add_argument("--shard", type=Path, required=True, help="this participant's private shard (.npz)")
-    s.add_argument("--listen", required=True, help="HOST:PORT")
-    s.add_argument("--metrics-port", type=int, default=0)
-    s.add_argument("--node", required=True, help="name in logs and metrics")
     s.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: system temp)")
     s.add_argument("--prove-workers", type=int, default=2,
                    help="worker processes; the task's test-set shards are proven in parallel across them")
     s.add_argument("--allow-behaviours", action="store_true",
                    help="EXPERIMENTS ONLY: train a Byzantine behaviour when ProveRound asks for one")
-    s.add_argument("--log-level", default="INFO")
-    grpcutil.add_tls_args(s)
+    serve_args.add(s)
     s.set_defaults(func=_serve)
 
 

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from zkpot import grpcutil
 from zkpot import log as zlog
+from zkpot import serve_args
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -15,13 +15,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     s = sub.add_parser("serve", help="run the Verifier gRPC service")
     s.add_argument("--task-dir", type=Path, required=True, help="task directory (zkpot task create)")
     s.add_argument("--genesis", type=Path, required=True, help="genesis file (its task id must match)")
-    s.add_argument("--listen", required=True, help="HOST:PORT")
-    s.add_argument("--metrics-port", type=int, default=0)
-    s.add_argument("--node", required=True, help="name in logs and metrics")
     s.add_argument("--workers", type=int, default=1, help="verification worker processes")
     s.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: system temp)")
-    s.add_argument("--log-level", default="INFO")
-    grpcutil.add_tls_args(s)
+    serve_args.add(s)
     s.set_defaults(func=_serve)
 
 
