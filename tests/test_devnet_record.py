@@ -4,7 +4,7 @@ import asyncio
 from types import SimpleNamespace
 
 from zkpot.devnet import adapters, run
-from zkpot.devnet.report import RoundStats
+from zkpot.devnet.stats import RoundStats
 from zkpot.v1 import ledger_pb2
 
 

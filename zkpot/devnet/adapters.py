@@ -18,8 +18,8 @@ from zkpot.devnet.plan import DevnetPlan
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2
 
 if TYPE_CHECKING:
+    from zkpot.devnet.network import DevnetConfig
     from zkpot.devnet.progress import Progress
-    from zkpot.devnet.run import DevnetConfig
 
 
 def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> dict[str, float]:

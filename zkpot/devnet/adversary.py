@@ -12,7 +12,7 @@ from zkpot.crypto import KeyPair
 from zkpot.v1 import consensus_pb2, consensus_pb2_grpc, types_pb2
 
 if TYPE_CHECKING:
-    from zkpot.devnet.run import Devnet
+    from zkpot.devnet.network import Devnet
 
 
 def forged_variants(net: Devnet, tx: types_pb2.Transaction) -> list[tuple[str, types_pb2.Transaction]]:

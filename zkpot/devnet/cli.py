@@ -96,7 +96,8 @@ def parse_behaviours(items: list[str], participants: int) -> dict[str, str]:
 def _run(args: argparse.Namespace) -> int:
     from zkpot import log
     from zkpot.devnet import state
-    from zkpot.devnet.run import DevnetConfig, main
+    from zkpot.devnet.network import DevnetConfig
+    from zkpot.devnet.run import main
 
     if args.action == "status":
         return state.status(args.data_dir.resolve())

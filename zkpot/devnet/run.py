@@ -15,7 +15,6 @@ import shutil
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -24,6 +23,7 @@ from services.participant.rounds import BEHAVIOURS, FINAL_STAGES
 from zkpot import chain, grpcutil
 from zkpot.devnet import adapters, adversary, netdelay, prometheus
 from zkpot.devnet import state as devnet_state
+from zkpot.devnet.network import Devnet, DevnetConfig
 from zkpot.devnet.plan import (
     HOST,
     DevnetPlan,
@@ -36,8 +36,8 @@ from zkpot.devnet.plan import (
 )
 from zkpot.devnet.procs import ProcessGroup, stopped_message
 from zkpot.devnet.progress import Progress
-from zkpot.devnet.report import RoundStats, SubmissionStats, write_report
-from zkpot.genesis import Genesis
+from zkpot.devnet.report import write_report
+from zkpot.devnet.stats import RoundStats, SubmissionStats
 from zkpot.ports import ports_in_use
 from zkpot.schedule import view_shares
 from zkpot.v1 import (
@@ -53,65 +53,11 @@ log = logging.getLogger("zkpot.devnet")
 MARKER = ".zkpot-devnet"
 
 
-@dataclass
-class DevnetConfig:
-    data_dir: Path
-    validators: int = 4
-    participants: int = 4
-    rounds: int = 3
-    base_port: int = 26000
-    existing: str = "replace"           # replace | reuse-task | fail
-    test_set_size: int = 0               # 0: task default
-    shard_size: int = 0                  # 0: one proof over the whole public test set
-    prove_workers: int = 1               # per prover; the devnet's provers share the machine
-    provers: int = 0                     # scale tests: participants share this many provers; 0: one each
-    local_epochs: int = 0               # 0: prover default
-    alpha: float = 0.5
-    seed: int = 7
-    round_deadline_blocks: int = 300
-    min_correct: int = 0                # 0: task default
-    aggregation_rule: str = ""          # zkpot.aggregation rule; "": task default (fedavg-threshold)
-    secure_aggregation: bool = False    # pairwise-masked aggregation: no model leaves its participant
-    secagg_threshold: int = 0           # 0: zkpot.secagg.default_threshold (ceil(2n/3))
-    report_path: Path | None = None
-    idle_block_ms: int = 1000
-    attack_checks: bool = True          # submit forged copies of a real proof and expect rejection
-    prometheus: bool = False            # also run a real Prometheus scraping every process
-    tls: bool = False                   # mutual TLS between every process (dev CA, one cert per node)
-    async_fallback: bool = True         # deal a common coin: timeouts start Ditto's asynchronous fallback
-    test_set_file: Path | None = None   # the public test set from a user's file (zkpot.zkp.datafiles)
-    train_data: Path | None = None      # participants' private shards cut from a user's file
-    # > 0: an asynchronous network adversary (zkpot/devnet/netdelay.py) slows each view's leader
-    # by this many seconds, past every view timer, for the whole run (nothing is dropped)
-    attack_leader_delay_s: float = 0.0
-    linger_s: float = 0.0               # keep the network up this long after the last round
-    # experiments: participant name -> Byzantine behaviour (BEHAVIOURS); absent: honest
-    behaviours: dict[str, str] = field(default_factory=dict)
-
-
 # Byzantine behaviours for experiments: services.participant.rounds.BEHAVIOURS. label_flip / scaled /
 # random / free_ride: the prover trains so and proves the result honestly; copy: resubmit another
 # participant's committed proof under one's own key; silent: never submit; drop_mask / mask_cheat
 # (secure aggregation): never send the masked update / mask a sign-flipped model.
 __all__ = ["BEHAVIOURS", "DevnetConfig", "main", "run_devnet"]
-
-
-@dataclass
-class Devnet:
-    config: DevnetConfig
-    plan: DevnetPlan
-    genesis: Genesis
-    procs: ProcessGroup
-    progress: Progress
-    rounds: dict[int, RoundStats] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    attacks: list[dict] = field(default_factory=list)
-    restarts: list[dict] = field(default_factory=list)  # services that died and were restarted
-    t_start: float = field(default_factory=time.monotonic)
-    attack_rounds: set[int] = field(default_factory=set)   # rounds whose attack checks have run
-    delay_proxy: netdelay.DelayProxy | None = None          # --attack-leader-delay: every replica link
-    leader_delay: netdelay.LeaderDelay | None = None
-    network: dict = field(default_factory=dict)  # the consensus' view of the run: fallbacks, the adversary
 
 
 def preflight(config: DevnetConfig) -> None:

@@ -18,7 +18,7 @@ from zkpot.experiment.config import ExperimentConfig
 
 def devnet_config(config: ExperimentConfig, behaviours: dict[str, str], report: Path,  # noqa: ANN201
                   base_port: int | None = None):
-    from zkpot.devnet.run import DevnetConfig
+    from zkpot.devnet.network import DevnetConfig
 
     return DevnetConfig(
         data_dir=config.devnet_path().resolve(), validators=config.validators, participants=config.participants,
