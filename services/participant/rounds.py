@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
 from zkpot import chain, model_codec, refusal
 from zkpot.crypto import KeyPair
@@ -29,7 +28,9 @@ from zkpot.zkp import submission
 
 from . import masking
 from . import metrics as m
+from .secure_phases import SecurePhases
 from .state import ParticipantState, RoundRecord
+from .submitter import Submitter
 from .validators import TRANSIENT, ChainFollower, Validators
 
 log = logging.getLogger("zkpot.participant")
@@ -41,7 +42,6 @@ Summary = ledger_pb2.RoundSummary
 TRAINING_BEHAVIOURS = ("label_flip", "scaled", "random", "free_ride")
 BEHAVIOURS = ("honest", *TRAINING_BEHAVIOURS, "copy", "silent", "drop_mask", "mask_cheat")
 
-RESUBMIT_AFTER_BLOCKS = 20    # admitted but not included after this many blocks: send the same bytes again
 # A prover that is down (UNAVAILABLE: restarting, or killed mid-proof) is waited for as long as the
 # round's proof phase lasts, with this backoff; other failures are retried len(...) times, then the round is skipped.
 PROVER_BACKOFF_S = (1, 2, 5, 10, 20, 30)
@@ -72,6 +72,9 @@ class RoundDriver:
         self.round = 0
         self.finished = False
         self.secure = bool(genesis.manifest.secure_aggregation)
+        # submitting and the secure-aggregation phases live in their own modules; they read this driver
+        self.submitter = Submitter(self)
+        self.secure_phases = SecurePhases(self, self.submitter)
 
     # ---- status ------------------------------------------------------------------------------
 
@@ -197,9 +200,9 @@ class RoundDriver:
         if rec.stage in ("signed", "submitted"):
             tx = rec.tx("submit")
             assert tx is not None
-            await self._submit_proof(rec, tx)
+            await self.submitter.submit_proof(rec, tx)
         if self.secure and behaviour not in ("silent", "drop_mask"):
-            await self._secure_phases(r, rec)
+            await self.secure_phases.run(r, rec)
         self._phase("waiting")
         summary = await self.wait_round(r, lambda s: s is not None and s.closed)
         await self._close(rec, summary)
@@ -220,7 +223,7 @@ class RoundDriver:
             if got is None:
                 self._final(rec, "late", "late: the round closed before the transaction was included")
             else:
-                self._settle(rec, got, 0.0)
+                self.submitter.settle(rec, got, 0.0)
         mine = [s for s in summary.submissions if s.participant == self.key.public]
         rec.aggregated = bool(mine and mine[0].aggregated)
         if rec.stage not in FINAL_STAGES:
@@ -333,157 +336,3 @@ class RoundDriver:
         rec.set_tx("submit", tx)
         self.state.save(rec)
         return rec
-
-    # ---- submission --------------------------------------------------------------------------
-
-    async def _submit_proof(self, rec: RoundRecord, tx: types_pb2.Transaction) -> None:
-        self._phase("submitting")
-        outcome = await self._submit_until_included(rec.round, tx, rec, until=self._proofs_open)
-        if outcome is None:
-            return
-        got, t_submit = outcome
-        self._settle(rec, got, t_submit)
-
-    def _settle(self, rec: RoundRecord, got: ledger_pb2.GetTxResponse, t_submit: float) -> None:
-        """Record the committed SubmitProof's block and the ledger's verdict."""
-        rec.height = got.height
-        rec.commit_seconds = time.monotonic() - t_submit if t_submit else 0.0
-        if got.result.accepted:
-            rec.stage = "committed"
-            m.last_accepted_round.set(max(rec.round, self.state.last_accepted_round()))
-            m.submissions.labels(outcome="committed", reason="").inc()
-            self._log(rec.round, "committed", height=got.height, tx=rec.tx_id[:16])
-        else:  # a valid proof the state rules refused (e.g. free-riding on the global model)
-            rec.stage, rec.ledger_refusal = "refused", got.result.reason
-            rec.ledger_reason = refusal.text(got.result.reason, got.result.detail)
-            m.submissions.labels(outcome="ledger_refused", reason=refusal.label(got.result.reason)).inc()
-            self._log(rec.round, "ledger_refused", height=got.height, reason=repr(rec.ledger_reason))
-        self.state.save(rec)
-
-    async def _submit_until_included(self, r: int, tx: types_pb2.Transaction, rec: RoundRecord | None,
-                                     until: Callable[[Summary | None], bool]
-                                     ) -> tuple[ledger_pb2.GetTxResponse, float] | None:
-        """Send `tx` (the same bytes every time) until it is committed: fail over on transport errors
-        and on refusals another validator may not give, resend when it is not included for a while.
-        Returns (its GetTx, when first sent), or None when it was refused or `until` stopped holding
-        before it was committed (the rec, when given, then says why)."""
-        tx_id = chain.tx_id(tx)
-        t_first = 0.0
-        while True:
-            got = await self.validators.get_tx(tx_id)  # a restart after it went out: it may be in already
-            if got is not None:
-                return got, t_first
-            summary = await self.validators.get_round(r)
-            if not until(summary):
-                if rec is not None:
-                    self._final(rec, "late", "late: the round's phase ended before the transaction was included")
-                return None
-            t_send = time.monotonic()
-            t_first = t_first or t_send
-            try:
-                admission = await self.validators.submit(tx)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # rate limited: not this validator's fault
-                    m.attempts.labels(result="retry").inc()
-                    await asyncio.sleep(1.0)
-                    continue
-                m.attempts.labels(result="unavailable").inc()
-                if rec is not None:
-                    rec.attempts += 1
-                await self.validators.failover(f"SubmitTx: {exc.code().name} {exc.details()}")
-                continue
-            said = refusal.text(admission.reason, admission.detail)
-            if rec is not None:
-                rec.attempts += 1
-                rec.admission_seconds = time.monotonic() - t_send
-                rec.validator = str(self.validators.current)
-            if admission.reason in (refusal.ACCEPTED, refusal.DUPLICATE):
-                m.attempts.labels(result="admitted" if admission.reason == refusal.ACCEPTED else "duplicate").inc()
-                if rec is not None and rec.stage == "signed":
-                    rec.stage, rec.admitted = "submitted", True
-                    self.state.save(rec)
-                    self._log(r, "admitted", validator=self.validators.current, tx=tx_id.hex()[:16],
-                              admission_s=f"{rec.admission_seconds:.2f}")
-                got = await self._wait_included(r, tx_id, until)
-                if got is not None:
-                    return got, t_first
-                continue  # not included after RESUBMIT_AFTER_BLOCKS, or its phase ended: re-check and resend
-            if admission.reason in refusal.RETRY_ELSEWHERE:
-                m.attempts.labels(result="retry").inc()
-                await self.validators.failover(f"SubmitTx refused: {said}")
-                continue
-            if admission.reason in refusal.RETRY_LATER:
-                m.attempts.labels(result="retry").inc()
-                await asyncio.sleep(1.0)
-                continue
-            m.attempts.labels(result="refused").inc()
-            if rec is not None:
-                self._final(rec, "refused", said, admission.reason)
-            else:
-                log.warning("round=%d event=refused tx=%s reason=%r", r, tx_id.hex()[:16], said)
-            return None
-
-    async def _wait_included(self, r: int, tx_id: bytes, until: Callable[[Summary | None], bool]
-                             ) -> ledger_pb2.GetTxResponse | None:
-        self._phase("including")
-        start = self.follower.height
-        while True:
-            seen = self.follower.height
-            got = await self.validators.get_tx(tx_id)
-            if got is not None:
-                return got
-            if seen - start >= RESUBMIT_AFTER_BLOCKS or not until(await self.validators.get_round(r)):
-                return None
-            await self.follower.wait_beyond(seen)
-
-    # ---- secure aggregation --------------------------------------------------------------------
-
-    async def _secure_phases(self, r: int, rec: RoundRecord) -> None:
-        """Masking (as a member of the mask set) and unmasking (as a holder of others' shares)."""
-        me = self.key.public
-        state = None
-        if rec.mask_secret and rec.committed_params:
-            from zkpot import secagg
-
-            vector = np.frombuffer(base64.b64decode(rec.committed_params), dtype=">i8").astype(np.int64)
-            state = masking.MaskingRound(r, secagg.MaskKeys.from_secret(bytes.fromhex(rec.mask_secret)),
-                                         bytes.fromhex(rec.self_seed), vector, rec.claimed_correct)
-        self._phase("masking")
-        summary = await self.wait_round(r, lambda s: s is not None and (s.closed or
-                                                                        s.phase != PHASE.ROUND_PHASE_PROOFS))
-        if state is not None and rec.stage == "committed" and summary.phase == PHASE.ROUND_PHASE_MASKING \
-                and me in summary.mask_set:
-            masked = state  # narrowed for the closure
-            rec.masked_height = await self._send_recorded(
-                rec, "masked", PHASE.ROUND_PHASE_MASKING,
-                lambda: masking.masked_update_tx(self.key, self.genesis, masked, summary,
-                                                 cheat=self.options.behaviour == "mask_cheat"))
-            if rec.masked_height:
-                self.state.save(rec)
-                self._log(r, "masked", height=rec.masked_height)
-        self._phase("unmasking")
-        summary = await self.wait_round(r, lambda s: s is not None and (s.closed or
-                                                                        s.phase == PHASE.ROUND_PHASE_UNMASKING))
-        if summary.closed:
-            return
-        rec.reveal_height = await self._send_recorded(
-            rec, "reveal", PHASE.ROUND_PHASE_UNMASKING,
-            lambda: masking.reveal_tx(self.key, self.genesis, summary, state))
-        if rec.reveal_height:
-            self.state.save(rec)
-            self._log(r, "revealed", height=rec.reveal_height)
-
-    async def _send_recorded(self, rec: RoundRecord, kind: str, phase: int,
-                             build: Callable[[], types_pb2.Transaction | None]) -> int:
-        """A phase's transaction: the recorded one, else built, recorded (before it is sent) and
-        sent until included while the round stays in `phase`. Returns its block height (0: none)."""
-        tx = rec.tx(kind)
-        if tx is None:
-            tx = build()
-            if tx is None:  # nothing to send in this phase
-                return 0
-            rec.set_tx(kind, tx)
-            self.state.save(rec)
-        got = await self._submit_until_included(rec.round, tx, None,
-                                                until=lambda s: s is not None and s.phase == phase)
-        return got[0].height if got is not None else 0
