@@ -128,7 +128,8 @@ def test_bad_submissions_rejected_with_reasons(fx, ledger):
     txs.append(chain.sign_tx(stranger, types_pb2.Transaction(payload=b"stranger", nonce=1)))
     unsigned = fx.payload(b"unsigned")
     unsigned.signature = bytes(64)
-    txs += [unsigned, chain.sign_tx(fx.publisher, types_pb2.Transaction(nonce=2))]
+    txs += [unsigned, chain.sign_tx(fx.publisher, types_pb2.Transaction(nonce=2)),
+            fx.payload(bytes(chain.MAX_PAYLOAD_BYTES + 1))]  # a member's payload over the cap (issue 17.4)
     resp = _append(ledger, b, txs)
     got = [(refusal.label(r.reason), r.detail) for r in resp.results]
     assert got[0] == ("accepted", "") and resp.results[0].accepted
@@ -147,6 +148,7 @@ def test_bad_submissions_rejected_with_reasons(fx, ledger):
     # block (tests/test_security_consensus.py), so the ledger does not verify them again
     assert got[12] == ("accepted", "") and resp.results[12].accepted
     assert got[13] == ("malformed", "no rule for a transaction without a known body")
+    assert got[14] == ("too_large", f"payload of {chain.MAX_PAYLOAD_BYTES + 1} bytes, over {chain.MAX_PAYLOAD_BYTES}")
     assert all(not r.accepted for r in resp.results[1:9]) and not any(r.accepted for r in resp.results[10:12])
     assert not resp.results[13].accepted
     r1 = ledger.round_summary(1)

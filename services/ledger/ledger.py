@@ -19,6 +19,9 @@ already computed (they are the digests that were signed), and a parent QC byte-i
 QC verified with the parent's own append (consensus sends a block's QC as its child's parent_qc)
 is not verified twice. (Verifying certificates in a worker thread beside execution was measured
 slower on a loaded 2-core host: each thread hand-off waits for a CPU; see docs/ledger.md.)
+
+The well-formed checks and AppendRejected are in services.ledger.block_checks; prepared blocks and
+the view of the store through them in services.ledger.pending.
 """
 
 from __future__ import annotations
@@ -26,32 +29,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from services.ledger import records
 from services.ledger import state as st
+from services.ledger.block_checks import AppendRejected, _invalid, check_well_formed
+from services.ledger.pending import Head, Prepared, _PendingView
 from services.ledger.store import META_GENESIS, Commit, Store
 from zkpot import chain, crypto
-from zkpot.codec import cid_digest, merkle_root
+from zkpot.codec import merkle_root
 from zkpot.genesis import Genesis
 from zkpot.v1 import ledger_pb2, types_pb2
 
 log = logging.getLogger("zkpot.ledger")
-
-HASH_LEN = 32
-MAX_TXS_PER_BLOCK = 100_000
-
-
-class AppendRejected(Exception):
-    """A block the ledger refuses; `reason` is the metric label, `code` the gRPC status."""
-
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
 
 
 class GenesisMismatch(RuntimeError):
@@ -67,119 +59,6 @@ def genesis_fingerprint(genesis: Genesis) -> bytes:
     for m in genesis.participants:
         h.update(b"p" + m.public_key + m.validator.rjust(32, b"\x00"))
     return h.digest()
-
-
-@dataclass(frozen=True)
-class Head:
-    height: int
-    block_hash: bytes
-    view: int
-    state_root: bytes
-    timestamp_ms: int
-    current_round: int  # read with the head so a Head response is one consistent snapshot
-
-
-@dataclass
-class Prepared:
-    """A checked, executed block waiting for its synced write."""
-
-    commit: Commit
-    head: Head  # the head once it is written
-    qc: bytes  # its verified QC, deterministic bytes
-    response: ledger_pb2.AppendResponse
-    tx_locations: dict[bytes, tuple[int, int]]
-    epoch: int
-
-
-class _PendingView:
-    """The store as it will be once `pending` is written: what the next block executes against."""
-
-    def __init__(self, store: Store, pending: tuple[Prepared, ...], writes: dict[bytes, bytes] | None = None):
-        self.store = store
-        self.pending = pending
-        self.writes = writes or {}
-
-    def with_writes(self, writes: dict[bytes, bytes]) -> _PendingView:
-        return _PendingView(self.store, self.pending, writes)
-
-    def __call__(self, key: bytes) -> bytes | None:
-        return self.state_get(key)
-
-    def state_get(self, key: bytes) -> bytes | None:
-        if key in self.writes:
-            return self.writes[key]
-        for p in reversed(self.pending):
-            if key in p.commit.state:
-                return p.commit.state[key]
-        return self.store.state_get(key)
-
-    def blob(self, cid: str) -> bytes | None:
-        for p in reversed(self.pending):
-            if cid in p.commit.blobs:
-                return p.commit.blobs[cid]
-        return self.store.blob(cid)
-
-    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
-        for p in reversed(self.pending):
-            if tx_id in p.tx_locations:
-                return p.tx_locations[tx_id]
-        return self.store.tx_location(tx_id)
-
-    def stored_block(self, height: int) -> ledger_pb2.StoredBlock | None:
-        for p in self.pending:
-            if p.commit.height == height:
-                return ledger_pb2.StoredBlock.FromString(p.commit.stored_block)
-        raw = self.store.block_bytes(height)
-        return None if raw is None else ledger_pb2.StoredBlock.FromString(raw)
-
-
-def _invalid(reason: str, message: str) -> AppendRejected:
-    return AppendRejected(grpc.StatusCode.INVALID_ARGUMENT, reason, message)
-
-
-def _check_qc_shape(qc: types_pb2.QuorumCert, what: str) -> None:
-    if len(qc.block_hash) != HASH_LEN:
-        raise _invalid("malformed", f"{what}.block_hash must be {HASH_LEN} bytes, got {len(qc.block_hash)}")
-    for i, vote in enumerate(qc.votes):
-        if len(vote.signer) != crypto.PUBLIC_KEY_LEN or len(vote.signature) != crypto.SIGNATURE_LEN:
-            raise _invalid("malformed", f"{what}.votes[{i}] needs a 32-byte signer and a 64-byte signature")
-
-
-def check_well_formed(req: ledger_pb2.AppendRequest) -> None:
-    """Field-by-field shape checks (INVALID_ARGUMENT, reason 'malformed')."""
-    if not req.HasField("block"):
-        raise _invalid("malformed", "block is required")
-    if not req.block.HasField("header"):
-        raise _invalid("malformed", "block.header is required")
-    if not req.HasField("qc"):
-        raise _invalid("malformed", "qc (the block's commit certificate) is required")
-    hdr = req.block.header
-    if not hdr.chain_id:
-        raise _invalid("malformed", "header.chain_id is required")
-    if len(hdr.parent_hash) != HASH_LEN:
-        raise _invalid("malformed", f"header.parent_hash must be {HASH_LEN} bytes, got {len(hdr.parent_hash)}")
-    if len(hdr.proposer) != crypto.PUBLIC_KEY_LEN:
-        raise _invalid("malformed", f"header.proposer must be 32 bytes, got {len(hdr.proposer)}")
-    if len(hdr.txs_root) != HASH_LEN:
-        raise _invalid("malformed", f"header.txs_root must be {HASH_LEN} bytes, got {len(hdr.txs_root)}")
-    if len(req.block.signature) != crypto.SIGNATURE_LEN:
-        raise _invalid("malformed", f"block.signature must be 64 bytes, got {len(req.block.signature)}")
-    if len(req.block.txs) > MAX_TXS_PER_BLOCK:
-        raise _invalid("oversize", f"{len(req.block.txs)} transactions exceed {MAX_TXS_PER_BLOCK} per block")
-    if hdr.height == 0:
-        raise _invalid("malformed", "height 0 is genesis; it is never appended")
-    _check_qc_shape(req.qc, "qc")
-    if hdr.HasField("parent_qc"):
-        _check_qc_shape(hdr.parent_qc, "header.parent_qc")
-
-
-def check_cid(cid: str) -> None:
-    """ValueError unless `cid` is a well-formed content id."""
-    if not cid:
-        raise ValueError("cid is required")
-    if len(cid) > 128:
-        raise ValueError("cid too long")
-    cid_digest(cid)
 
 
 class Ledger:
@@ -256,10 +135,10 @@ class Ledger:
         return None if raw is None else ledger_pb2.StoredBlock.FromString(raw)
 
     def current_round(self) -> int:
-        return st.read_current_round(self.store.state_get)
+        return records.read_current_round(self.store.state_get)
 
     def round_summary(self, round_: int) -> ledger_pb2.RoundSummary | None:
-        return st.read_round(self.store.state_get, round_)
+        return records.read_round(self.store.state_get, round_)
 
     def resolve_round(self, round_: int) -> int:
         """0 means the open round, or the last one once the task has finished."""
@@ -274,8 +153,8 @@ class Ledger:
             return None
         # read after the summary: a score is written in the same batch as its submission and
         # never changes, so every submission seen in the summary has its score here
-        prefix = st.score_prefix(round_)
-        proven = {key[len(prefix) :]: st.decode_score(raw) for key, raw in self.store.state_prefix(prefix)}
+        prefix = records.score_prefix(round_)
+        proven = {key[len(prefix) :]: records.decode_score(raw) for key, raw in self.store.state_prefix(prefix)}
         operator = {m.public_key: m.validator for m in self.genesis.participants}
         resp = ledger_pb2.GetScoresResponse(
             round=round_,
@@ -294,10 +173,10 @@ class Ledger:
         return resp
 
     def task(self) -> ledger_pb2.GetTaskResponse | None:
-        return st.read_task(self.store.state_get)
+        return records.read_task(self.store.state_get)
 
     def schedule(self) -> ledger_pb2.LeaderScheduleResponse | None:
-        return st.read_schedule(self.store.state_get)
+        return records.read_schedule(self.store.state_get)
 
     # -- append --------------------------------------------------------------------------------
 
@@ -381,7 +260,7 @@ class Ledger:
         after = view.with_writes(ex.state)
         prepared = Prepared(
             commit=commit,
-            head=Head(hdr.height, bh, hdr.view, ex.state_root, hdr.timestamp_ms, st.read_current_round(after)),
+            head=Head(hdr.height, bh, hdr.view, ex.state_root, hdr.timestamp_ms, records.read_current_round(after)),
             qc=qc.SerializeToString(deterministic=True),
             response=ledger_pb2.AppendResponse(
                 height=hdr.height, block_hash=bh, state_root=ex.state_root, results=ex.results

@@ -1,10 +1,8 @@
 """LedgerService (grpc.aio): appends committed blocks and answers chain and state queries.
 
-Appends are prepared (checked, executed) one at a time under a lock and written, in order, by one
-writer task, both in worker threads: signatures, the state machine and the synced RocksDB write
-never block the event loop, and with several appends in flight (AppendStream) preparing the next
-block overlaps syncing the previous one. A caller is answered once its block is durable. Reads
-run against RocksDB directly (thread-safe). StreamBlocks followers wake on every durable append.
+Appends (services.ledger.appends) are prepared one at a time and written, in order, by one writer
+task, both in worker threads; a caller is answered once its block is durable. Reads run against
+RocksDB directly (thread-safe). StreamBlocks followers wake on every durable append.
 """
 
 from __future__ import annotations
@@ -12,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import time
 from collections.abc import AsyncIterator
-from functools import cache
 from pathlib import Path
 
 import grpc
 
 from services.ledger import backup
-from services.ledger.ledger import HASH_LEN, AppendRejected, Ledger, Prepared, check_cid
+from services.ledger.appends import AppendPipeline
+from services.ledger.block_checks import HASH_LEN, check_cid
+from services.ledger.ledger import Ledger
+from services.ledger.metrics import _metrics
+from services.ledger.pending import Prepared
 from services.ledger.store import Store
-from zkpot import grpcutil, metrics, refusal
+from zkpot import grpcutil
 from zkpot.grpcutil import Registrar
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc, types_pb2
 
@@ -35,8 +35,6 @@ DEFAULT_BLOCKS = 64
 MAX_BLOCKS = 256
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # under grpcutil's 64 MiB message limit
 STREAM_BATCH = 32
-PIPELINE = 8  # AppendStream: prepared blocks in flight per stream
-GROUP_COMMIT_MAX = 64  # blocks per synced batch at most (bounds one batch's memory)
 # Every request but Append is a handful of small fields: cap it far below the server-wide 64 MiB.
 REQUEST_LIMITS = {
     f"/{ledger_pb2.DESCRIPTOR.package}.Ledger/{m.name}": 64 * 1024
@@ -45,33 +43,7 @@ REQUEST_LIMITS = {
 }
 
 
-class _Metrics:
-    def __init__(self) -> None:
-        self.height = metrics.gauge("zkpot_ledger_height", "height of the newest committed block")
-        self.current_round = metrics.gauge("zkpot_ledger_current_round", "open FL round (rounds+1: finished)")
-        self.round_phase = metrics.gauge("zkpot_ledger_round_phase", "phase of the open round (zkpot.v1.RoundPhase): "
-                                         "1 proofs, 2 masking, 3 unmasking (secure aggregation), 4 closed")
-        self.append_seconds = metrics.histogram("zkpot_ledger_append_seconds", "check + execute + synced write")
-        self.group_commit_blocks = metrics.histogram("zkpot_ledger_group_commit_blocks",
-                                                     "blocks written by one synced batch",
-                                                     buckets=(1, 2, 4, 8, 16, 32, 64))
-        self.appends = metrics.counter("zkpot_ledger_appends_total", "Append calls that succeeded", ["result"],
-                                       known=("appended", "already_present"))
-        self.rejections = metrics.counter("zkpot_ledger_rejections_total", "refused appends", ["reason"],
-                                          known=("conflict", "signature", "qc", "parent_qc"))
-        self.txs = metrics.counter("zkpot_ledger_txs_total", "executed transactions", ["result"],
-                                   known=("accepted", "rejected"))
-        self.refused_txs = metrics.counter("zkpot_ledger_refused_txs_total",
-                                           "committed transactions the state rules refused, by zkpot.v1.Reason",
-                                           ["reason"])
-
-
-@cache
-def _metrics() -> _Metrics:
-    return _Metrics()  # prometheus metrics are process-global: create them once
-
-
-class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
+class LedgerServicer(AppendPipeline, ledger_pb2_grpc.LedgerServicer):
     def __init__(self, ledger: Ledger, admins: frozenset[str] = frozenset()) -> None:
         self.ledger = ledger
         self.admins = admins  # TLS identities allowed to call admin RPCs (Backup)
@@ -100,124 +72,6 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         self.m.current_round.set(self.ledger.head.current_round)
         summary = self.ledger.round_summary(self.ledger.head.current_round)
         self.m.round_phase.set(summary.phase if summary is not None else ledger_pb2.ROUND_PHASE_CLOSED)
-
-    # -- writes --------------------------------------------------------------------------------
-    #
-    # Two stages: a block is checked and executed (on top of the blocks still waiting for their
-    # write) under the prepare lock, then the writer task writes prepared blocks one by one, in
-    # order, each as its own synced batch, and only then are their callers answered. So with
-    # several Appends in flight (AppendStream, or concurrent calls) the next block's checks and
-    # execution overlap the previous block's fsync; durability and order are unchanged.
-
-    async def _submit(self, request: ledger_pb2.AppendRequest) -> asyncio.Future:
-        """Prepare `request`; a future of its response once durable (or of its refusal)."""
-        loop = asyncio.get_running_loop()
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop())
-        async with self._prepare_lock:
-            try:
-                prepared = await asyncio.to_thread(self.ledger.prepare, request)
-            except Exception as exc:
-                done = loop.create_future()
-                done.set_exception(exc)
-                return done
-            if isinstance(prepared, ledger_pb2.AppendResponse):  # already there, or on its way
-                pending = self._durable.get(prepared.height)
-                done = loop.create_future()
-                if pending is None:
-                    done.set_result(prepared)
-                else:
-                    pending.add_done_callback(lambda f, r=prepared: _settle(done, f, r))
-                return done
-            fut = loop.create_future()
-            self._durable[prepared.commit.height] = fut
-            self._write_queue.put_nowait((prepared, fut))
-            return fut
-
-    async def _write_loop(self) -> None:
-        while True:
-            group = [await self._write_queue.get()]
-            while not self._write_queue.empty() and len(group) < GROUP_COMMIT_MAX:
-                group.append(self._write_queue.get_nowait())  # prepared meanwhile: same fsync
-            first = group[0][0].commit.height
-            try:
-                await asyncio.to_thread(self.ledger.commit_group, [prepared for prepared, _ in group])
-            except Exception as exc:  # an I/O error (or a dropped block): it and all after it fail
-                log.exception("synced write of blocks from %d failed; dropping the blocks prepared after it", first)
-                for _, fut in group:
-                    _fail(fut, exc)
-                while not self._write_queue.empty():
-                    _, later = self._write_queue.get_nowait()
-                    _fail(later, RuntimeError(f"block {first} before it could not be written"))
-                self._durable.clear()
-                continue
-            self.m.group_commit_blocks.observe(len(group))
-            for prepared, fut in group:
-                self._durable.pop(prepared.commit.height, None)
-                resp = prepared.response
-                self.m.appends.labels(result="appended").inc()
-                accepted = sum(1 for r in resp.results if r.accepted)
-                self.m.txs.labels(result="accepted").inc(accepted)
-                self.m.txs.labels(result="rejected").inc(len(resp.results) - accepted)
-                for r in resp.results:
-                    if not r.accepted:
-                        self.m.refused_txs.labels(reason=refusal.label(r.reason)).inc()
-                if not fut.done():
-                    fut.set_result(resp)
-            self._publish_gauges()
-            event, self._appended = self._appended, asyncio.Event()
-            event.set()
-
-    async def _respond(self, fut: asyncio.Future, context: grpc.aio.ServicerContext) -> ledger_pb2.AppendResponse:
-        try:
-            resp = await asyncio.shield(fut)  # a caller that goes away does not stop the write
-        except AppendRejected as exc:
-            self.m.rejections.labels(reason=exc.reason).inc()
-            log.warning("append refused (%s): %s", exc.reason, exc.message)
-            await context.abort(exc.code, exc.message)
-            raise  # unreachable: abort raises
-        except Exception as exc:  # a bug or an I/O error: this block was not committed
-            log.error("append failed: %r", exc)
-            self.m.rejections.labels(reason="internal").inc()
-            await context.abort(grpc.StatusCode.INTERNAL, f"append failed: {exc}")
-            raise
-        if resp.already_present:
-            self.m.appends.labels(result="already_present").inc()
-        return resp
-
-    async def Append(
-        self, request: ledger_pb2.AppendRequest, context: grpc.aio.ServicerContext
-    ) -> ledger_pb2.AppendResponse:
-        start = time.perf_counter()
-        resp = await self._respond(await self._submit(request), context)
-        if not resp.already_present:
-            self.m.append_seconds.observe(time.perf_counter() - start)
-        return resp
-
-    async def AppendStream(
-        self, request_iterator: AsyncIterator[ledger_pb2.AppendRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ledger_pb2.AppendResponse]:
-        """Appends in stream order, up to PIPELINE of them in flight; one response each, in order,
-        once its block is durable. The stream ends at the first refusal (blocks after it fail too)."""
-        inflight: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(maxsize=PIPELINE)
-
-        async def feed() -> None:
-            try:
-                async for request in request_iterator:
-                    await inflight.put(await self._submit(request))
-            except Exception:  # a broken or refused request stream: wake the loop below, which re-raises
-                await inflight.put(None)
-                raise
-            await inflight.put(None)
-
-        feeder = asyncio.create_task(feed())
-        try:
-            while (fut := await inflight.get()) is not None:
-                yield await self._respond(fut, context)
-            await feeder  # surfaces a broken request stream
-        finally:
-            feeder.cancel()
-
 
     # -- chain reads ---------------------------------------------------------------------------
 
@@ -451,18 +305,3 @@ def registrar(servicer: LedgerServicer) -> Registrar:
         return ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name
 
     return register
-
-
-def _settle(target: asyncio.Future, source: asyncio.Future, resp: ledger_pb2.AppendResponse) -> None:
-    """Resolve an already-present response once the identical block in flight is durable."""
-    if target.done():
-        return
-    if source.cancelled() or source.exception() is not None:
-        target.set_exception(RuntimeError("the identical block in flight could not be written"))
-    else:
-        target.set_result(resp)
-
-
-def _fail(fut: asyncio.Future, exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)

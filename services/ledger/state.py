@@ -31,89 +31,48 @@ Rules
   is written.
 - A transaction whose id is already on chain (or earlier in the same block) is rejected as a
   duplicate. PublishTask after genesis is rejected. Opaque `payload` transactions are accepted
-  with no state change (consensus benchmarks) when a genesis member signed them; unknown bodies
-  and strangers' payloads are refused (issue 18.3).
-- Round close, evaluated once after each non-genesis block's transactions: the open round r closes
-  when every genesis participant (at least one) has an accepted submission in r, or when its
-  deadline has passed: height >= open_height + manifest.round_deadline_blocks AND the block's
-  timestamp >= open_time_ms + manifest.round_deadline_ms, each only when set (both 0: no deadline;
-  StateMachine._expired says why chain time is there). On close the
-  aggregate is zkpot.aggregation.aggregate(manifest.aggregation_rule, ...) over the models of
-  submissions with claimed_correct >= manifest.min_correct (default rule: equal-weight integer
-  FedAvg in participant-key order); if none qualifies the global model carries over unchanged.
-  The aggregate goes to blobs; the summary gets next_global_model_cid, close_height,
-  aggregation_rule "<rule>(min_correct=K)" and each submission's `aggregated`. An unknown rule
-  name in the manifest is a GenesisError. Then the leader schedule: a validator's score is the claimed_correct
-  of the participant whose Member.validator it is (the best one if several), counting only submissions
-  whose model is in the aggregate (`aggregated`: not dropped out, not voided, not left out), ranked by
-  zkpot.schedule.rank_leaders(r, validators in genesis order, scores, min_correct);
-  activation_view = closing block's view + zkpot.schedule.ACTIVATION_LAG; the previous leaders
-  and activation view are kept. Round r+1 then opens at the same height from the aggregate,
-  unless r == manifest.rounds: the task is finished (current round r+1, no round opens).
-- state_root(h) = sha256("zkpot/v1/state-root" || state_root(h-1) || D), D = sha256 over this
-  block's state writes in key order (each: len(key) || key || sha256(value)); a record (task,
-  round summary, leader schedule) is hashed as its canonical encoding (zkpot/codec.py), never as
-  the protobuf wire bytes it is stored in: those are not stable across protobuf versions, backends
-  or languages, and a field added to a record changes no root while it is unset (issue 17.1;
-  golden roots in tests/test_state_roots.py). state_root(-1) = 32
-  zero bytes. Blobs are content-addressed and referenced by content id from state, so they are
-  covered by the ids and not hashed again.
-
-State keys (column family `state`):
-  b"task"                  GetTaskResponse (task id + manifest)
-  b"round/current"         u64: the open round (rounds + 1 once the task is finished)
-  b"round/" + u64(r)       RoundSummary of round r (submissions in acceptance order)
-  b"schedule"              LeaderScheduleResponse
-  b"score/" + u64(r) + pk  u32: proven correct count of participant pk's accepted round-r proof
-  secure-aggregation tasks (services.ledger.masking; the round summary carries phase, mask set, dropped):
-  b"reveal/" + u64(r) + dealer + holder       key opening holder's share of a dropped dealer's mask secret
-  b"reveal-self/" + u64(r) + dealer + holder  key opening holder's share of a counted dealer's self seed
-  b"self-seed/" + u64(r) + member             a counted member's self seed, revealed by itself
-  Masked vectors and share boxes are blobs, referenced by content id from the round summary.
+  with no state change (consensus benchmarks) when a genesis member signed them and they hold at
+  most zkpot.chain.MAX_PAYLOAD_BYTES; unknown bodies, strangers' and oversized payloads are refused
+  (issues 18.3, 17.4).
+- Round close, after each non-genesis block's transactions (the open round closes when everyone
+  submitted or its deadline passed; aggregate, leader schedule, next round): services.ledger.round_close.
+  An unknown aggregation rule name in the manifest is a GenesisError.
+- State keys, the records they hold and state_root (what each block's writes hash to):
+  services.ledger.records.
 """
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
-from google.protobuf.message import Message
 
 from services.ledger import masking
-from zkpot import aggregation, chain, model_codec, refusal, schedule
-from zkpot.codec import canonical_bytes, content_id, u64_key
+from services.ledger.records import (
+    _U32,
+    _U64,
+    KEY_CURRENT_ROUND,
+    KEY_SCHEDULE,
+    KEY_TASK,
+    ZERO_ROOT,
+    Execution,
+    Reader,
+    _Overlay,
+    read_current_round,
+    read_round,
+    round_key,
+    score_key,
+    state_root,
+)
+from services.ledger.round_close import RoundClose
+from zkpot import aggregation, chain, model_codec, refusal
+from zkpot.codec import content_id
 from zkpot.genesis import Genesis
 from zkpot.refusal import Refusal
 from zkpot.v1 import ledger_pb2, types_pb2
 
-KEY_TASK = b"task"
-KEY_CURRENT_ROUND = b"round/current"
-KEY_SCHEDULE = b"schedule"
-ZERO_ROOT = b"\x00" * 32
-_U64 = struct.Struct(">Q")
-_U32 = struct.Struct(">I")
-SCORE_PREFIX = b"score/"
 T = TypeVar("T")
-
-
-def round_key(round_: int) -> bytes:
-    return b"round/" + u64_key(round_)
-
-
-def score_prefix(round_: int) -> bytes:
-    return SCORE_PREFIX + u64_key(round_)
-
-
-def score_key(round_: int, participant: bytes) -> bytes:
-    return score_prefix(round_) + participant
-
-
-def decode_score(raw: bytes) -> int:
-    return _U32.unpack(raw)[0]
 
 
 def aggregation_rule(min_correct: int, name: str = "") -> str:
@@ -121,81 +80,8 @@ def aggregation_rule(min_correct: int, name: str = "") -> str:
     return aggregation.rule_label(name, min_correct)
 
 
-class Reader(Protocol):
-    """What execution reads from the committed store."""
-
-    def state_get(self, key: bytes) -> bytes | None: ...
-    def blob(self, cid: str) -> bytes | None: ...
-    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None: ...
-
-
 class GenesisError(ValueError):
     """The genesis task publication is inconsistent (the ledger refuses to start)."""
-
-
-@dataclass
-class Execution:
-    results: list[types_pb2.TxResult]
-    state: dict[bytes, bytes]
-    blobs: dict[str, bytes]
-    state_root: bytes
-    duplicate_positions: set[int] = field(default_factory=set)
-
-
-class _Overlay:
-    """Writes of the block being executed, read through before the committed store."""
-
-    def __init__(self, reader: Reader) -> None:
-        self.reader = reader
-        self.state: dict[bytes, bytes] = {}  # what is stored
-        self.digests: dict[bytes, bytes] = {}  # what the state root covers
-        self.blobs: dict[str, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.state[key] if key in self.state else self.reader.state_get(key)
-
-    def put(self, key: bytes, value: bytes | Message) -> None:
-        """A raw value (a count, a height), or a record: stored as protobuf, hashed canonically."""
-        if isinstance(value, Message):
-            self.state[key] = value.SerializeToString(deterministic=True)
-            self.digests[key] = hashlib.sha256(canonical_bytes(value)).digest()
-        else:
-            self.state[key] = value
-            self.digests[key] = hashlib.sha256(value).digest()
-
-    def blob(self, cid: str) -> bytes | None:
-        return self.blobs[cid] if cid in self.blobs else self.reader.blob(cid)
-
-
-def state_root(previous: bytes, digests: dict[bytes, bytes]) -> bytes:
-    """`digests`: this block's state writes, key -> sha256 of the value (_Overlay.put)."""
-    d = hashlib.sha256()
-    for key in sorted(digests):
-        d.update(_U64.pack(len(key)) + key + digests[key])
-    return hashlib.sha256(b"zkpot/v1/state-root\x00" + previous + d.digest()).digest()
-
-
-# -- typed reads of committed state ---------------------------------------------------------------
-
-
-def read_current_round(get: Callable[[bytes], bytes | None]) -> int:
-    raw = get(KEY_CURRENT_ROUND)
-    return 0 if raw is None else _U64.unpack(raw)[0]
-
-
-def read_round(get: Callable[[bytes], bytes | None], round_: int) -> ledger_pb2.RoundSummary | None:
-    raw = get(round_key(round_))
-    return None if raw is None else ledger_pb2.RoundSummary.FromString(raw)
-
-
-def read_task(get: Callable[[bytes], bytes | None]) -> ledger_pb2.GetTaskResponse | None:
-    raw = get(KEY_TASK)
-    return None if raw is None else ledger_pb2.GetTaskResponse.FromString(raw)
-
-
-def read_schedule(get: Callable[[bytes], bytes | None]) -> ledger_pb2.LeaderScheduleResponse | None:
-    raw = get(KEY_SCHEDULE)
-    return None if raw is None else ledger_pb2.LeaderScheduleResponse.FromString(raw)
 
 
 def _layout(tensors: list[tuple[str, np.ndarray]]) -> list[tuple[str, tuple[int, ...]]]:
@@ -215,7 +101,7 @@ def _of_global_model(cache: dict[str, T], ov: _Overlay, cid: str, derive: Callab
     return found
 
 
-class StateMachine:
+class StateMachine(RoundClose):
     def __init__(self, genesis: Genesis, commitments: masking.Commitments | None = None) -> None:
         self.genesis = genesis
         self.manifest = genesis.manifest
@@ -330,9 +216,12 @@ class StateMachine:
             return Refusal(refusal.MALFORMED, "task already published at genesis")
         if kind in ("masked_update", "mask_reveal"):
             return self._secagg_tx(ov, tx, tid, height, kind)
-        if kind == "payload":  # no state change; only from genesis members
-            return None if tx.sender in self.members else \
-                Refusal(refusal.UNKNOWN_SIGNER, "payload from a key that is not a genesis member")
+        if kind == "payload":  # no state change; only from genesis members, at most MAX_PAYLOAD_BYTES
+            if tx.sender not in self.members:
+                return Refusal(refusal.UNKNOWN_SIGNER, "payload from a key that is not a genesis member")
+            if len(tx.payload) > chain.MAX_PAYLOAD_BYTES:
+                return Refusal(refusal.TOO_LARGE, f"payload of {len(tx.payload)} bytes, over {chain.MAX_PAYLOAD_BYTES}")
+            return None
         return Refusal(refusal.MALFORMED, "no rule for a transaction without a known body")
 
     def _submit(self, ov: _Overlay, tx: types_pb2.Transaction, tid: bytes, height: int) -> Refusal | None:
@@ -466,137 +355,3 @@ class StateMachine:
         scale = self.manifest.param_scale
         return _of_global_model(self._quantized, ov, cid,
                                 lambda data: model_codec.quantized(model_codec.decode_fixed(data), scale))
-
-    # -- round close ---------------------------------------------------------------------------
-
-    def _maybe_close_round(self, ov: _Overlay, height: int, view: int) -> None:
-        current = read_current_round(ov.get)
-        if current < 1 or current > self.manifest.rounds:
-            return
-        summary = read_round(ov.get, current)
-        assert summary is not None
-        if summary.phase != masking.PHASE.ROUND_PHASE_PROOFS:
-            self._advance_secure(ov, summary, height, view)
-            return
-        submitted = {s.participant for s in summary.submissions}
-        all_in = bool(self.participants) and self.participants <= submitted
-        timed_out = self._expired(summary.open_height, summary.open_time_ms, height)
-        if not (all_in or timed_out):
-            return
-        if self.secure:
-            if masking.begin_masking(summary, self.manifest.min_correct, self.secagg_threshold, height):
-                if self.manifest.round_deadline_ms:
-                    summary.phase_time_ms = self._now_ms
-                ov.put(round_key(summary.round), summary)
-            else:
-                self._finish_round(ov, summary, None, height, view)
-            return
-        self._close_round(ov, summary, height, view)
-
-    def _expired(self, since_height: int, since_ms: int, height: int) -> bool:
-        """The deadline of a round or phase that began at (since_height, since_ms) has passed: the
-        task's block count AND its chain time (block timestamps, round_deadline_ms) have both
-        elapsed, each only if set. Blocks alone can be hurried by anyone whose transactions make
-        leaders propose faster (issue 19.5); chain time cannot: a timestamp is at most 10 s ahead
-        of its voters' clocks (core.py), so no traffic and no leader shortens a round by more."""
-        blocks, ms = self.manifest.round_deadline_blocks, self.manifest.round_deadline_ms
-        if not blocks and not ms:
-            return False
-        return (not blocks or height >= since_height + blocks) and (not ms or self._now_ms >= since_ms + ms)
-
-    def _advance_secure(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, height: int, view: int) -> None:
-        """Masking -> (unmasking) -> closed, by the rules in services.ledger.masking."""
-        assert self.commitments is not None
-        expired = self._expired(summary.phase_height, summary.phase_time_ms, height)
-        rule = self.manifest.aggregation_rule
-        if summary.phase == masking.PHASE.ROUND_PHASE_MASKING:
-            if not masking.masking_done(summary, expired):
-                return
-            alive = {s.participant for s in masking.survivors(summary)}
-            dropped = [p for p in summary.mask_set if p not in alive]
-            if len(alive) < self.secagg_threshold:
-                summary.aggregate_note = (f"only {len(alive)} member(s) sent masked updates, fewer than the "
-                                          f"{self.secagg_threshold} secure aggregation needs: no aggregate")
-                self._finish_round(ov, summary, None, height, view)
-                return
-            summary.dropped.extend(dropped)
-            summary.phase = masking.PHASE.ROUND_PHASE_UNMASKING  # the self masks always remain
-            summary.phase_height = height
-            if self.manifest.round_deadline_ms:
-                summary.phase_time_ms = self._now_ms
-            ov.put(round_key(summary.round), summary)
-            return
-        # unmasking
-        found = masking.recover(summary, self.task_id, self.participant_order, self.secagg_threshold, ov.get,
-                                ov.blob)
-        if found is None:
-            if expired:
-                summary.aggregate_note = "the masks were not all removable in time (too few reveals): no aggregate"
-                self._finish_round(ov, summary, None, height, view)
-            return
-        model = masking.aggregate(summary, rule, self.task_id, *found, self.commitments, ov.blob)
-        self._finish_round(ov, summary, model, height, view)
-
-    def _finish_round(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, model: bytes | None, height: int,
-                      view: int) -> None:
-        """Close a secure-aggregation round with its aggregate (None: the global model carries over)."""
-        if model is not None:
-            next_cid = content_id(model)
-            ov.blobs[next_cid] = model
-        else:
-            next_cid = summary.global_model_cid
-        self._seal(ov, summary, next_cid, height, view)
-
-    def _close_round(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, height: int, view: int) -> None:
-        k = self.manifest.min_correct
-        subs = []
-        for s in summary.submissions:
-            blob = ov.blob(s.model_cid)
-            assert blob is not None  # accepted submissions' models are stored with them
-            subs.append(aggregation.Submission(s.participant, s.claimed_correct, blob))
-        agg = aggregation.aggregate(self.manifest.aggregation_rule, subs, k)
-        if agg.model is not None:
-            next_cid = content_id(agg.model)
-            ov.blobs[next_cid] = agg.model
-        else:
-            next_cid = summary.global_model_cid  # nothing qualifies: the global model carries over
-        passed = set(agg.included)
-        for s in summary.submissions:
-            s.aggregated = s.participant in passed
-        self._seal(ov, summary, next_cid, height, view)
-
-    def _seal(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, next_cid: str, height: int, view: int) -> None:
-        r = summary.round
-        summary.phase = masking.PHASE.ROUND_PHASE_CLOSED
-        summary.closed = True
-        summary.close_height = height
-        summary.next_global_model_cid = next_cid
-        ov.put(round_key(r), summary)
-        self._reschedule(ov, summary, view)
-        if r >= self.manifest.rounds:
-            ov.put(KEY_CURRENT_ROUND, _U64.pack(r + 1))  # finished: no round opens
-        else:
-            self._open_round(ov, r + 1, height, next_cid)
-
-    def _reschedule(self, ov: _Overlay, summary: ledger_pb2.RoundSummary, view: int) -> None:
-        # a score needs the submission's model in the aggregate: a dropped-out member of the mask set,
-        # a round whose aggregate was voided, or a model the rule left out earns nothing (issue 18.5)
-        by_participant = {s.participant: s.claimed_correct for s in summary.submissions if s.aggregated}
-        scores: dict[bytes, int] = {}
-        for member in self.genesis.participants:
-            if member.validator and member.public_key in by_participant:
-                scores[member.validator] = max(scores.get(member.validator, -1), by_participant[member.public_key])
-        k = self.manifest.min_correct
-        leaders, ranked_scores = schedule.rank_leaders(summary.round, self.validators, scores, k)
-        old = read_schedule(ov.get)
-        new = ledger_pb2.LeaderScheduleResponse(
-            epoch=summary.round,
-            activation_view=view + schedule.ACTIVATION_LAG,
-            leaders=leaders,
-            scores=ranked_scores,
-        )
-        if old is not None:
-            new.previous_leaders.extend(old.leaders)
-            new.previous_activation_view = old.activation_view
-            new.previous_scores.extend(old.scores)
-        ov.put(KEY_SCHEDULE, new)
