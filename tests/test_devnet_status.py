@@ -19,8 +19,11 @@ def _devnet(*args: str) -> subprocess.CompletedProcess:
 
 def test_status_and_stop_of_a_running_devnet(tmp_path: Path) -> None:
     # stands in for the devnet's own process: its pid and state file, and a name with "devnet" in it
-    proc = subprocess.Popen([sys.executable, "-c", "import time, sys; sys.argv[0] = 'devnet'; time.sleep(300)",
-                             "devnet"])
+    # (it handles SIGINT itself, as the devnet does: a suite started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and `devnet stop` then waited 120 s for nothing)
+    code = ("import signal, time, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.argv[0] = 'devnet'; time.sleep(300)")
+    proc = subprocess.Popen([sys.executable, "-c", code, "devnet"])
     try:
         state.write(tmp_path, pid=proc.pid, state="running rounds", started_at="now",
                     endpoints={"v0": {"consensus": "127.0.0.1:1", "ledger": "127.0.0.1:2", "verifier": "127.0.0.1:3"},
