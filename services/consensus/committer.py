@@ -1,6 +1,7 @@
-"""Appending committed blocks to this replica's ledger, in height order, and refreshing the
-leader schedule the ledger derives from them. The core never waits on the ledger: it queues
-blocks here as it commits them.
+"""The commit path: extending the committed chain to a block the 2-chain rule commits, then
+appending the committed blocks to this replica's ledger, in height order, and refreshing the
+leader schedule the ledger derives from them. Commits never wait on the ledger: they queue blocks
+for the appends.
 """
 
 from __future__ import annotations
@@ -25,6 +26,43 @@ class Committer:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.queue: asyncio.Queue[tuple[types_pb2.Block, types_pb2.QuorumCert]] = asyncio.Queue()
+
+    def recheck_commit(self, h: bytes) -> None:
+        """A QC for `h` may have formed (from votes) before the block itself arrived."""
+        c = self.core
+        cert = c.store.certs.get(h)
+        if cert is not None:
+            target = c.store.commit_target(cert)
+            if target is not None:
+                self.commit(target)
+
+    def commit(self, target: bytes) -> None:
+        c = self.core
+        blocks = c.store.chain_to_committed(target)
+        if blocks is None:
+            log.warning("cannot commit %s yet: ancestors missing", target[:4].hex())
+            c.spawn(c.sync.sync(target))
+            return
+        now = c.rt.now()
+        for h, block in blocks:
+            qc = c.store.certs.get(h)
+            if qc is None:  # cannot happen: a block's child (or the QC) certifies it
+                log.error("no certificate for block %s; commit stops", h[:4].hex())
+                return
+            seen = c.store.seen_at(h)
+            c.store.mark_committed(h)
+            c.leaders.note_committed(block)
+            c.mempool.mark_committed(c.store.tx_ids(h))
+            if seen is not None:
+                m.commit_latency.observe(now - seen)
+            m.committed_blocks.inc()
+            m.views_led.labels(validator=c.genesis.name_of(block.header.proposer)).inc()
+            m.committed_txs.inc(len(block.txs))
+            self.queue.put_nowait((block, qc))
+        log.debug("committed up to height %d", c.store.committed_height)
+        c.store.prune()
+        m.height.set(c.store.committed_height)
+        c.admission.mempool_metrics()
 
     async def run(self) -> None:
         """Appends committed blocks to the local ledger, in order, retrying until it takes them."""

@@ -1,10 +1,12 @@
 """The replica's protocol: proposals, votes, certificates, timeouts and commits (2-chain HotStuff).
 
 Every handler first runs the stateless checks (signatures, certificates) outside the lock, then
-mutates the replica's state under one asyncio lock. Sends are fire-and-forget. The parts around
-the protocol have modules of their own, each holding this core: proposer (leading a view),
-admission (transactions, mempool, gossip), committer (ledger appends, leader schedule), helper
-(blocks to and from peers), recovery (start after a crash).
+mutates the replica's state under one asyncio lock. Sends are fire-and-forget. This module holds
+the replica's state, checks proposals and moves views on certificates; the rest of the protocol
+has modules of their own, each holding this core: voting (our votes, others' votes into QCs),
+viewchange (timeouts, TCs), committer (the commit path: committed chain, ledger appends, leader
+schedule), proposer (leading a view), admission (transactions, mempool, gossip), helper (blocks
+to and from peers), recovery (start after a crash).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from .recovery import Recovery
 from .runtime import REAL, Runtime
 from .safety import SafetyState, SafetyStore, vote_refusal
 from .synchronizer import WALK_LIMIT, Synchronizer
+from .viewchange import ViewChange
+from .voting import Voting
 
 __all__ = ["Config", "Core"]
 log = logging.getLogger("zkpot.consensus.core")
@@ -95,6 +99,8 @@ class Core:
         self.committer = Committer(self)
         self.helper = Helper(self)
         self.recovery = Recovery(self)
+        self.voting = Voting(self)
+        self.view_change = ViewChange(self)
         self.fallback = Fallback(self, genesis.coin, coin_share) if genesis.coin is not None and coin_share else None
         self.sync = Synchronizer(
             fetch=network.fetch_blocks,
@@ -117,18 +123,15 @@ class Core:
         )
         self.sign_floor = 0  # after a start without safety state: sign nothing in views <= this
         self.pacemaker = Pacemaker(
-            config.base_timeout_s, config.idle_block_s, config.max_timeout_s, self._on_expiry, runtime.now
+            config.base_timeout_s, config.idle_block_s, config.max_timeout_s, self.view_change.on_expiry, runtime.now
         )
 
         self.view = 1
         self.high_qc = self.genesis_qc
         self.last_tc: consensus_pb2.TimeoutCert | None = None
-        self._first_vote_at: dict[tuple[int, bytes], float] = {}
         self._tasks: set[asyncio.Task] = set()
         self.appended_height = 0
         self.block_added = asyncio.Event()  # a leader waiting for the block its QC certifies
-        self._my_timeout: tuple[consensus_pb2.Timeout, float] | None = None  # last one signed, when
-        self._echoed: dict[bytes, float] = {}  # peer -> when we last echoed our timeout to it
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,9 +255,9 @@ class Core:
         log.debug("proposal view %d height %d by %s, %d txs (my view %d)", hdr.view, hdr.height,
                   self.genesis.name_of(hdr.proposer), len(block.txs), self.view)
         self.process_qc(hdr.parent_qc)
-        self.recheck_commit(h)
+        self.committer.recheck_commit(h)
         if proposal.HasField("tc"):
-            await self._process_tc(proposal.tc)
+            await self.view_change.process_tc(proposal.tc)
         if ids and not set(ids).isdisjoint(self.store.uncommitted_tx_ids(hdr.parent_hash)):
             log.warning("no vote for view %d: it repeats a transaction of an uncommitted ancestor", hdr.view)
             return
@@ -285,52 +288,21 @@ class Core:
         if refusal is not None:
             log.info("no vote for view %d: %s", hdr.view, refusal)
             return
-        await self._vote(h, hdr.view, hdr.height)
-
-    async def _vote(self, h: bytes, view: int, height: int) -> None:
-        self.safety.last_voted_view = view
-        self.safety.high_qc = self.high_qc
-        await self.persist()  # before the vote can leave
-        vote = chain.make_vote(self.key, h, view, height)
-        m.votes_sent.inc()
-        # Every replica gets the vote, not only leader(view+1): then a crashed next leader costs
-        # one timeout (its own view) instead of two (the QC of this view would die with it), and
-        # every replica commits as soon as it sees the QC. n^2 small messages; fine for small n.
-        self.network.broadcast_vote(vote)
-        self._on_vote_locked(vote)
+        await self.voting.vote(h, hdr.view, hdr.height)
 
     async def persist(self) -> None:
         await self.rt.offload(self.safety_store.save, self.safety)
 
-    # ------------------------------------------------------------------ votes
+    # ------------------------------------------------------------------ votes, timeouts (callers reach them here)
 
     async def on_vote(self, vote: consensus_pb2.Vote) -> None:
-        checks.check_vote(vote, self.validators)
-        if vote.fallback_owner or vote.fallback_height:
-            if self.fallback is None:
-                raise Rejected("malformed", "fallback vote on a chain without the fallback")
-            async with self.lock:
-                await self.fallback.on_vote_locked(vote)  # resent fallback votes are expected: no duplicate error
-            return
-        async with self.lock:
-            # honest replicas send each vote once: a second one in a live view is a replay or an
-            # equivocation (refused and counted; a late vote for a certified view is just ignored)
-            if vote.view > self.high_qc.view and self.votes.has_voted(vote.view, vote.signature.signer):
-                raise Rejected("duplicate_vote", f"a vote by this validator in view {vote.view} was counted already")
-            self._on_vote_locked(vote)
+        await self.voting.on_vote(vote)
 
-    def _on_vote_locked(self, vote: consensus_pb2.Vote) -> None:
-        if vote.view <= self.high_qc.view:
-            return  # a QC for that view or later exists already
-        m.votes_received.inc()
-        self._first_vote_at.setdefault((vote.view, vote.block_hash), self.rt.now())
-        qc = self.votes.add(vote)
-        if qc is not None:
-            started = self._first_vote_at.pop((vote.view, vote.block_hash), None)
-            if started is not None:
-                m.qc_formation.observe(self.rt.now() - started)
-            log.debug("QC formed for view %d height %d", qc.view, qc.height)
-            self.process_qc(qc)
+    async def on_timeout(self, timeout: consensus_pb2.Timeout) -> None:
+        await self.view_change.on_timeout(timeout)
+
+    async def _on_timeout_locked(self, timeout: consensus_pb2.Timeout) -> None:
+        await self.view_change.on_timeout_locked(timeout)
 
     # ------------------------------------------------------------------ certificates, views, commits
 
@@ -343,7 +315,7 @@ class Core:
             self.high_qc = qc
         target = self.store.commit_target(qc)
         if target is not None:
-            self.commit(target)
+            self.committer.commit(target)
         elif qc.height > self.store.committed_height + WALK_LIMIT:
             self.helper.trigger_catchup()  # far behind: fetch by height, not by walking back
         elif qc.block_hash not in self.store and qc.height > self.store.committed_height:
@@ -353,22 +325,11 @@ class Core:
         if advance:
             self._advance(qc.view + 1, "qc")
 
-    def recheck_commit(self, h: bytes) -> None:
-        """A QC for `h` may have formed (from votes) before the block itself arrived."""
-        cert = self.store.certs.get(h)
-        if cert is not None:
-            target = self.store.commit_target(cert)
-            if target is not None:
-                self.commit(target)
+    def recheck_commit(self, h: bytes) -> None:  # the commit path is the committer's; the helper calls these here
+        self.committer.recheck_commit(h)
 
-    async def _process_tc(self, tc: consensus_pb2.TimeoutCert) -> None:
-        if self.last_tc is None or tc.view > self.last_tc.view:
-            self.last_tc = tc
-        if self.fallback is not None:
-            if tc.view + 1 > self.view or (tc.view + 1 == self.view and not self.fallback.is_active()):
-                await self.fallback.enter(tc)  # instead of view tc.view + 1 (Ditto)
-            return
-        self._advance(tc.view + 1, "tc")
+    def commit(self, target: bytes) -> None:
+        self.committer.commit(target)
 
     def advance(self, view: int, cause: str) -> None:
         self._advance(view, cause)
@@ -385,114 +346,8 @@ class Core:
         self.pacemaker.restart(progress=cause != "tc", wait_s=self.config.min_block_interval_s if busy else None)
         self.votes.prune(view - 2)
         self.timeouts.prune(view - 1)
-        self._first_vote_at = {k: t for k, t in self._first_vote_at.items() if k[0] >= view - 2}
+        self.voting.first_vote_at = {k: t for k, t in self.voting.first_vote_at.items() if k[0] >= view - 2}
         self.proposer.maybe_lead()
-
-    def commit(self, target: bytes) -> None:
-        blocks = self.store.chain_to_committed(target)
-        if blocks is None:
-            log.warning("cannot commit %s yet: ancestors missing", target[:4].hex())
-            self.spawn(self.sync.sync(target))
-            return
-        now = self.rt.now()
-        for h, block in blocks:
-            qc = self.store.certs.get(h)
-            if qc is None:  # cannot happen: a block's child (or the QC) certifies it
-                log.error("no certificate for block %s; commit stops", h[:4].hex())
-                return
-            seen = self.store.seen_at(h)
-            self.store.mark_committed(h)
-            self.leaders.note_committed(block)
-            self.mempool.mark_committed(self.store.tx_ids(h))
-            if seen is not None:
-                m.commit_latency.observe(now - seen)
-            m.committed_blocks.inc()
-            m.views_led.labels(validator=self.genesis.name_of(block.header.proposer)).inc()
-            m.committed_txs.inc(len(block.txs))
-            self.committer.queue.put_nowait((block, qc))
-        log.debug("committed up to height %d", self.store.committed_height)
-        self.store.prune()
-        m.height.set(self.store.committed_height)
-        self.admission.mempool_metrics()
-
-    # ------------------------------------------------------------------ timeouts
-
-    async def _on_expiry(self, generation: int) -> None:
-        async with self.lock:
-            if self.fallback is not None and self.fallback.is_active():
-                return  # no timeouts in the fallback (it resends instead)
-            if not self.pacemaker.is_current(generation):
-                # the view moved on (a QC or TC) while this handler waited for the lock: the timer
-                # that ran out belonged to a view that is over, not to the one now current
-                m.stale_timers.inc()
-                return
-            log.info("view %d timed out (leader %s)", self.view, self.genesis.name_of(self.leaders.leader(self.view)))
-            await self._time_out(self.view)
-
-    async def _time_out(self, view: int) -> None:
-        if view <= self.sign_floor:
-            return  # amnesic start: we may have signed in this view before; the others' TC moves us on
-        if view > self.safety.highest_timeout_view:
-            self.safety.highest_timeout_view = view
-            self.safety.high_qc = self.high_qc
-            await self.persist()  # never vote in a view after signing its timeout
-        timeout = chain.make_timeout(self.key, view, self.high_qc if self.high_qc.votes else None)
-        if self.last_tc is not None and self.last_tc.view >= self.high_qc.view and self.last_tc.view < view:
-            # the TC that brought us here: a replica that missed it (lost timeouts) follows us
-            # instead of waiting forever in the old view for timeouts nobody sends any more
-            timeout.last_tc.CopyFrom(self.last_tc)
-        if self._my_timeout is None or self._my_timeout[0].view != view:
-            self._my_timeout = (timeout, self.rt.now())
-        m.timeouts_sent.inc()
-        self.network.broadcast_timeout(timeout)
-        await self._on_timeout_locked(timeout)
-
-    async def on_timeout(self, timeout: consensus_pb2.Timeout) -> None:
-        await self.rt.offload(
-            checks.check_timeout, timeout, self.validators, self.quorum, self.genesis_hash, self.coin_check
-        )
-        if self.fallback is not None:
-            self.fallback.check_endorsed(timeout.high_qc)
-            self.fallback.check_tc(timeout.last_tc)
-        async with self.lock:
-            await self._on_timeout_locked(timeout)
-
-    async def _on_timeout_locked(self, timeout: consensus_pb2.Timeout) -> None:
-        if timeout.HasField("high_qc"):
-            self.process_qc(timeout.high_qc)
-        if timeout.HasField("last_tc"):
-            await self._process_tc(timeout.last_tc)
-        self._echo_timeout(timeout)
-        if timeout.view < self.view:
-            return
-        count, tc = self.timeouts.add(timeout)
-        if tc is not None:
-            await self._process_tc(tc)
-        elif count >= self.f + 1 and timeout.view > self.safety.highest_timeout_view:
-            # f+1 timeouts: at least one honest replica gave up on that view; join it
-            if timeout.view > self.view:
-                self.view = timeout.view
-                m.view.set(self.view)
-                m.view_changes.labels(cause="join").inc()
-            await self._time_out(timeout.view)
-
-    def _echo_timeout(self, timeout: consensus_pb2.Timeout) -> None:
-        """A peer still timing out in a view we gave up on long ago missed our timeout or the TC
-        that followed (lost messages): send it ours again, which carries our high QC and last TC.
-        Only then (not when everyone times out together) and at most once per base timeout per
-        peer, so this costs nothing on a healthy network and heals a lossy one within one RTT."""
-        mine = self._my_timeout
-        sender = timeout.signature.signer
-        if mine is None or sender == self.me or mine[0].view < timeout.view:
-            return
-        now = self.rt.now()
-        if now - mine[1] < self.config.base_timeout_s / 2:
-            return
-        if now - self._echoed.get(sender, -1e9) < self.config.base_timeout_s:
-            return
-        self._echoed[sender] = now
-        m.timeouts_sent.inc()
-        self.network.send_timeout(sender, mine[0])
 
     async def on_coin_share(self, share: consensus_pb2.CoinShare) -> None:
         if self.fallback is None:
