@@ -156,3 +156,33 @@ def test_catch_up_asks_one_peer_at_a_time_and_skips_liars(fx: Fixture) -> None:
     assert asyncio.run(cu.run()) == 4
     assert delivered[-1].block.header.height == 13
     assert all(h >= 10 for _, h in fake2.asked)
+
+
+def test_a_real_core_commits_and_appends_what_catch_up_delivers(fx: Fixture, tmp_path) -> None:
+    """Helper.deliver_committed on a real Core (the CatchUp tests above use a fake deliver): the
+    proven-committed blocks extend its committed tip and reach its ledger in height order, and a
+    second delivery of the same blocks changes nothing. Until stop 28 its loop variable shadowed
+    the core, so every forward catch-up delivery raised and replicas caught up only through the
+    slower parent-by-parent sync."""
+    from test_consensus_unit import make_core
+
+    blocks, qcs = build(fx, 6)
+    items = prefix(fx, blocks, qcs)  # heights 1..5 (block 6 has no certified child)
+
+    async def run() -> tuple[int, list[int]]:
+        core, ledger, _ = make_core(fx, tmp_path)
+        await core.start()
+        try:
+            await core.helper.deliver_committed(items)
+            await core.helper.deliver_committed(items)  # again: already committed, skipped
+            for _ in range(500):
+                if len(ledger.appended) >= len(items):
+                    break
+                await asyncio.sleep(0.01)
+            return core.store.committed_height, [b.header.height for b, _ in ledger.appended]
+        finally:
+            await core.stop()
+
+    height, appended = asyncio.run(run())
+    assert height == 5
+    assert appended == [1, 2, 3, 4, 5]

@@ -55,17 +55,17 @@ class Helper:
             await asyncio.sleep(0.05)  # let the ledger keep up: the commit queue holds whole blocks
         async with c.lock:
             last: Committed | None = None
-            for c in items:
-                hdr = c.block.header
+            for item in items:  # (named `c` until stop 28, shadowing the core: every delivery raised)
+                hdr = item.block.header
                 if hdr.height <= c.store.committed_height:
                     continue  # committed meanwhile by the live path
                 if last is None and (hdr.height != c.store.committed_height + 1
                                      or hdr.parent_hash != c.store.committed_hash):
                     log.error("catch-up: block at height %d does not extend our committed tip", hdr.height)
                     return
-                c.store.add(c.block, c.block_hash, c.tx_ids)
-                c.store.add_cert(c.qc)
-                last = c
+                c.store.add(item.block, item.block_hash, item.tx_ids)
+                c.store.add_cert(item.qc)
+                last = item
             if last is None:
                 return
             c.commit(last.block_hash)
