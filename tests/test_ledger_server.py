@@ -233,7 +233,8 @@ def test_cli_queries(net, tmp_path):
     head = net.head()
     assert f"height        {head.height}" in cli("head")
     assert "round 1: opened at height 0, closed at height 2" in cli("round", "--round", "1")
-    assert "epoch 1" in cli("schedule")
+    sched = cli("schedule")
+    assert "epoch 1" in sched and "leads" in sched and "of views" in sched, sched
     scores = cli("scores", "--round", "1")
     assert "round 1 (closed): 3 proven scores, min correct 10/32" in scores and "20/32" in scores
     cid = net.stub.GetRound(ledger_pb2.GetRoundRequest(round=1), timeout=5).next_global_model_cid

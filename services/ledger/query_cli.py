@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from zkpot import crypto, grpcutil, refusal
+from zkpot import chain, crypto, grpcutil, refusal, schedule
 from zkpot.codec import content_id
 from zkpot.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -248,16 +248,25 @@ async def _scores(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) ->
 
 
 async def _schedule(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) -> int:
+    """The ranking and each validator's share of the epoch's views (zkpot.schedule.view_shares:
+    who leads, and how often, by proven score)."""
     s = await stub.LeaderSchedule(ledger_pb2.LeaderScheduleRequest(), timeout=CALL_TIMEOUT_S)
+    task = await stub.GetTask(ledger_pb2.GetTaskRequest(), timeout=CALL_TIMEOUT_S)
+    f = chain.max_faulty(len(s.leaders))
+
+    def show(leaders: list[bytes], scores: list[int]) -> None:
+        shares = schedule.view_shares(leaders, scores, task.manifest.min_correct, f) \
+            if len(scores) == len(leaders) else {k: 1 / len(leaders) for k in leaders}
+        for i, key in enumerate(leaders):
+            name = args.names.get(key, "")
+            score = f"  score {scores[i]}" if len(scores) == len(leaders) else ""
+            print(f"  {i}. {name + ' ' if name else ''}{key.hex()}{score}  leads {shares[key]:.0%} of views")
+
     print(f"epoch {s.epoch}, from view {s.activation_view}:")
-    for i, (key, score) in enumerate(zip(s.leaders, s.scores, strict=False)):
-        name = args.names.get(key, "")
-        print(f"  {i}. {name + ' ' if name else ''}{key.hex()}  score {score}")
+    show(list(s.leaders), list(s.scores))
     if s.previous_leaders:
         print(f"before view {s.activation_view} (from view {s.previous_activation_view}):")
-        for i, key in enumerate(s.previous_leaders):
-            name = args.names.get(key, "")
-            print(f"  {i}. {name + ' ' if name else ''}{key.hex()}")
+        show(list(s.previous_leaders), list(s.previous_scores))
     return 0
 
 
