@@ -21,6 +21,7 @@ round_robin in the same run. Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import statistics
@@ -39,6 +40,7 @@ N = 4
 DELAY_S = 0.005
 CRASH_S = 8.0
 ACTIVATION_VIEW = 10
+original_leader_schedule = sim.SimLedger.leader_schedule  # restored after each run's patch
 
 
 def run(mode: str, seed: int, seconds: float) -> dict[str, float]:
@@ -58,8 +60,6 @@ def run(mode: str, seed: int, seconds: float) -> dict[str, float]:
     original_append = sim.SimLedger.append
 
     async def append(self: sim.SimLedger, block, qc):
-        import asyncio
-
         now = asyncio.get_running_loop().time()
         h = block.header
         appended.setdefault(id(self), []).append((now, h.timestamp_ms, len(block.txs), h.view, h.parent_qc.view))
@@ -96,8 +96,6 @@ def run(mode: str, seed: int, seconds: float) -> dict[str, float]:
         "views_lost_after_kill": lost,
     }
 
-
-original_leader_schedule = sim.SimLedger.leader_schedule
 
 
 def main() -> int:

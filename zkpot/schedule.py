@@ -156,6 +156,8 @@ def coin_weights(cycle: Sequence[bytes], validators: Sequence[bytes]) -> tuple[i
 
 
 def view_shares(leaders: Sequence[bytes], scores: Sequence[int], min_correct: int, f: int) -> dict[bytes, float]:
-    """Each validator's share of the views of an epoch with this ranking (dashboards, reports)."""
-    cycle = rotation(tuple(leaders), tuple(scores), min_correct, f)
+    """Each validator's share of the views of an epoch with this ranking (dashboards, reports);
+    scores not parallel to the leaders (a schedule recorded without them) rotate plainly, as in
+    order_for_view."""
+    cycle = rotation(tuple(leaders), tuple(scores), min_correct, f) if len(scores) == len(leaders) else tuple(leaders)
     return {v: cycle.count(v) / len(cycle) for v in leaders}

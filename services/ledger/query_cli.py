@@ -255,8 +255,7 @@ async def _schedule(stub: ledger_pb2_grpc.LedgerStub, args: argparse.Namespace) 
     f = chain.max_faulty(len(s.leaders))
 
     def show(leaders: list[bytes], scores: list[int]) -> None:
-        shares = schedule.view_shares(leaders, scores, task.manifest.min_correct, f) \
-            if len(scores) == len(leaders) else {k: 1 / len(leaders) for k in leaders}
+        shares = schedule.view_shares(leaders, scores, task.manifest.min_correct, f)
         for i, key in enumerate(leaders):
             name = args.names.get(key, "")
             score = f"  score {scores[i]}" if len(scores) == len(leaders) else ""
