@@ -4,7 +4,7 @@ TORCH_VARIANT ?= cpu
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install devnet test test-fast lint proto bench clean
+.PHONY: install devnet test test-fast lint proto bench clean images
 
 $(VENV)/.installed: pyproject.toml setup.py tools/gen_proto.py tools/install-torch.sh $(wildcard proto/zkpot/v1/*.proto)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -22,6 +22,12 @@ proto: install
 
 devnet: install
 	$(VENV)/bin/zkpot devnet $(ARGS)
+
+# Container images from Debian's and PyPI's packages only (no registry; root for debootstrap, a
+# running dockerd): zkpot:dev and zkpot-prover-gpu:dev. IMAGES=cpu builds zkpot:dev alone.
+IMAGES ?= all
+images: install
+	PIP=$(abspath $(PIP)) deploy/docker/build-images.sh $(IMAGES)
 
 BUF_VERSION ?= 1.75.0
 
