@@ -388,13 +388,47 @@ class ValidatorOutage:
             self.restarted = True
 
 
-def test_kind_overlay_runs_as_containers_with_a_validator_killed(tmp_path_factory):
+# Run inside the image (sh): prints uid, gid, then HAS:<thing> for anything a runtime image must not hold
+# (apt and dpkg stay: Debian's minbase needs them, and scanners read /var/lib/dpkg/status).
+IMAGE_AUDIT = r"""
+id -u; id -g
+for t in gcc cc c++ g++ make ld as pip pip3; do command -v $t >/dev/null && echo HAS:$t; done
+ls /opt/zkpot/bin | grep -x 'pip.*' | sed 's/^/HAS:/'
+/opt/zkpot/bin/python -c 'import importlib.util as u; print("HAS:pip-module" if u.find_spec("pip") else "")'
+find /var/lib/apt/lists /var/cache/apt -type f 2>/dev/null | grep -v '/lock$' | sed 's/^/HAS:apt-/'
+find / -xdev -type d \( -name .cache -o -name __pip_cache__ \) 2>/dev/null | sed 's/^/HAS:cache-/'
+touch /opt/zkpot/x 2>/dev/null && echo HAS:writable-root
+true
+"""
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """zkpot:dev, built by `make images`' script (cached: seconds when nothing changed)."""
     _require_docker()
+    _build_images()
+    return "zkpot:dev"
+
+
+def test_image_is_non_root_read_only_and_holds_no_build_tools(image):
+    """What the runtime image holds: the venv and the base, run as uid 10001 on a read-only root;
+    no compiler, no pip (module or cache), no apt lists or caches."""
+    out = _docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--entrypoint", "sh", image, "-c", IMAGE_AUDIT)
+    lines = out.split()
+    assert lines[:2] == ["10001", "10001"], out
+    assert not [line for line in lines if line.startswith("HAS:")], out
+    # the entrypoint, read-only as the manifests run it, with a writable /tmp only
+    proc = subprocess.run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", image, "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage: zkpot" in proc.stdout, proc.stderr
+    labels = json.loads(_docker("image", "inspect", "-f", "{{json .Config.Labels}}", image))
+    assert labels["io.zkpot.base"].startswith("zkpot-base:bookworm-") and labels["io.zkpot.wheelhouse"], labels
+
+
+def test_kind_overlay_runs_as_containers_with_a_validator_killed(image, tmp_path_factory):
     zkpot = zkpot_script()
     t0 = time.monotonic()
     timings: dict[str, int] = {}
-    _build_images()
-    timings["images"] = round(time.monotonic() - t0)
     root = tmp_path_factory.mktemp("k8s-docker")
     docs = render(root)
     sts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
