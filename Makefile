@@ -6,13 +6,15 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: install devnet test test-fast lint proto bench clean images
 
-$(VENV)/.installed: pyproject.toml setup.py tools/gen_proto.py tools/install-torch.sh $(wildcard proto/zkpot/v1/*.proto)
+$(VENV)/.installed: pyproject.toml constraints.txt setup.py tools/gen_proto.py tools/install-torch.sh $(wildcard proto/zkpot/v1/*.proto)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned to its CPU build (torch==2.13.0+cpu) wherever this runs: PyPI's plain
 	# torch==2.13.0 on Linux is the multi-GB CUDA build. TORCH_VARIANT=cuda asks for that one.
 	tools/install-torch.sh $(PIP) $(TORCH_VARIANT)
-	$(PIP) install -q -e '.[test]'
+	# the runtime lock (constraints.txt: the versions the images hold); torch was pinned above
+	grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt
+	$(PIP) install -q -c $(VENV)/constraints.txt -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -37,7 +39,7 @@ lint: install
 
 # -rs: say why anything was skipped. The full suite: ~20 min on a 2-core machine (1,238 s for 477 tests, idle).
 test: install lint
-	$(VENV)/bin/pytest -q -rs $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -rs --durations=25 $(PYTEST_ARGS)
 
 # Everything but the end-to-end runs with real proofs over whole networks (marked slow): a few minutes.
 test-fast: install lint

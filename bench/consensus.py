@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the shared genesis builder and proces
 import grpc  # noqa: E402
 from chain_factory import make_genesis  # noqa: E402
 from ledger_process import LedgerProcess, free_port  # noqa: E402
+from proc_stats import process_cpu_s  # noqa: E402
 
 from zkpot import chain, coin, refusal  # noqa: E402
 from zkpot.devnet.netdelay import DelayProxy, LeaderDelay  # noqa: E402
@@ -147,14 +148,6 @@ class Net:
             led.stop()
         if self.proxy is not None:
             self.proxy.stop()
-
-
-def process_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def verify_rate(seconds: float = 1.0) -> float:

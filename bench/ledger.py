@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the shared chain builders and process
 import grpc  # noqa: E402
 from chain_factory import ChainBuilder, Fixture, make_genesis  # noqa: E402
 from ledger_process import ledger_process  # noqa: E402
+from proc_stats import process_cpu_s  # noqa: E402
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions  # noqa: E402
 
 from services.ledger.ledger import Ledger  # noqa: E402
@@ -158,7 +159,8 @@ def run_shape(shape: Shape, n: int, reads: int, segment: int, work: Path) -> dic
     try:
         lps.start()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", str(work), "--target", lp.target,
-               "--stream-target", lps.target, "--segment", str(segment), "--reads", str(reads)]  # fmt: skip
+               "--stream-target", lps.target, "--segment", str(segment), "--reads", str(reads),
+               "--pids", f"{lp.proc.pid},{lps.proc.pid}"]  # fmt: skip
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
             raise RuntimeError(f"measuring process failed:\n{done.stderr[-3000:]}")
@@ -168,6 +170,7 @@ def run_shape(shape: Shape, n: int, reads: int, segment: int, work: Path) -> dic
         lps.stop()
     segs: dict[str, list[float]] = m["segments"]
     spent = {a: sum(v) for a, v in segs.items()}
+    cpu: dict[str, float] = m["cpu_s"]
 
     def paired(a: str, b: str) -> float:
         """Median over segments of a's speed relative to b's: robust to bursts of disk stalls."""
@@ -186,12 +189,15 @@ def run_shape(shape: Shape, n: int, reads: int, segment: int, work: Path) -> dic
         "stream_vs_raw_median": paired("stream", "raw"),
         "inproc_vs_raw_median": paired("inproc", "raw"),
         "raw_aa_median": paired("raw2", "raw"),
+        # CPU per block by process (all threads): the arm's own process; for the services, the
+        # ledger server and, separately, the gRPC client driving it
+        **{f"{a}_cpu_ms_per_block": 1000 * c / n for a, c in cpu.items()},
     }
     out.update(m["latencies"])
     return out
 
 
-def measure(work: Path, target: str, stream_target: str, segment: int, reads: int) -> dict:
+def measure(work: Path, target: str, stream_target: str, segment: int, reads: int, pids: tuple[int, int]) -> dict:
     """Time every arm on the same blocks, alternating short segments. Each arm runs in a process of
     its own (this one only drives the service over gRPC): on a loaded host the kernel wakes a process
     from fsync later the more CPU it has burnt, so arms sharing a process with other work would be
@@ -208,21 +214,39 @@ def measure(work: Path, target: str, stream_target: str, segment: int, reads: in
     stream_channel = grpc.insecure_channel(stream_target, options=CHANNEL_OPTIONS)
     stream_stub = ledger_pb2_grpc.LedgerStub(stream_channel)
 
+    cpu: dict[str, float] = {}
+
+    def timed(arm: str, pid: int, call: Callable[[], object]) -> float:
+        """Wall seconds of `call`; the CPU it cost the server (pid) and this client, accumulated."""
+        server0, client0, t0 = process_cpu_s(pid), time.process_time(), time.perf_counter()
+        call()
+        wall = time.perf_counter() - t0
+        cpu[arm] = cpu.get(arm, 0.0) + process_cpu_s(pid) - server0
+        cpu[f"{arm}_client"] = cpu.get(f"{arm}_client", 0.0) + time.process_time() - client0
+        return wall
+
     def service(lo: int, hi: int) -> float:
         """One Append at a time, each awaited: how consensus's committer calls the ledger."""
-        t0 = time.perf_counter()
-        for i in range(lo, hi):
-            stub.Append(blocks[i], timeout=30)
-        return time.perf_counter() - t0
+        def call() -> None:
+            for i in range(lo, hi):
+                stub.Append(blocks[i], timeout=30)
+        return timed("service", pids[0], call)
 
     def stream(lo: int, hi: int) -> float:
         """AppendStream: the same blocks with several in flight, each answered once durable."""
-        t0 = time.perf_counter()
-        got = [r.height for r in stream_stub.AppendStream(iter(blocks[lo:hi]), timeout=60)]
-        assert got == list(range(lo + 1, hi + 1)), got
-        return time.perf_counter() - t0
+        def call() -> None:
+            got = [r.height for r in stream_stub.AppendStream(iter(blocks[lo:hi]), timeout=60)]
+            assert got == list(range(lo + 1, hi + 1)), got
+        return timed("stream", pids[1], call)
 
-    arms: dict[str, Callable[[int, int], float]] = {a: w.run for a, w in workers.items()}
+    def arm_run(arm: str, w: ArmProcess) -> Callable[[int, int], float]:
+        def run(lo: int, hi: int) -> float:
+            wall, spent_cpu = w.run(lo, hi)
+            cpu[arm] = cpu.get(arm, 0.0) + spent_cpu
+            return wall
+        return run
+
+    arms: dict[str, Callable[[int, int], float]] = {a: arm_run(a, w) for a, w in workers.items()}
     arms["service"] = service
     arms["stream"] = stream
     segs: dict[str, list[float]] = {a: [] for a in arms}  # seconds per segment, per arm
@@ -243,7 +267,7 @@ def measure(work: Path, target: str, stream_target: str, segment: int, reads: in
     finally:
         channel.close()
         stream_channel.close()
-    return {"segments": segs, "latencies": lat}
+    return {"segments": segs, "latencies": lat, "cpu_s": cpu}
 
 
 class ArmProcess:
@@ -263,11 +287,13 @@ class ArmProcess:
             raise RuntimeError(f"arm process exited with {self.proc.wait()}")
         return line
 
-    def run(self, lo: int, hi: int) -> float:
+    def run(self, lo: int, hi: int) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of the arm's process) for blocks lo..hi."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{lo} {hi}\n")
         self.proc.stdin.flush()
-        return float(self._reply())
+        wall, cpu = self._reply().split()
+        return float(wall), float(cpu)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -309,7 +335,9 @@ def arm_main(arm: str, work: Path) -> None:
     try:
         for line in sys.stdin:
             lo, hi = map(int, line.split())
-            print(worker.submit(run, lo, hi).result(), flush=True)
+            cpu0 = time.process_time()  # the whole process: its writer thread included
+            wall = worker.submit(run, lo, hi).result()
+            print(wall, time.process_time() - cpu0, flush=True)
     finally:
         worker.submit(close).result()
         worker.shutdown()
@@ -351,13 +379,15 @@ def main() -> None:
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--stream-target", help=argparse.SUPPRESS)
     ap.add_argument("--segment", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--pids", help=argparse.SUPPRESS)  # the service and stream ledgers' pids
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.arm is not None:
         arm_main(args.arm, args.measure)
         return
     if args.measure is not None:
-        print(json.dumps(measure(args.measure, args.target, args.stream_target, args.segment, args.reads)))
+        pids = tuple(int(p) for p in args.pids.split(","))
+        print(json.dumps(measure(args.measure, args.target, args.stream_target, args.segment, args.reads, pids)))
         return
     n = args.blocks or (40 if args.quick else 400)
     reads = args.reads or (50 if args.quick else 400)
@@ -381,6 +411,12 @@ def main() -> None:
                 file=sys.stderr,
             )
             print(
+                "  CPU ms per block, by process: "
+                + "  ".join(f"{a} {fig[f'{a}_cpu_ms_per_block']:.2f}"
+                            for a in ("raw", "inproc", "service", "service_client", "stream", "stream_client")),
+                file=sys.stderr,
+            )
+            print(
                 f"  reads p50/p99 ms: Head {fig['head_p50_ms']:.2f}/{fig['head_p99_ms']:.2f}  "
                 f"GetBlock {fig['get_block_p50_ms']:.2f}/{fig['get_block_p99_ms']:.2f}  "
                 f"GetTx {fig['get_tx_p50_ms']:.2f}/{fig['get_tx_p99_ms']:.2f}  "
@@ -392,6 +428,10 @@ def main() -> None:
         result["service_vs_raw"] = result["proof1"]["service_vs_raw"]
         result["service_vs_raw_median"] = result["proof1"]["service_vs_raw_median"]
         result["meets_target"] = result["service_vs_raw_median"] >= TARGET
+        # the CPU the service spends per block (server + its client) against a raw synced write's
+        p1 = result["proof1"]
+        result["service_cpu_ms_per_block"] = p1["service_cpu_ms_per_block"] + p1["service_client_cpu_ms_per_block"]
+        result["service_cpu_vs_raw"] = result["service_cpu_ms_per_block"] / max(p1["raw_cpu_ms_per_block"], 1e-9)
         result["get_block_vs_head_p50"] = statistics.fmean(
             result[s.name]["get_block_p50_ms"] / result[s.name]["head_p50_ms"] for s in shapes
         )

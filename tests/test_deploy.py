@@ -976,14 +976,14 @@ def test_dockerfiles_build_offline_from_the_wheelhouse_non_root(dockerfile):
 
 
 def test_wheelhouse_scripts_pin_what_the_tests_ran():
-    """constraints.txt is the runtime closure of this venv (tools/runtime-constraints.py): what the
-    suite runs is what the images hold."""
+    """constraints.txt, the runtime lock `make install` installs with, is the runtime closure of
+    this venv (tools/runtime-constraints.py): what the suite runs is what the images hold."""
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "runtime-constraints.py")], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    pinned = {line for line in (DOCKER / "constraints.txt").read_text().splitlines() if not line.startswith("#")}
+    pinned = {line for line in (ROOT / "constraints.txt").read_text().splitlines() if not line.startswith("#")}
     now = {line for line in proc.stdout.splitlines() if not line.startswith("#")}
-    assert pinned == now, f"deploy/docker/constraints.txt is stale: only pinned {sorted(pinned - now)}, " \
+    assert pinned == now, f"constraints.txt is stale: only pinned {sorted(pinned - now)}, " \
                           f"only installed {sorted(now - pinned)} (regenerate with tools/runtime-constraints.py)"
     assert any(line.startswith("torch==2.13.0+cpu") for line in pinned)
     script = (DOCKER / "make-wheelhouse.sh").read_text()

@@ -23,3 +23,8 @@ def test_ledger_bench_quick_runs():
         assert fig["block_kb"] > (12 if shape == "proof1" else 48)  # real-size proofs inside
         assert 0 < fig["get_block_p50_ms"] <= fig["get_block_p99_ms"]
     assert "service_vs_raw_median" in result and isinstance(result["meets_target"], bool)
+    # CPU per block, by process: the service's server and client both did work, as did the raw arm
+    fig = result["proof1"]
+    assert fig["service_cpu_ms_per_block"] > 0 and fig["raw_cpu_ms_per_block"] > 0
+    assert {"service_client_cpu_ms_per_block", "stream_cpu_ms_per_block", "inproc_cpu_ms_per_block"} <= set(fig)
+    assert result["service_cpu_vs_raw"] > 0

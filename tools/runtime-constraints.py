@@ -1,7 +1,8 @@
 """Print the exact versions of zkpot's runtime dependencies (the closure of its `dependencies`, no
-extras) as installed in this environment: the images are built from the versions the tests ran.
+extras) as installed in this environment: the runtime lock, constraints.txt, that `make install`
+and the images' wheelhouse both install from.
 
-    .venv/bin/python tools/runtime-constraints.py > deploy/docker/constraints.txt
+    .venv/bin/python tools/runtime-constraints.py > constraints.txt   # after upgrading a dependency
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def closure(root: str) -> dict[str, str]:
 
 
 def main() -> None:
-    print("# Runtime dependencies of zkpot as tested (tools/runtime-constraints.py); the images' wheelhouse")
-    print("# is resolved with these constraints (deploy/docker/make-wheelhouse.sh).")
+    print("# The runtime lock: zkpot's runtime dependencies at exact versions (tools/runtime-constraints.py")
+    print("# writes it from a venv). `make install` installs with it (torch aside: tools/install-torch.sh) and")
+    print("# the images' wheelhouse is resolved with it (deploy/docker/make-wheelhouse.sh): what the tests run")
+    print("# is what the images hold.")
     for name, version in sorted(closure("zkpot").items()):
         print(f"{name}=={version}")
 

@@ -6,7 +6,7 @@
 #
 # OUT gets: zkpot's own wheel (built here: setup.py's build hook generates the gRPC stubs with
 # grpcio-tools), and a wheel of every runtime dependency at the version in
-# deploy/docker/constraints.txt (what the tests ran). Binary wheels only: a dependency without a
+# constraints.txt, the runtime lock `make install` uses too (what the tests ran). Binary wheels only: a dependency without a
 # wheel for this platform fails here, never turns into a compiler inside the image.
 #   cpu  : torch==2.13.0+cpu (PyTorch's CPU build: from the configured indexes or wheelhouses,
 #          else PyTorch's CPU index), as tools/install-torch.sh installs it.
@@ -32,8 +32,8 @@ wheel=$(ls "$OUT"/zkpot-*.whl)
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 case "$VARIANT" in
-  cpu)  grep -v '^#' "$HERE/constraints.txt" > "$constraints"; torch="torch==2.13.0+cpu" ;;
-  cuda) grep -v -e '^#' -e '^torch==' "$HERE/constraints.txt" > "$constraints"; torch="torch==2.13.0" ;;
+  cpu)  grep -v '^#' "$ROOT/constraints.txt" > "$constraints"; torch="torch==2.13.0+cpu" ;;
+  cuda) grep -v -e '^#' -e '^torch==' "$ROOT/constraints.txt" > "$constraints"; torch="torch==2.13.0" ;;
   *) echo "make-wheelhouse.sh: unknown variant '$VARIANT' (cpu or cuda)" >&2; exit 2 ;;
 esac
 download() { "$PIP" download -q --only-binary :all: -d "$OUT" -c "$constraints" "$@" "$wheel" "$torch"; }

@@ -1,0 +1,15 @@
+"""CPU time of processes, for the benchmarks' per-process budgets (Linux /proc)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
