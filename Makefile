@@ -37,7 +37,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	tools/buf-check.sh $(BUF_VERSION)
 
-# -rs: say why anything was skipped. The full suite: ~20 min on a 2-core machine (1,238 s for 477 tests, idle).
+# -rs: say why anything was skipped. The full suite: 31-39 min on a 2-core machine (480 tests, fresh-clone CI runs).
 test: install lint
 	$(VENV)/bin/pytest -q -rs --durations=25 $(PYTEST_ARGS)
 
