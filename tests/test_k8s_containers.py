@@ -58,6 +58,8 @@ from test_deploy import ROOT, yaml
 from test_devnet_e2e import _query_dashboards
 from test_k8s_processes import zkpot_script
 
+from zkpot.ports import free_port
+
 pytestmark = pytest.mark.slow
 
 BUILD_IMAGES = ROOT / "deploy" / "docker" / "build-images.sh"
@@ -144,9 +146,9 @@ class DockerCluster(Cluster):
 
     def start_pod(self, pod: Pod) -> None:
         """The pod's network namespace: a pause container (the image's `sleep`) with the pod's names."""
-        pause = self.container_name(pod)
         if pod.address:
             return
+        pause = self.container_name(pod)
         aliases = [a for name in dict.fromkeys(self.names_by_pod.get(pod.name, [])) for a in ("--network-alias", name)]
         image = next(c["image"] for c in pod.spec["containers"])
         _docker("run", "-d", "--name", pause, "--label", f"zkpot-test={self.run_id}", "--network", self.network,
@@ -199,9 +201,15 @@ class DockerCluster(Cluster):
         if name in self.states(fresh=True):   # the kubelet restarts a container in place
             _docker("start", name)
             self.states(fresh=True)           # not the cached "exited" of before the start
-            handle = Container(self, name)
+        else:
+            self._run(pod, container, name)
+        handle = Container(self, name)
+        with self.lock:
             pod.procs[container["name"]] = handle
-            return handle
+        return handle
+
+    def _run(self, pod: Pod, container: dict, name: str) -> None:
+        """`docker run` of a container the pod has not run before."""
         mounts = self.volumes(pod, container)
         fs_group = (pod.spec.get("securityContext") or {}).get("fsGroup")
         flags: list[str] = []
@@ -218,10 +226,6 @@ class DockerCluster(Cluster):
         _docker("run", "-d", "--name", name, "--label", f"zkpot-test={self.run_id}",
                 "--network", f"container:{self.container_name(pod)}", *self._security(pod, container), *flags,
                 "--entrypoint", argv[0], container["image"], *argv[1:])
-        handle = Container(self, name)
-        with self.lock:
-            pod.procs[container["name"]] = handle
-        return handle
 
     def states(self, fresh: bool = False) -> dict[str, tuple[str, int]]:
         """name -> (state, exit code) of this run's containers: one `docker ps` a second at most."""
@@ -242,12 +246,10 @@ class DockerCluster(Cluster):
                               text=True, timeout=60)
         return proc.stdout + proc.stderr
 
-    def kill_pod(self, pod: Pod) -> list[str]:
-        """docker kill (SIGKILL) every running container of the pod; returns their names in the pod."""
-        killed = [c["name"] for c in pod.long_running()]
+    def kill_pod(self, pod: Pod) -> None:
+        """docker kill (SIGKILL) every long-running container of the pod."""
         self.down.add(pod.name)
-        _docker("kill", *(self.container_name(pod, c) for c in killed))
-        return killed
+        _docker("kill", *(self.container_name(pod, c["name"]) for c in pod.long_running()))
 
     def exec_probe(self, pod: Pod, container: dict) -> None:
         """The readiness probe's gRPC health check run inside the container itself (its own Python,
@@ -311,7 +313,9 @@ def _file_sd_targets(cluster: DockerCluster) -> list[dict]:
 def _start_prometheus(cluster: DockerCluster, root: Path) -> tuple[subprocess.Popen, str]:
     """Debian's prometheus with deploy/prometheus/prometheus.yml, its kubernetes_sd swapped for a
     file of the same discovered targets (no API server here); scrape interval 1 s."""
-    binary = shutil.which("prometheus")
+    from zkpot.devnet import prometheus
+
+    binary = prometheus.binary()
     if binary is None:
         pytest.fail("Debian's prometheus is not installed (apt-get install prometheus; .ci/run does)")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
@@ -325,20 +329,12 @@ def _start_prometheus(cluster: DockerCluster, root: Path) -> tuple[subprocess.Po
         job["file_sd_configs"] = [{"files": [str(targets)]}]
     path = root / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = open(root / "prometheus.log", "wb")
     proc = subprocess.Popen([binary, f"--config.file={path}", f"--storage.tsdb.path={root / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _prometheus_targets_up(url: str) -> tuple[int, list[str]]:
