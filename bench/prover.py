@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -45,15 +44,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_stats import peak_rss_mb  # noqa: E402
+
 ROUND, SEED = 1, 5
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS (VmHWM). Not ru_maxrss: a spawned child inherits its parent's through exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _init_worker() -> None:
@@ -93,7 +87,7 @@ def direct_train(task_dir: str, shard_path: str, epochs: int) -> tuple[bytes, fl
 
     task = _task(task_dir)
     t0 = time.perf_counter()
-    net = model.train(model.decode(task.initial_model, task.hidden), data.load(Path(shard_path)), epochs, SEED,
+    net = model.train(model.decode(task.initial_model, task.arch), data.load(Path(shard_path)), epochs, SEED,
                       task.weight_bound)
     return model.encode(net), time.perf_counter() - t0
 
@@ -108,7 +102,7 @@ def direct_compile(task_dir: str, params: bytes, work: str) -> float:
     w = Path(work)
     w.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    circuit.export_onnx(model.decode(params, task.hidden), task.shard(0), w / "model.onnx")
+    circuit.export_onnx(model.decode(params, task.arch), task.shard(0), w / "model.onnx")
     assert ezkl.compile_circuit(str(w / "model.onnx"), str(w / "model.compiled"), str(task.paths["settings"]))
     return time.perf_counter() - t0
 
@@ -122,7 +116,8 @@ def direct_witness(task_dir: str, work: str, index: int, participant: bytes) -> 
     w = Path(work)
     d = w / f"s{index}"
     d.mkdir(exist_ok=True)
-    circuit.write_input(task.shard(index), task.binding(ROUND, participant), task.norm_bound, d / "input.json")
+    circuit.write_input(task.shard(index), task.binding(ROUND, participant), task.norm_bound, d / "input.json",
+                        task.arch.n_classes)
     t0 = time.perf_counter()
     ezkl.gen_witness(str(d / "input.json"), str(w / "model.compiled"), str(d / "witness.json"),
                      vk_path=str(task.paths["vk"]), srs_path=str(task.paths["srs"]))
@@ -171,7 +166,7 @@ def mono_prove(task_dir: str, params: bytes, work: str, participant: bytes) -> d
     w = Path(work)
     w.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ev = circuit.evaluate(model.decode(params, task.hidden), task.test_set, task.binding(ROUND, participant),
+    ev = circuit.evaluate(model.decode(params, task.arch), task.test_set, task.binding(ROUND, participant),
                           task.norm_bound, task.paths["settings"], w, task.paths["vk"], task.paths["srs"])
     t1, c1 = time.perf_counter(), time.process_time()
     proof = circuit.prove(ev.witness_path, w / "model.compiled", task.paths["pk"], w / "proof.json", task.paths["srs"])
@@ -245,12 +240,12 @@ def naive_rows(params: bytes, task_dir: str, work: str) -> dict:
     task = load_task(Path(task_dir))
     w = Path(work)
     w.mkdir(parents=True, exist_ok=True)
-    net = model.decode(params, task.hidden)
+    net = model.decode(params, task.arch)
     out = {}
     for name, test in (("whole_set", task.test_set), ("one_shard", task.shard(0))):
         circuit.export_onnx(net, test, w / f"{name}.onnx", naive_argmax=True)
         circuit.write_input(test, task.binding(ROUND, b"\x00" * 32), task.norm_bound, w / f"{name}.json",
-                            naive_argmax=True)
+                            task.arch.n_classes, naive_argmax=True)
         args = ezkl.PyRunArgs()  # defaults: scales 7, lookup range ±32768, decomposition 16384^2
         args.input_visibility, args.output_visibility, args.param_visibility = "public", "public", "polycommit"
         assert ezkl.gen_settings(str(w / f"{name}.onnx"), str(w / f"{name}.settings"), py_run_args=args)

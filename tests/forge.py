@@ -32,7 +32,7 @@ class Forged:
     excess: int      # the norm excess the proof's instances carry
 
 
-def prove_statement(task: Task, net: model.MLP, round_: int, participant: bytes, work: Path,
+def prove_statement(task: Task, net: model.Net, round_: int, participant: bytes, work: Path,
                     target: int = N_CLASSES - 1, classes: list[int] | None = None, prove: bool = True) -> Forged:
     """A real proof of `net` with the task's keys, the accuracy function's constants (which ezkl
     used to commit beside the weights) replaced: the win `target`, the `classes` of the one-hot.
@@ -40,7 +40,8 @@ def prove_statement(task: Task, net: model.MLP, round_: int, participant: bytes,
     work.mkdir(parents=True, exist_ok=True)
     circuit.export_onnx(net, task.shard(0), work / "model.onnx")
     circuit.compile_model(work / "model.onnx", task.paths["settings"], work / "model.compiled")
-    circuit.write_input(task.shard(0), task.binding(round_, participant), task.norm_bound, work / "input.json")
+    circuit.write_input(task.shard(0), task.binding(round_, participant), task.norm_bound, work / "input.json",
+                        task.arch.n_classes)
     doc = json.loads((work / "input.json").read_text())
     doc["input_data"][4] = [target]
     if classes is not None:
@@ -56,7 +57,7 @@ def prove_statement(task: Task, net: model.MLP, round_: int, participant: bytes,
                   circuit.witness_excess(wit))
 
 
-def relabelled(task: Task, net: model.MLP) -> list[int]:
+def relabelled(task: Task, net: model.Net) -> list[int]:
     """One-hot classes permuted so that each sample's predicted class plays its label wherever the
     samples agree: the forged function counts a sample when the model predicts sigma^-1(label)."""
     with torch.no_grad():
@@ -69,7 +70,7 @@ def relabelled(task: Task, net: model.MLP) -> list[int]:
     return [sigma[j] if j in sigma else free.pop(0) for j in range(N_CLASSES)]
 
 
-def best_forgery(task: Task, net: model.MLP, round_: int, participant: bytes, work: Path) -> Forged:
+def best_forgery(task: Task, net: model.Net, round_: int, participant: bytes, work: Path) -> Forged:
     """The forged accuracy function that scores `net` highest among: relabelled classes, or a
     label that beats exactly t classes instead of all nine."""
     candidates = [{"classes": relabelled(task, net)}, *({"target": t} for t in range(N_CLASSES - 1))]
@@ -79,7 +80,7 @@ def best_forgery(task: Task, net: model.MLP, round_: int, participant: bytes, wo
     return prove_statement(task, net, round_, participant, work / "best", **best)  # type: ignore[arg-type]
 
 
-def boosted(net: model.MLP, factor: float = 128.0) -> model.MLP:
+def boosted(net: model.Net, factor: float = 128.0) -> model.Net:
     """The same predictions from a model `factor` times too large (the output layer scaled)."""
     out = copy.deepcopy(net)
     with torch.no_grad():

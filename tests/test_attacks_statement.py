@@ -78,16 +78,16 @@ def _verify(svc: Service, tx: types_pb2.Transaction) -> verifier_pb2.VerifyResul
     return result
 
 
-def _submission(mode: str, key: KeyPair, task: Task, round_: int, net: model.MLP, f: Forged) -> types_pb2.Transaction:
+def _submission(mode: str, key: KeyPair, task: Task, round_: int, net: model.Net, f: Forged) -> types_pb2.Transaction:
     if mode == "secure":
         return private_submission(key, task, round_, f)
     return submission.submit_proof_tx(key, task.task_id, round_, f.proof, f.commitment, f.count, model.encode(net))
 
 
-def _weak_model(task: Task) -> model.MLP:
-    net = model.init_model(task.hidden, seed=5)
+def _weak_model(task: Task) -> model.Net:
+    net = model.init_model(task.arch, seed=5)
     model.clip_(net, task.weight_bound)
-    return model.decode(model.encode(net), task.hidden)  # exactly what the wire carries
+    return model.decode(model.encode(net), task.arch)  # exactly what the wire carries
 
 
 @pytest.mark.parametrize("mode", ["revealed", "secure"])
@@ -112,7 +112,7 @@ def test_a_model_beyond_the_bound_is_refused(modes, mode: str, tmp_path: Path) -
     task, verifier = modes[mode]
     alice = shared_env().alice
     net = _weak_model(task)
-    big = model.decode(model.encode(boosted(net)), task.hidden)
+    big = model.decode(model.encode(boosted(net)), task.arch)
     assert model.correct_count(big, task.test_set) == model.correct_count(net, task.test_set)  # same predictions
     forged = prove_statement(task, big, 1, alice.public, tmp_path / "boosted")
     assert forged.excess > 0  # the circuit sees the norm: no proof of it can carry excess 0
@@ -128,14 +128,14 @@ def test_a_model_beyond_the_bound_is_refused(modes, mode: str, tmp_path: Path) -
 # ------------------------------------------------------------------ 18.4: one real validator network
 
 
-def _nudged(net: model.MLP) -> model.MLP:
+def _nudged(net: model.Net) -> model.Net:
     """net with a dozen weights moved by one codec unit (2**-16): other bytes, same committed model."""
     out = copy.deepcopy(net)
     with torch.no_grad():
         flat = out.fc1.weight.view(-1)
         for i in range(0, 120, 10):
             flat[i] += 2.0**-16
-    return model.decode(model.encode(out), out.hidden)
+    return model.decode(model.encode(out), out.arch)
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +184,8 @@ def _commit_result(ledger: Service, replica: Service, tx: types_pb2.Transaction)
 def test_free_riding_below_the_quantum_earns_nothing(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     env = shared_env()
     task, alice, bob = env.task, env.alice, env.bob
-    glob = model.decode(task.initial_model, task.hidden)
-    honest_net = model.decode(env.honest.model_params, task.hidden)
+    glob = model.decode(task.initial_model, task.arch)
+    honest_net = model.decode(env.honest.model_params, task.arch)
     txs = {}  # proven before the network starts: its round 1 closes after 50 blocks
     for tag, key, net in (("lazy", bob, _nudged(glob)), ("alice", alice, honest_net),
                           ("copy", bob, _nudged(honest_net))):

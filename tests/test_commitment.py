@@ -60,16 +60,16 @@ def test_encodings() -> None:
 # ---------------------------------------------------------------------------- facts about ezkl
 
 
-def _circuit_commitment(task: Task, net: model.MLP, workdir) -> bytes:
+def _circuit_commitment(task: Task, net: model.Net, workdir) -> bytes:
     ev = circuit.evaluate(net, task.shard(0), [0] * circuit.N_LIMBS, task.norm_bound, task.paths["settings"], workdir,
                           task.paths["vk"], task.paths["srs"])
     return cm.witness_commitment(ev.witness)
 
 
-def _grid_model(task: Task, seed: int, span: int = 16) -> model.MLP:
+def _grid_model(task: Task, seed: int, span: int = 16) -> model.Net:
     """Parameters on each tensor's committed grid (so sums of models quantize to sums of vectors)."""
     gen = torch.Generator().manual_seed(seed)
-    net = model.MLP(task.hidden)
+    net = model.Net(task.arch)
     with torch.no_grad():
         for name, shape, scale in cm.tensor_scales(task):
             step = 1 << max(scale - model_codec.FRAC_BITS, 0)  # the codec keeps 16 fractional bits
@@ -88,10 +88,10 @@ def test_real_proof_commits_param_vector(tmp_path) -> None:
     assert settings["module_sizes"]["polycommit"] == [lay.length]
     vec = cm.param_vector(task, honest.model_params)
     assert vec.dtype == np.int64 and len(vec) == cm.vector_length(task) == 1210 <= lay.length
-    assert [t.name for t in lay.tensors] == [name for name, _ in model.layout(task.hidden)]
+    assert [t.name for t in lay.tensors] == [name for name, _ in task.arch.layout]
     assert cm.commit_vector(task, vec) == cm.commit_vector_ezkl(task, vec) == honest.model_commitment
     assert bn254.from_bytes(honest.model_commitment) is not None  # a point on the curve, big-endian x || y
-    net = model.decode(honest.model_params, task.hidden)
+    net = model.decode(honest.model_params, task.arch)
     # deterministic (no blinding): the circuit gives the same bytes on every run
     assert _circuit_commitment(task, net, tmp_path / "a") == honest.model_commitment
     assert _circuit_commitment(task, net, tmp_path / "b") == honest.model_commitment
@@ -120,10 +120,10 @@ def test_layout_scales_and_rounding(tmp_path) -> None:
         flat[pick[:3]] *= -1
     data = model_codec.encode_fixed(fixed)
     vec = cm.param_vector(task, data)
-    expected = _circuit_commitment(task, model.decode(data, task.hidden), tmp_path)
+    expected = _circuit_commitment(task, model.decode(data, task.arch), tmp_path)
     assert cm.commit_vector(task, vec) == expected
     # ties to even (numpy's rint) commits something else: the rounding matters and is ezkl's
-    alt = np.concatenate([np.rint(model.decode(data, task.hidden).get_parameter(n).detach().numpy().astype(np.float64)
+    alt = np.concatenate([np.rint(model.decode(data, task.arch).get_parameter(n).detach().numpy().astype(np.float64)
                                   .ravel() * (1 << s)) for n, _, s in cm.tensor_scales(task)]).astype(np.int64)
     assert not np.array_equal(alt, vec)
     assert cm.commit_vector(task, alt) != expected
@@ -135,7 +135,7 @@ def test_layout_is_learned_from_the_circuit(tmp_path) -> None:
     circuit reads every parameter once as p + 0."""
     task = shared_env().task
     assert cm.discover_layout(task, tmp_path / "discover") == cm.layout(task)
-    net = model.decode(task.initial_model, task.hidden)
+    net = model.decode(task.initial_model, task.arch)
     with torch.no_grad():
         net.fc2.bias.zero_()
     assert _circuit_commitment(task, net, tmp_path / "zero-bias") == cm.commit_vector(task, cm.param_vector(task, net))
@@ -172,7 +172,7 @@ def test_sum_of_commitments_is_affine(tmp_path) -> None:
     """C(A) + C(B) = C(A + B) + K, K = C(0) (the 1s in the column's unusable rows), all via the circuit."""
     task = shared_env().task
     a, b = _grid_model(task, 1), _grid_model(task, 2)
-    s = model.MLP(task.hidden)
+    s = model.Net(task.arch)
     with torch.no_grad():
         for name, p in s.named_parameters():
             p.copy_(a.get_parameter(name) + b.get_parameter(name))
@@ -226,7 +226,7 @@ def test_model_from_vector_round_trip() -> None:
     back = cm.model_from_vector(task, vec, 1)
     assert np.array_equal(cm.param_vector(task, back), vec)
     assert cm.commit_vector(task, cm.param_vector(task, back)) == env.honest.model_commitment
-    model.decode(back, task.hidden)  # a valid model of the task's architecture
+    model.decode(back, task.arch)  # a valid model of the task's architecture
 
 
 def test_bad_input_is_refused() -> None:

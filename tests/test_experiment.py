@@ -44,12 +44,13 @@ def test_devnet_behaviour_flag_parsing():
 def test_behaviours_stay_provable_and_differ_as_described():
     shard = data.dirichlet_shards(4, 0.5, seed=7)[0]
     test = data.public_test_set(16, seed=7)
-    start = model.init_model(16, 7)
+    start = model.init_model(model.parse(model.DEFAULT_ARCH), 7)
     model.clip_(start, 1.0)
     start_bytes = model.encode(start)
     out = {}
     for b in model.BEHAVIOURS:
-        net = model.train_as(b, model.decode(start_bytes, 16), shard, 3, seed=5, weight_bound=1.0)
+        start_net = model.decode(start_bytes, model.parse(model.DEFAULT_ARCH))
+        net = model.train_as(b, start_net, shard, 3, seed=5, weight_bound=1.0)
         assert model.max_abs_weight(net) <= 1.0  # inside the circuit's range: the prover can prove it
         out[b] = net
     assert model.encode(out["free_ride"]) == start_bytes
@@ -99,7 +100,7 @@ def test_simulated_updates_match_the_provers_training(tmp_path):
     s = simulate.setting(cfg)
 
     class _Task:  # the three attributes train_step reads
-        hidden, weight_bound = 16, 1.0
+        arch, weight_bound = model.parse(model.DEFAULT_ARCH), 1.0
         test_set = s.test_set
 
     for behaviour in ("honest", "label_flip", "scaled"):

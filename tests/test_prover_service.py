@@ -95,7 +95,7 @@ def test_client_helper_returns_the_result(prover) -> None:
 
 def test_bad_requests_get_clear_statuses(prover) -> None:
     env = shared_env()
-    net = model.decode(env.task.initial_model, env.task.hidden)
+    net = model.decode(env.task.initial_model, env.task.arch)
     with torch.no_grad():
         net.fc1.weight[0, 0] = env.task.weight_bound * 4
     cases = [

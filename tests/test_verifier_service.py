@@ -46,7 +46,7 @@ def _cases() -> dict[str, tuple[types_pb2.Transaction, int]]:
     sp = tx.submit_proof
     tampered = bytearray(sp.proof)
     tampered[len(tampered) // 2] ^= 0x01
-    other_model = model.encode(model.init_model(env.task.hidden, seed=99))
+    other_model = model.encode(model.init_model(env.task.arch, seed=99))
     bad_sig = types_pb2.Transaction()
     bad_sig.CopyFrom(tx)
     bad_sig.nonce = 5  # signature no longer covers the transaction

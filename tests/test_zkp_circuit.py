@@ -70,7 +70,7 @@ def test_higher_claim_is_a_claim_mismatch() -> None:
 
 def test_out_of_range_model_is_refused_before_proving(tmp_path) -> None:
     env = shared_env()
-    net = model.decode(env.task.initial_model, env.task.hidden)
+    net = model.decode(env.task.initial_model, env.task.arch)
     with torch.no_grad():
         net.fc2.weight[0, 0] = env.task.weight_bound * 3
     with pytest.raises(prove.ProveRangeError, match="calibrated range"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -39,28 +41,33 @@ def test_dirichlet_shards_are_disjoint_non_iid_and_roundtrip(tmp_path) -> None:
 
 
 def test_model_codec_roundtrip_and_layout_check() -> None:
-    m = model.init_model(16, seed=3)
+    mlp16 = model.parse("mlp:64-16-10")
+    m = model.init_model(mlp16, seed=3)
     blob = model.encode(m)
-    back = model.decode(blob, 16)
+    back = model.decode(blob, mlp16)
     assert model.encode(back) == blob  # decode(encode(.)) is a fixed point: the proven model is the revealed one
     assert [n for n, _ in model_codec.decode(blob)] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
     with pytest.raises(ModelFormatError):
-        model.decode(blob, 8)
+        model.decode(blob, model.parse("mlp:64-8-10"))
     with pytest.raises(ModelFormatError):
-        model.decode(b"garbage", 16)
-    assert model.encode(model.init_model(16, seed=3)) == blob
-    assert model.hidden_of(model.architecture(16)) == 16
+        model.decode(blob, model.parse("seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10"))
+    with pytest.raises(ModelFormatError):
+        model.decode(b"garbage", mlp16)
+    assert model.encode(model.init_model(mlp16, seed=3)) == blob
+    # the same initial model as before architectures were data: the devnet task's id did not move
+    assert hashlib.sha256(model.encode(model.init_model(mlp16, seed=3))).hexdigest() == (
+        "d10a63b4d4febe715d95824f6401144632979024b23c807f405f1b1cd30fad22")
 
 
 def test_training_is_deterministic_clipped_and_learns() -> None:
     shard = data.dirichlet_shards(2, alpha=100.0, seed=7)[0]  # near IID
     test = data.public_test_set(100, seed=7)
-    a = model.train(model.init_model(16, 1), shard, epochs=5, seed=4, weight_bound=0.5)
-    b = model.train(model.init_model(16, 1), shard, epochs=5, seed=4, weight_bound=0.5)
+    a = model.train(model.init_model(model.parse(model.DEFAULT_ARCH), 1), shard, epochs=5, seed=4, weight_bound=0.5)
+    b = model.train(model.init_model(model.parse(model.DEFAULT_ARCH), 1), shard, epochs=5, seed=4, weight_bound=0.5)
     assert model.encode(a) == model.encode(b)
     assert model.max_abs_weight(a) <= 0.5
     assert model.float_accuracy(a, test) > 0.7
-    assert model.float_accuracy(model.init_model(16, 1), test) < 0.3
+    assert model.float_accuracy(model.init_model(model.parse(model.DEFAULT_ARCH), 1), test) < 0.3
 
 
 def test_binding_limbs_cover_256_bits_and_separate_inputs() -> None:

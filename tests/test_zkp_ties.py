@@ -12,13 +12,13 @@ from zkpot.zkp import circuit, model, prove
 ALL_TIED = [0.125] * 10
 
 
-def _fixed_logits_model(bias: list[float]) -> model.MLP:
+def _fixed_logits_model(bias: list[float]) -> model.Net:
     """Logits c(x) + bias[j] (every class the same fc2 row, exact at scale 6): ties by construction.
 
     No zero biases: ezkl 23's prove deadlocked on an all-zero fc2 bias here (its rayon threads log
     through pyo3-log, which waits for the GIL that prove holds; seen in gdb).
     """
-    net = model.decode(shared_env().task.initial_model, shared_env().task.hidden)
+    net = model.decode(shared_env().task.initial_model, shared_env().task.arch)
     with torch.no_grad():
         net.fc2.weight.fill_(0.25)
         net.fc2.bias.copy_(torch.tensor(bias))
@@ -73,7 +73,7 @@ def test_a_proof_cannot_count_a_tie_as_correct(tmp_path) -> None:
 def test_a_model_with_an_all_zero_tensor_is_refused_before_proving(tmp_path) -> None:
     # ezkl folds an all-zero constant away and compiles another circuit; its prove never returns
     env = shared_env()
-    net = model.decode(env.task.initial_model, env.task.hidden)
+    net = model.decode(env.task.initial_model, env.task.arch)
     with torch.no_grad():
         net.get_parameter("fc2.bias").zero_()
     with pytest.raises(prove.ProveRangeError, match="fc2.bias is all zeros"):

@@ -157,7 +157,7 @@ def other_test_set_proof() -> bytes:
 
         env = shared_env()
         task = env.task
-        net = model.decode(env.honest.model_params, task.hidden)
+        net = model.decode(env.honest.model_params, task.arch)
         perm = list(range(1, len(task.test_set))) + [0]
         other = data.Dataset(task.test_set.x[perm], task.test_set.y[perm])
         work = env.root / "other"

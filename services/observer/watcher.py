@@ -48,7 +48,7 @@ class Evaluator:
         if self._task is None:
             self._task = load_task(self.task_dir)
             self._holdout = data.held_out(int(self._task.params.get("seed", 7)))
-        net = model.decode(global_model, self._task.hidden)
+        net = model.decode(global_model, self._task.arch)
         return model.float_accuracy(net, self._task.test_set), model.float_accuracy(net, self._holdout)
 
 

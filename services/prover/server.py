@@ -90,7 +90,7 @@ class ProverServicer(prover_pb2_grpc.ProverServicer):
             return (grpc.StatusCode.INVALID_ARGUMENT,
                     f"behaviour must be empty or one of {', '.join(model.BEHAVIOURS)}; got {request.behaviour[:40]!r}")
         try:
-            net = model.decode(request.global_model, self.task.hidden)
+            net = model.decode(request.global_model, self.task.arch)
         except ModelFormatError as exc:
             return grpc.StatusCode.INVALID_ARGUMENT, f"global_model is not a model of this task: {exc}"
         try:
@@ -182,7 +182,7 @@ def to_proto(r: prove.RoundProof, workers: int = 1) -> prover_pb2.ProveRoundResu
 
 async def serve(args: ServeArgs) -> None:
     task = load_task(args.task_dir)
-    shard = data.load(args.shard)  # fail fast on a bad shard, before the workers start
+    shard = data.load(args.shard, task.arch)  # fail fast on a bad shard, before the workers start
     metrics.init("prover", args.node, args.metrics_port)
     workers = max(1, args.prove_workers)
     threads = max(1, (os.cpu_count() or 1) // workers)

@@ -31,7 +31,7 @@ def init(task_dir: str, shard_path: str, workbase: str, threads: int = 0) -> Non
     torch.set_num_threads(int(os.environ.get("ZKPOT_TORCH_THREADS", "1")))  # deterministic, shares the cores
     _task = load_task(Path(task_dir))  # reads (and content-checks) every artefact, the pk included
     commitment.layout(_task)  # the circuit's commitment layout (prove.check_circuit_shape), before SERVING
-    _shard = data.load(Path(shard_path))
+    _shard = data.load(Path(shard_path), _task.arch)
     _workbase = Path(workbase)
     _workbase.mkdir(parents=True, exist_ok=True)
 

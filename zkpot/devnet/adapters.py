@@ -22,17 +22,41 @@ if TYPE_CHECKING:
     from zkpot.devnet.progress import Progress
 
 
+def task_arch(config: DevnetConfig) -> Any:  # zkpot.zkp.arch.Arch
+    """The architecture the run's task has (--task's, --arch's or the default); SystemExit if unusable."""
+    from zkpot.zkp import arch
+    from zkpot.zkp.task import TaskConfig, TaskError, load_task
+
+    try:
+        if config.task_dir is not None:
+            return load_task(config.task_dir).arch
+        return arch.parse(config.arch or TaskConfig.arch)
+    except arch.ArchError as exc:
+        raise SystemExit(f"--arch: {exc}") from None
+    except TaskError as exc:
+        raise SystemExit(f"--task: {exc}") from None
+
+
 def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> dict[str, float]:
-    """Create the task (or reuse the one in the data dir); returns its timings."""
+    """Create the task (or reuse the one in the data dir, or copy --task's); returns its timings."""
     from zkpot.zkp.task import TaskConfig, create_task, load_task
 
     publisher_key = plan.data_dir / "keys" / "publisher.json"
+    if config.task_dir is not None:  # the user's task, as it is (its artefacts are content-checked on load)
+        if plan.task_dir.exists():
+            shutil.rmtree(plan.task_dir)
+        shutil.copytree(config.task_dir, plan.task_dir, ignore=shutil.ignore_patterns("work"))
+        task = load_task(plan.task_dir)
+        progress.say(f"running the task {task.task_id.hex()[:16]} of {config.task_dir} ({task.manifest.architecture})")
+        return {}
+    arch_spec = config.arch or TaskConfig.arch
     if plan.task_dir.exists() and any(plan.task_dir.iterdir()):
         try:
             task = load_task(plan.task_dir)
             m = task.manifest
             source = "digits" if config.test_set_file is None else config.test_set_file.name
             if (m.rounds == config.rounds and config.test_set_size in (0, m.test_set_size)
+                    and m.architecture == arch_spec
                     and task.params.get("test_set_source", "digits") == source
                     and config.shard_size in (0, m.shard_size) and m.aggregation_rule == config.aggregation_rule
                     and m.secure_aggregation == config.secure_aggregation
@@ -49,7 +73,7 @@ def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> 
     # the blocks' worth of idle chain time as a floor: junk that hurries blocks cannot close a round early
     kwargs: dict[str, Any] = {"rounds": config.rounds, "round_deadline_blocks": config.round_deadline_blocks,
                               "round_deadline_s": config.round_deadline_blocks * config.idle_block_ms / 1000,
-                              "seed": config.seed}
+                              "seed": config.seed, "arch": arch_spec}
     if config.test_set_size:
         kwargs["test_set_size"] = config.test_set_size
     if config.test_set_file is not None:  # the user's public test set: all of it unless a size is named
@@ -90,9 +114,10 @@ def make_shards(plan: DevnetPlan, config: DevnetConfig) -> None:
         return
     pool = None
     if config.train_data is not None:
-        from zkpot.zkp.datafiles import load_dataset
+        from zkpot.zkp.datafiles import load_for
 
-        pool = load_dataset(config.train_data)  # checked (DataFileError names the file and row) in preflight too
+        # checked (DataFileError names the file and row) in preflight too
+        pool = load_for(config.train_data, task_arch(config))
     try:
         shards = data.dirichlet_shards(len(owners), config.alpha, config.seed, pool=pool)
     except ValueError as exc:  # too few samples for this many shards
@@ -131,7 +156,7 @@ def global_accuracy(task_dir: Path, global_model: bytes) -> tuple[float, float]:
     from zkpot.zkp import model
 
     task, holdout = _task_and_holdout(task_dir)
-    net = model.decode(global_model, task.hidden)
+    net = model.decode(global_model, task.arch)
     return model.float_accuracy(net, task.test_set), model.float_accuracy(net, holdout)
 
 

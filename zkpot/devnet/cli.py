@@ -1,12 +1,16 @@
-"""`zkpot devnet`: a whole ZKPoT network on this machine, real proofs on the digits data."""
+"""`zkpot devnet`: a whole ZKPoT network on this machine, real proofs (the digits by default, or your task)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zkpot import aggregation
+
+if TYPE_CHECKING:
+    from zkpot.devnet.network import DevnetConfig
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +66,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-data", type=Path, default=None, metavar="FILE|DIR",
                         help="the participants' private shards are cut (non-IID, --alpha) from this file; "
                              "default: the digits' training split")
+    parser.add_argument("--arch", default="", metavar="SPEC",
+                        help="the task's model: 'mlp:IN-H-...-OUT' or 'seq:SHAPE-LAYER-...' (zkpot task create "
+                             "--help); default mlp:64-16-10")
+    parser.add_argument("--task", type=Path, default=None, metavar="DIR",
+                        help="run a task you created with `zkpot task create` (its model, test set, rounds and "
+                             "deadlines); participants train on --train-data (default: the digits' training split)")
     parser.add_argument("--attack-leader-delay", type=float, default=0.0, metavar="SECONDS",
                         help="run under an asynchronous network adversary: every message of each view's leader "
                              "is delayed SECONDS (>= 2; view timers are capped below it), nothing is dropped; the "
@@ -123,6 +133,34 @@ def _run(args: argparse.Namespace) -> int:
         train_data=args.train_data.resolve() if args.train_data else None,
         behaviours=parse_behaviours(args.behaviour, args.participants),
         aggregation_rule=args.aggregation_rule, secure_aggregation=args.secure_aggregation,
-        secagg_threshold=args.secagg_threshold,
+        secagg_threshold=args.secagg_threshold, arch=args.arch,
+        task_dir=args.task.resolve() if args.task else None,
     )
+    if config.task_dir is not None:
+        config = _with_task(config)
     return main(config)
+
+
+def _with_task(config: DevnetConfig) -> DevnetConfig:
+    """--task: the task fixes its model, test set, rounds and deadlines; refuse flags that would
+    contradict it, take its rounds."""
+    import dataclasses
+
+    from zkpot.zkp.task import TaskError, load_task
+
+    clash = [flag for flag, value in (("--test-set", config.test_set_file), ("--arch", config.arch),
+                                      ("--test-set-size", config.test_set_size), ("--shard-size", config.shard_size),
+                                      ("--min-correct", config.min_correct),
+                                      ("--aggregation-rule", config.aggregation_rule),
+                                      ("--secure-aggregation", config.secure_aggregation)) if value]
+    if clash:
+        raise SystemExit(f"--task {config.task_dir}: the task fixes {', '.join(clash)}; drop them")
+    try:
+        task = load_task(config.task_dir)
+    except TaskError as exc:
+        raise SystemExit(f"--task: {exc}") from None
+    m = task.manifest
+    print(f"task {task.task_id.hex()[:16]} from {config.task_dir}: {m.architecture}, {m.test_set_size} test samples, "
+          f"{m.rounds} rounds", flush=True)
+    return dataclasses.replace(config, rounds=m.rounds, secure_aggregation=m.secure_aggregation,
+                               secagg_threshold=m.secagg_threshold, aggregation_rule=m.aggregation_rule)

@@ -44,6 +44,8 @@ class DevnetConfig:
     async_fallback: bool = True         # deal a common coin: timeouts start Ditto's asynchronous fallback
     test_set_file: Path | None = None   # the public test set from a user's file (zkpot.zkp.datafiles)
     train_data: Path | None = None      # participants' private shards cut from a user's file
+    arch: str = ""                      # the task's zkpot.zkp.arch spec; "": the task default (mlp:64-16-10)
+    task_dir: Path | None = None        # run a task the user created (zkpot task create) instead of making one
     # > 0: an asynchronous network adversary (zkpot/devnet/netdelay.py) slows each view's leader
     # by this many seconds, past every view timer, for the whole run (nothing is dropped)
     attack_leader_delay_s: float = 0.0

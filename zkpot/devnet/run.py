@@ -62,14 +62,18 @@ __all__ = ["BEHAVIOURS", "DevnetConfig", "main", "run_devnet"]
 
 def preflight(config: DevnetConfig) -> None:
     """Refuse a run that cannot start, leaving the previous devnet's data dir as it was."""
+    from zkpot.zkp.datafiles import DataFileError, load_for
+
+    arch = adapters.task_arch(config)  # SystemExit naming the spec or the task when it is unusable
     for what, path in (("--test-set", config.test_set_file), ("--train-data", config.train_data)):
         if path is not None:  # refused before anything is created, with the file and the row
-            from zkpot.zkp.datafiles import DataFileError, load_dataset
-
             try:
-                load_dataset(path)
+                load_for(path, arch)
             except DataFileError as exc:
                 raise SystemExit(f"{what}: {exc}") from None
+    if config.train_data is None and (arch.n_features, arch.n_classes) != (64, 10):
+        raise SystemExit(f"the task's model {arch.spec} takes {arch.n_features} features and {arch.n_classes} classes, "
+                         f"not the digits' 64 and 10: pass the participants' data with --train-data FILE")
     if config.attack_leader_delay_s and config.attack_leader_delay_s < 2:
         raise SystemExit("--attack-leader-delay must be at least 2 s (the view timers go up to 80 % of it)")
     if not 0 <= config.provers <= config.participants:

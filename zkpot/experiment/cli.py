@@ -46,6 +46,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--local-epochs", type=int, default=0, help="0: the prover's default")
     parser.add_argument("--test-set-size", type=int, default=16, help="the task's public test set")
+    parser.add_argument("--arch", default="mlp:64-16-10", metavar="SPEC",
+                        help="the task's model on the digits (zkpot task create --help), e.g. "
+                             "seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10")
     parser.add_argument("--min-correct", type=int, default=0, help="aggregation threshold (0: the task default)")
     parser.add_argument("--base-port", type=int, default=27300, help="first port of each devnet's port plan")
     parser.add_argument("--round-deadline-blocks", type=int, default=600,
@@ -82,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         test_set_size=args.test_set_size, min_correct=args.min_correct, base_port=args.base_port,
         zkpot=args.zkpot, round_deadline_blocks=args.round_deadline_blocks,
         secure_aggregation=args.secure_aggregation, secagg_threshold=args.secagg_threshold,
-        resume=args.resume,
+        resume=args.resume, arch=args.arch,
     )
     try:
         config.check()

@@ -23,7 +23,7 @@ class ExperimentConfig:
     local_epochs: int = 0                          # 0: the prover's default (zkpot.zkp.prove)
     test_set_size: int = 16                        # the task's public test set (proofs)
     min_correct: int = 0                           # 0: the task default
-    hidden: int = 16
+    arch: str = "mlp:64-16-10"                  # the task's zkpot.zkp.arch spec (on the digits: 64 inputs, 10 classes)
     weight_bound: float = 1.0
     base_port: int = 27300
     round_deadline_blocks: int = 600               # the task's; silent attackers make every round wait for it
@@ -42,6 +42,14 @@ class ExperimentConfig:
         bad = [a for a in self.attacks if a not in ATTACKS]
         if bad or not self.attacks:
             raise ValueError(f"attacks must be among {', '.join(ATTACKS)}; got {bad or 'none'}")
+        from zkpot.zkp import arch
+
+        try:
+            model_arch = arch.parse(self.arch)
+        except arch.ArchError as exc:
+            raise ValueError(f"--arch: {exc}") from None
+        if (model_arch.n_features, model_arch.n_classes) != (64, 10):
+            raise ValueError(f"--arch {model_arch.spec}: experiments run on the digits (64 features, 10 classes)")
         if not self.secure_aggregation and any(a in SECURE_ONLY for a in self.attacks):
             raise ValueError(f"{', '.join(SECURE_ONLY)} attack secure aggregation: add --secure-aggregation")
 
@@ -51,7 +59,8 @@ class ExperimentConfig:
         # the devnet reuses its task, keys and shards across scenarios: key the folder by what shapes them
         return self.out_dir / (f"devnet-{self.participants}p-{self.validators}v-{self.rounds}r-"
                                f"t{self.test_set_size}-k{self.min_correct}-d{self.round_deadline_blocks}-a{self.alpha:g}-s{self.seed}"
-                               + (f"-secure{self.secagg_threshold or ''}" if self.secure_aggregation else ""))
+                               + (f"-secure{self.secagg_threshold or ''}" if self.secure_aggregation else "")
+                               + ("" if self.arch == "mlp:64-16-10" else "-" + self.arch.replace(":", "_")))
 
     def as_json(self) -> dict:
         out = asdict(self)

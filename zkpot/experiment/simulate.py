@@ -48,7 +48,7 @@ class Setting:
 
 def setting(config: ExperimentConfig) -> Setting:
     torch.set_num_threads(1)  # as the prover's workers: deterministic and the same floats
-    initial = model.init_model(config.hidden, config.seed)
+    initial = model.init_model(model.parse(config.arch), config.seed)
     model.clip_(initial, config.weight_bound)
     return Setting(
         shards=data.dirichlet_shards(config.participants, config.alpha, config.seed),
@@ -61,14 +61,14 @@ def setting(config: ExperimentConfig) -> Setting:
 
 
 def _evaluate(config: ExperimentConfig, s: Setting, params: bytes) -> tuple[float, float]:
-    net = model.decode(params, config.hidden)
+    net = model.decode(params, model.parse(config.arch))
     return model.float_accuracy(net, s.holdout), model.float_accuracy(net, s.test_set)
 
 
 def centralized(config: ExperimentConfig, s: Setting) -> list[RoundResult]:
     """One model trained on the union of the shards, `epochs` epochs per round-equivalent."""
     pool = data.Dataset(np.concatenate([sh.x for sh in s.shards]), np.concatenate([sh.y for sh in s.shards]))
-    net = model.decode(s.initial, config.hidden)
+    net = model.decode(s.initial, model.parse(config.arch))
     out = []
     for r in range(1, config.rounds + 1):
         net = model.train(net, pool, s.epochs, config.seed * 1000 + r * 10, config.weight_bound)
@@ -80,7 +80,7 @@ def centralized(config: ExperimentConfig, s: Setting) -> list[RoundResult]:
 def local_update(config: ExperimentConfig, s: Setting, global_model: bytes, index: int, r: int,
                  behaviour: str) -> bytes:
     """What participant `index` submits in round r (the devnet's prover does the same)."""
-    net = model.decode(global_model, config.hidden)
+    net = model.decode(global_model, model.parse(config.arch))
     kind = "" if behaviour in ("honest", "copy", "silent", "drop_mask", "mask_cheat") else behaviour
     trained = model.train_as(kind, net, s.shards[index], s.epochs, config.seed * 1000 + r * 10 + index,
                              config.weight_bound)
@@ -126,7 +126,7 @@ def federated(config: ExperimentConfig, s: Setting, behaviours: dict[str, str], 
         for name in sorted(models, key=lambda n: int(n[1:])):
             params = models[name]
             cid = model_codec.model_cid(params)
-            res.correct[name] = model.correct_count(model.decode(params, config.hidden), s.test_set)
+            res.correct[name] = model.correct_count(model.decode(params, model.parse(config.arch)), s.test_set)
             if zkpot_rules and params == global_model:
                 res.excluded[name] = "the round's global model unchanged (free-riding)"
                 continue

@@ -27,7 +27,7 @@ def devnet_config(config: ExperimentConfig, behaviours: dict[str, str], report: 
         round_deadline_blocks=config.round_deadline_blocks,
         min_correct=config.min_correct, report_path=report.resolve(),
         attack_checks=False, behaviours=dict(behaviours), secure_aggregation=config.secure_aggregation,
-        secagg_threshold=config.secagg_threshold,
+        secagg_threshold=config.secagg_threshold, arch=config.arch,
     )
 
 

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from zkpot.zkp.data import N_CLASSES, Dataset
-from zkpot.zkp.model import MLP
+from zkpot.zkp.arch import Net
+from zkpot.zkp.data import Dataset
 
 N_LIMBS = 16
 LIMB_BITS = 16
@@ -80,12 +80,12 @@ class AccuracyCircuit(nn.Module):
     every other one, so a tie never counts (stricter than argmax's first-index rule). Laid out as
     the label's logit (one-hot of y times the logits, summed), then one SIGN per (sample, class)
     of logit[y] - logit[j]: the label's own entry is exactly 0, so the row's signs sum to
-    N_CLASSES - 1 only when all the others are +1. ezkl lays this out in about half the rows of
+    classes - 1 only when all the others are +1. ezkl lays this out in about half the rows of
     ArgMax + Equal (which sorts each row with a shuffle argument and looks the index up in a
     dynamic table): -17 % rows for the whole 16-sample circuit, and no lookup or shuffle columns.
     """
 
-    def __init__(self, model: MLP) -> None:
+    def __init__(self, model: Net) -> None:
         super().__init__()
         self.model = model
 
@@ -94,7 +94,7 @@ class AccuracyCircuit(nn.Module):
         logits, excess = self.model_outputs(x, norm_bound)
         onehot = y.unsqueeze(1) == classes
         label_logit = (logits * onehot).sum(dim=1, keepdim=True)
-        # integer (scale 0) signs and sums; the target (N_CLASSES - 1) is an input, not a constant
+        # integer (scale 0) signs and sums; the target (classes - 1) is an input, not a constant
         wins = torch.sign(label_logit - logits).long().sum(dim=1)
         # binding * 1 makes the binding an output, i.e. part of the relation the proof is about
         # (a scalar multiplier is not committed: measured, the vector holds the parameters only)
@@ -125,7 +125,7 @@ class ArgmaxAccuracyCircuit(AccuracyCircuit):
 # ---------------------------------------------------------------------------- files for ezkl
 
 
-def export_onnx(model: MLP, test: Dataset, path: Path, naive_argmax: bool = False) -> None:
+def export_onnx(model: Net, test: Dataset, path: Path, naive_argmax: bool = False) -> None:
     """Export Acc(model) for this test set's shape (opset 17, legacy exporter: what ezkl reads).
 
     naive_argmax: the ArgMax + Equal form instead (the benchmark's naive baseline; never a task's).
@@ -135,8 +135,9 @@ def export_onnx(model: MLP, test: Dataset, path: Path, naive_argmax: bool = Fals
     x = torch.from_numpy(test.x)
     y = torch.from_numpy(test.y)
     b = torch.zeros((1, N_LIMBS), dtype=torch.float32)
-    classes = torch.arange(N_CLASSES).unsqueeze(0)
-    target = torch.tensor([N_CLASSES - 1])
+    n_classes = model.arch.n_classes
+    classes = torch.arange(n_classes).unsqueeze(0)
+    target = torch.tensor([n_classes - 1])
     norm = torch.tensor([1.0])  # any value: only shapes and types reach the graph
     args: tuple[torch.Tensor, ...] = (x, y, b, classes, target, norm)
     names = ["x", "y", "binding", "classes", "target", "norm_bound"]
@@ -155,9 +156,10 @@ def export_onnx(model: MLP, test: Dataset, path: Path, naive_argmax: bool = Fals
         )
 
 
-def write_input(test: Dataset, limbs: Sequence[int], norm_bound: float, path: Path, naive_argmax: bool = False) -> None:
+def write_input(test: Dataset, limbs: Sequence[int], norm_bound: float, path: Path, n_classes: int,
+                naive_argmax: bool = False) -> None:
     """The circuit's inputs in order (naive_argmax: the benchmark's ArgMax form, without classes and target)."""
-    constants = [] if naive_argmax else [list(range(N_CLASSES)), [N_CLASSES - 1]]
+    constants = [] if naive_argmax else [list(range(n_classes)), [n_classes - 1]]
     data = {"input_data": [test.x.flatten().tolist(), test.y.tolist(), [float(v) for v in limbs], *constants,
                            [float(norm_bound)]]}
     Path(path).write_text(json.dumps(data))
@@ -256,7 +258,7 @@ def quantize(values: np.ndarray, scale: int) -> np.ndarray:
 
 
 def public_instances(test: Dataset, limbs: Sequence[int], claimed_correct: int, input_scale: int,
-                     norm_bound: float) -> list[str]:
+                     norm_bound: float, n_classes: int) -> list[str]:
     """The instance column a valid proof must satisfy, in circuit order: inputs x, y, binding,
     classes, target, norm_bound; outputs count, binding, excess (always 0: the model is in bounds)."""
     if len(limbs) != N_LIMBS:
@@ -265,8 +267,8 @@ def public_instances(test: Dataset, limbs: Sequence[int], claimed_correct: int, 
     values += quantize(test.x.flatten(), input_scale).tolist()
     values += [int(v) for v in test.y]  # integer input: scale 0
     values += [int(v) << input_scale for v in limbs]
-    values += list(range(N_CLASSES))  # integer inputs: scale 0
-    values += [N_CLASSES - 1]
+    values += list(range(n_classes))  # integer inputs: scale 0
+    values += [n_classes - 1]
     values += quantize(np.array([norm_bound]), input_scale).tolist()
     values += [int(claimed_correct)]  # integer output: scale 0
     values += [int(v) << input_scale for v in limbs]
@@ -330,7 +332,7 @@ class Evaluation:
         return witness_excess(self.witness)
 
 
-def evaluate(model: MLP, test: Dataset, limbs: Sequence[int], norm_bound: float, settings_path: Path, workdir: Path,
+def evaluate(model: Net, test: Dataset, limbs: Sequence[int], norm_bound: float, settings_path: Path, workdir: Path,
              vk_path: Path | None = None, srs_path: Path | None = None) -> Evaluation:
     """Export + compile with the task's settings + witness, in `workdir` (files kept for proving)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +340,7 @@ def evaluate(model: MLP, test: Dataset, limbs: Sequence[int], norm_bound: float,
     onnx_path, compiled, inp, wit = (workdir / n for n in names)
     export_onnx(model, test, onnx_path)
     compile_model(onnx_path, settings_path, compiled)
-    write_input(test, limbs, norm_bound, inp)
+    write_input(test, limbs, norm_bound, inp, model.arch.n_classes)
     witness = gen_witness(inp, compiled, wit, vk_path, srs_path)
     return Evaluation(witness_count(witness), witness, wit)
 

@@ -16,19 +16,27 @@ def register(parser: argparse.ArgumentParser) -> None:
     c = sub.add_parser("create", help="publish a task: data, calibrated circuit, SRS, keys, signed PublishTask")
     c.add_argument("--out", type=Path, required=True, help="task directory to write")
     c.add_argument("--publisher-key", type=Path, required=True, help="publisher's key file (zkpot keys gen)")
-    c.add_argument("--name", default=d.name)
+    c.add_argument("--name", default=None, help=f"the task's name (default {d.name} for the default model, "
+                                                   f"else user-model)")
     c.add_argument("--test-set-size", type=int, default=None,
                    help=f"public test set samples (default {d.test_set_size} of the digits; with --test-set: the "
                         f"file's count, and a different number is refused)")
     c.add_argument("--test-set", type=Path, default=None, metavar="FILE|DIR",
-                   help="the public test set from your data: .npz (x, y), CSV (64 feature columns in [0, 1] + a "
-                        "label column) or a folder of per-class 8x8 image folders (default: sklearn's digits)")
+                   help="the public test set from your data: .npz (x, y), CSV (the model's feature columns in [0, 1] + "
+                        "a label column) or a folder of per-class image folders (default: sklearn's digits)")
     c.add_argument("--calibration-data", type=Path, default=None, metavar="FILE|DIR",
                    help="data the reference models train on to calibrate the circuit (default: the digits' "
                         "training split); same formats")
     c.add_argument("--shard-size", type=int, default=d.shard_size,
                    help="samples per shard proof; must divide --test-set-size (0: one proof over the whole set)")
-    c.add_argument("--hidden", type=int, default=d.hidden)
+    c.add_argument("--arch", default=None, metavar="SPEC",
+                   help=f"the model: 'mlp:IN-H-...-OUT' or 'seq:SHAPE-LAYER-...' with layers linearN, convCkK[sS][pP], "
+                        f"relu, avgpoolK, flatten (default {d.arch}; docs/models.md)")
+    c.add_argument("--torch-model", default=None, metavar="FILE.py:NAME",
+                   help="the model from your torch code instead: NAME in FILE.py, an nn.Module or a function "
+                        "returning one, of supported layers only; the task starts from its weights")
+    c.add_argument("--input-shape", default=None, metavar="CxHxW|FEATURES",
+                   help="with --torch-model: one sample's shape (default: 64, or 1x8x8 when it starts with a Conv2d)")
     c.add_argument("--scale", type=int, default=d.scale, help="ezkl input/param scale (log2)")
     c.add_argument("--decomp-base", type=int, default=d.decomp_base)
     c.add_argument("--decomp-legs", type=int, default=d.decomp_legs)
@@ -69,8 +77,14 @@ def _create(args: argparse.Namespace) -> int:
     from zkpot.zkp.task import TaskConfig, TaskError, create_task
 
     size = args.test_set_size if args.test_set_size is not None else (0 if args.test_set else TaskConfig.test_set_size)
+    try:
+        spec, weights = _architecture(args)
+    except ValueError as exc:  # ArchError, or a torch module that cannot be loaded
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     config = TaskConfig(
-        name=args.name, test_set_size=size, hidden=args.hidden, scale=args.scale,
+        name=args.name or (TaskConfig.name if spec == TaskConfig.arch else "user-model"), test_set_size=size,
+        arch=spec, scale=args.scale,
         decomp_base=args.decomp_base, decomp_legs=args.decomp_legs, weight_bound=args.weight_bound,
         rounds=args.rounds, min_correct=args.min_correct, round_deadline_blocks=args.round_deadline_blocks,
         round_deadline_s=args.round_deadline_s,
@@ -78,12 +92,36 @@ def _create(args: argparse.Namespace) -> int:
         test_set_file=args.test_set, calibration_file=args.calibration_data,
     )
     try:
-        task = create_task(args.out, KeyPair.load(args.publisher_key), config)
+        task = create_task(args.out, KeyPair.load(args.publisher_key), config, initial_weights=weights)
     except TaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"task_id": task.task_id.hex(), "dir": str(task.dir)}))
     return 0
+
+
+def _architecture(args: argparse.Namespace) -> tuple[str, dict | None]:
+    """The spec (and the starting weights) from --arch or --torch-model."""
+    from zkpot.zkp import arch
+    from zkpot.zkp.task import TaskConfig
+
+    if args.torch_model and args.arch:
+        raise ValueError("--arch and --torch-model name the model twice: give one")
+    if not args.torch_model:
+        return arch.parse(args.arch or TaskConfig.arch).spec, None
+    module = arch.load_module(args.torch_model)
+    if args.input_shape:
+        try:
+            shape = tuple(int(d) for d in args.input_shape.split("x"))
+        except ValueError:
+            raise ValueError(f"--input-shape {args.input_shape!r} is not CxHxW or FEATURES") from None
+    else:
+        import torch
+
+        first = next((m for m in module.modules() if not list(m.children())), None)
+        shape = (1, 8, 8) if isinstance(first, torch.nn.Conv2d) else (64,)
+    spec, weights = arch.from_module(module, shape)
+    return spec.spec, weights
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -111,7 +149,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         task = load_task(args.dir)
         raw = args.model.read_bytes()
-        net = model.decode(raw, task.hidden)
+        net = model.decode(raw, task.arch)
     except (TaskError, OSError, ModelFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

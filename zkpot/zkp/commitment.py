@@ -62,7 +62,7 @@ import torch
 
 from zkpot import bn254, model_codec
 from zkpot.zkp import circuit, model
-from zkpot.zkp.model import MLP
+from zkpot.zkp.model import Net
 from zkpot.zkp.task import Task
 
 
@@ -136,7 +136,7 @@ def discover_layout(task: Task, workdir: Path) -> Layout:
     if n_points != task.n_commitments:
         raise CommitmentError(f"{length} values make {n_points} points, the task says {task.n_commitments}")
 
-    def commit_of(net: MLP, tag: str) -> list[bn254.Point]:
+    def commit_of(net: Net, tag: str) -> list[bn254.Point]:
         ev = circuit.evaluate(net, task.shard(0), [0] * circuit.N_LIMBS, task.norm_bound, task.paths["settings"],
                               workdir / tag, task.paths["vk"], task.paths["srs"])
         points = bn254.points_from_bytes(witness_commitment(ev.witness))
@@ -144,7 +144,7 @@ def discover_layout(task: Task, workdir: Path) -> Layout:
             raise CommitmentError("the circuit's commitment has an unexpected number of points")
         return points
 
-    base = _random_model(task.hidden, task.weight_bound, seed=1)
+    base = _random_model(task.arch, task.weight_bound, seed=1)
     with torch.no_grad():
         for p in base.parameters():
             p.view(-1)[0] = 0.0
@@ -153,7 +153,7 @@ def discover_layout(task: Task, workdir: Path) -> Layout:
     exponent = math.floor(math.log2(task.weight_bound))
     half = pow(2, -1, bn254.R)
     tensors = []
-    for name, shape in model.layout(task.hidden):
+    for name, shape in task.arch.layout:
         probe = copy.deepcopy(base)
         with torch.no_grad():
             probe.get_parameter(name).view(-1)[0] = 2.0**exponent
@@ -180,15 +180,15 @@ def discover_layout(task: Task, workdir: Path) -> Layout:
     base_linear = bn254.points_from_bytes(_commit(linear, param_vector_of(linear, base)))
     constant = tuple(bn254.add(c, bn254.neg(b)) for c, b in zip(base_commit, base_linear, strict=True))
     found_layout = Layout(tuple(tensors), length, rows, constant, tuple(basis))
-    check = _random_model(task.hidden, task.weight_bound, seed=2)
+    check = _random_model(task.arch, task.weight_bound, seed=2)
     if bn254.points_to_bytes(commit_of(check, "check")) != _commit(found_layout, param_vector_of(found_layout, check)):
         raise CommitmentError("the circuit commits something else than the discovered layout predicts")
     return found_layout
 
 
-def _random_model(hidden: int, bound: float, seed: int) -> MLP:
+def _random_model(arch: model.Arch, bound: float, seed: int) -> Net:
     gen = torch.Generator().manual_seed(seed)
-    net = model.MLP(hidden)
+    net = model.Net(arch)
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
@@ -259,19 +259,19 @@ def vector_length(task: Task) -> int:
     return layout(task).n_params
 
 
-def param_vector(task: Task, net: MLP | bytes) -> np.ndarray:
-    """The integers ezkl commits for this model's parameters (an MLP, or model_codec bytes), in
+def param_vector(task: Task, net: Net | bytes) -> np.ndarray:
+    """The integers ezkl commits for this model's parameters (a module, or model_codec bytes), in
     commitment order (tensor by tensor, row-major). This is the vector to mask and sum.
 
     Quantizes the float32 values the circuit is exported from (bytes are decoded as the verifier
     decodes them), so the result is exactly what the circuit commits.
     """
     if isinstance(net, bytes | bytearray):
-        net = model.decode(bytes(net), task.hidden)
+        net = model.decode(bytes(net), task.arch)
     return param_vector_of(layout(task), net)
 
 
-def param_vector_of(lay: Layout, net: MLP) -> np.ndarray:
+def param_vector_of(lay: Layout, net: Net) -> np.ndarray:
     parts = []
     for t in lay.tensors:
         values = net.get_parameter(t.name).detach().cpu().numpy().astype(np.float32)
@@ -307,7 +307,7 @@ def model_from_vector(task: Task, summed: np.ndarray | list[int], divisor: int) 
         if any(not lo <= v <= hi for v in fixed):
             raise CommitmentError(f"{t.name}: the mean leaves the int32 range of the model codec")
         tensors[t.name] = np.asarray(fixed, dtype=np.int64).astype(np.int32).reshape(t.shape)
-    return model_codec.encode_fixed([(name, tensors[name]) for name, _ in model.layout(task.hidden)])
+    return model_codec.encode_fixed([(name, tensors[name]) for name, _ in task.arch.layout])
 
 
 def _ints(lay: Layout, values: np.ndarray | list[int]) -> list[int]:
@@ -413,7 +413,7 @@ def aggregate_matches(task: Task, commitments: list[bytes], weights: list[int] |
     return lhs == bn254.points_to_bytes(expected)
 
 
-def recommit_matches(task: Task, net: MLP | bytes, commitment: bytes) -> bool:
+def recommit_matches(task: Task, net: Net | bytes, commitment: bytes) -> bool:
     """Does `commitment` (a proof's model commitment) commit to this model? No circuit run needed.
 
     Sound in place of evaluate + swap_commitment when the proof's SNARK is verified as well: the

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from zkpot.zkp.arch import Arch
 
 N_FEATURES = 64
 N_CLASSES = 10
@@ -47,7 +51,7 @@ def _split(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _balanced_order(y: np.ndarray, seed: int) -> np.ndarray:
     """Indices of y ordered round-robin over classes (shuffled within each class, seeded)."""
     rng = np.random.default_rng(seed)
-    per_class = [rng.permutation(np.flatnonzero(y == c)) for c in range(N_CLASSES)]
+    per_class = [rng.permutation(np.flatnonzero(y == c)) for c in range(int(y.max()) + 1)]
     order: list[int] = []
     for rank in range(max(len(p) for p in per_class)):
         order.extend(int(p[rank]) for p in per_class if rank < len(p))
@@ -93,7 +97,7 @@ def dirichlet_shards(n_participants: int, alpha: float, seed: int, min_size: int
     rng = np.random.default_rng(seed + 1)
     for _ in range(1000):
         parts: list[list[int]] = [[] for _ in range(n_participants)]
-        for c in range(N_CLASSES):
+        for c in range(int(pool.y.max()) + 1):
             idx = rng.permutation(np.flatnonzero(pool.y == c))
             props = rng.dirichlet([alpha] * n_participants)
             cuts = (np.cumsum(props)[:-1] * len(idx)).astype(int)
@@ -113,9 +117,10 @@ def save(path: Path, data: Dataset) -> None:
         np.savez(fh, x=data.x.astype(np.float32), y=data.y.astype(np.int64))
 
 
-def load(path: Path) -> Dataset:
+def load(path: Path, arch: Arch | None = None) -> Dataset:
     """A data set from a file a user has: .npz (x, y), CSV or a folder of per-class images, checked
-    against the task's shape (zkpot.zkp.datafiles; a DataFileError, a ValueError, says what is wrong)."""
-    from zkpot.zkp.datafiles import load_dataset  # it imports this module
+    against the task's architecture (None: the digits' 64 features and 10 classes;
+    zkpot.zkp.datafiles: a DataFileError, a ValueError, says what is wrong)."""
+    from zkpot.zkp.datafiles import load_dataset, load_for  # it imports this module
 
-    return load_dataset(Path(path))
+    return load_dataset(Path(path)) if arch is None else load_for(Path(path), arch)

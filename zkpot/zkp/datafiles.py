@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zkpot.zkp.arch import Arch
 from zkpot.zkp.data import N_CLASSES, N_FEATURES, Dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".tif", ".tiff")
@@ -25,6 +26,15 @@ MAX_REPORTED = 3  # offending rows or files named in one message
 
 class DataFileError(ValueError):
     """A data file that cannot be used for the task (the message names the file and where)."""
+
+
+def load_for(path: Path, arch: Arch) -> Dataset:
+    """`path` checked against a task's architecture: its input's feature count, its class count, and
+    for a folder of images its one-channel image shape."""
+    if Path(path).is_dir() and arch.image_shape is None:
+        raise DataFileError(f"{path}: a folder of grey images, but the task's input {arch.input_shape} is not "
+                            f"one-channel images (use .npz or CSV)")
+    return load_dataset(path, arch.n_features, arch.n_classes, arch.image_shape or (8, 8))
 
 
 def load_dataset(path: Path, n_features: int = N_FEATURES, n_classes: int = N_CLASSES,

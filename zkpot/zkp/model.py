@@ -1,13 +1,13 @@
-"""The task's MLP (64 -> hidden -> 10, ReLU), its fixed-point wire form and local training.
+"""The task's model (zkpot.zkp.arch: an Arch spec turned into a torch module), its fixed-point
+wire form and local training.
 
-Models travel as zkpot.model_codec bytes (int32 fixed point, named tensors "fc1.weight", ...).
-Weights are clipped to the task's bound during training so that every model a participant can
-produce stays inside the circuit's calibrated range (see TaskConfig.weight_bound).
+Models travel as zkpot.model_codec bytes (int32 fixed point, named tensors in the Arch's layout:
+"fc1.weight", ... for an MLP, "l0.weight", ... for a layer list). Weights are clipped to the
+task's bound during training so that every model a participant can produce stays inside the
+circuit's calibrated range (see TaskConfig.weight_bound).
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import torch
@@ -15,109 +15,85 @@ from torch import nn
 
 from zkpot import model_codec
 from zkpot.model_codec import ModelFormatError
-from zkpot.zkp.data import N_CLASSES, N_FEATURES, Dataset
+from zkpot.zkp.arch import Arch, Net, parse
+from zkpot.zkp.data import Dataset
 
-_ARCH = re.compile(r"^mlp:64-(\d+)-10$")
+DEFAULT_ARCH = "mlp:64-16-10"  # the devnet's task: the digits' 64 pixels, 16 hidden units, 10 classes
 
-
-class MLP(nn.Module):
-    def __init__(self, hidden: int = 16) -> None:
-        super().__init__()
-        self.hidden = hidden
-        self.fc1 = nn.Linear(N_FEATURES, hidden)
-        self.fc2 = nn.Linear(hidden, N_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with(x, dict(self.named_parameters()))
-
-    @staticmethod
-    def forward_with(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The forward pass on given tensors (the circuit feeds each parameter through once; the
-        ONNX tracer cannot use torch.func.functional_call)."""
-        hidden = nn.functional.linear(x, params["fc1.weight"], params["fc1.bias"])
-        return nn.functional.linear(torch.relu(hidden), params["fc2.weight"], params["fc2.bias"])
+__all__ = ["DEFAULT_ARCH", "Arch", "Net", "parse", "init_model", "from_weights", "to_tensors", "from_tensors",
+           "encode", "decode", "train", "train_as", "correct_count", "float_accuracy", "BEHAVIOURS"]
 
 
-def architecture(hidden: int) -> str:
-    return f"mlp:{N_FEATURES}-{hidden}-{N_CLASSES}"
-
-
-def hidden_of(arch: str) -> int:
-    match = _ARCH.match(arch)
-    if not match:
-        raise ValueError(f"unsupported architecture {arch!r} (expected mlp:64-H-10)")
-    return int(match.group(1))
-
-
-def layout(hidden: int) -> list[tuple[str, tuple[int, ...]]]:
-    return [
-        ("fc1.weight", (hidden, N_FEATURES)),
-        ("fc1.bias", (hidden,)),
-        ("fc2.weight", (N_CLASSES, hidden)),
-        ("fc2.bias", (N_CLASSES,)),
-    ]
-
-
-def init_model(hidden: int, seed: int) -> MLP:
-    """Deterministic initial model (same seed: same weights on every machine)."""
+def init_model(arch: Arch, seed: int) -> Net:
+    """Deterministic initial model (same seed: same weights on every machine): each tensor in
+    layout order uniform in ±1/sqrt(fan in of its layer), as torch's default init bounds it."""
     gen = torch.Generator().manual_seed(seed)
-    model = MLP(hidden)
+    net = Net(arch)
     with torch.no_grad():
-        for name, shape in layout(hidden):
-            fan_in = shape[-1] if name.endswith("weight") else (N_FEATURES if name.startswith("fc1") else hidden)
-            bound = 1.0 / np.sqrt(fan_in)
-            model.get_parameter(name).copy_(torch.empty(shape).uniform_(-bound, bound, generator=gen))
-    return model
+        for layer in arch.layers:
+            if not layer.name:
+                continue
+            bound = 1.0 / np.sqrt(arch.fan_in(layer))
+            for suffix in ("weight", "bias"):
+                p = net.get_parameter(f"{layer.name}.{suffix}")
+                p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
+    return net
 
 
-def to_tensors(model: MLP) -> model_codec.Tensors:
-    return [(name, model.get_parameter(name).detach().cpu().numpy().astype(np.float32)) for name, _ in
-            layout(model.hidden)]
+def from_weights(arch: Arch, weights: dict[str, torch.Tensor]) -> Net:
+    """The Arch's module holding given weights (a user's torch module's, zkpot.zkp.arch.from_module)."""
+    return from_tensors([(name, weights[name].detach().cpu().numpy().astype(np.float32)) for name, _ in arch.layout],
+                        arch)
 
 
-def from_tensors(tensors: model_codec.Tensors, hidden: int) -> MLP:
-    """Build the MLP from named tensors, checking names and shapes (ModelFormatError)."""
+def to_tensors(net: Net) -> model_codec.Tensors:
+    return [(name, net.get_parameter(name).detach().cpu().numpy().astype(np.float32)) for name, _ in
+            net.arch.layout]
+
+
+def from_tensors(tensors: model_codec.Tensors, arch: Arch) -> Net:
+    """Build the task's module from named tensors, checking names and shapes (ModelFormatError)."""
     got = [(name, tuple(arr.shape)) for name, arr in tensors]
-    want = layout(hidden)
+    want = list(arch.layout)
     if got != want:
         raise ModelFormatError(f"model layout {got} does not match the task's architecture {want}")
-    model = MLP(hidden)
+    net = Net(arch)
     with torch.no_grad():
         for name, arr in tensors:
             if not np.all(np.isfinite(arr)):
                 raise ModelFormatError(f"tensor {name} has non-finite values")
-            model.get_parameter(name).copy_(torch.from_numpy(np.asarray(arr, dtype=np.float32)))
-    return model.eval()
+            net.get_parameter(name).copy_(torch.from_numpy(np.asarray(arr, dtype=np.float32)))
+    return net.eval()
 
 
-def encode(model: MLP) -> bytes:
-    return model_codec.encode(to_tensors(model))
+def encode(net: Net) -> bytes:
+    return model_codec.encode(to_tensors(net))
 
 
-def decode(data: bytes, hidden: int) -> MLP:
-    """Decode model_codec bytes into the task's MLP (ModelFormatError on any mismatch)."""
-    return from_tensors(model_codec.decode(data), hidden)
+def decode(data: bytes, arch: Arch) -> Net:
+    """Decode model_codec bytes into the task's module (ModelFormatError on any mismatch)."""
+    return from_tensors(model_codec.decode(data), arch)
 
 
-def max_abs_weight(model: MLP) -> float:
+def max_abs_weight(model: Net) -> float:
     return max(float(p.detach().abs().max()) for p in model.parameters())
 
 
-def clip_(model: MLP, bound: float) -> None:
+def clip_(model: Net, bound: float) -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.clamp_(-bound, bound)
 
 
 def train(
-    model: MLP,
+    model: Net,
     data: Dataset,
     epochs: int,
     seed: int,
     weight_bound: float,
     lr: float = 0.1,
     batch_size: int = 32,
-) -> MLP:
+) -> Net:
     """Plain minibatch SGD, seeded (deterministic on CPU); weights clipped to ±weight_bound."""
     if len(data) == 0:
         raise ValueError("empty training shard")
@@ -139,14 +115,14 @@ def train(
     return model.eval()
 
 
-def correct_count(model: MLP, data: Dataset) -> int:
+def correct_count(model: Net, data: Dataset) -> int:
     """Correct predictions of the float model (argmax ties resolve to the first index, as in torch)."""
     with torch.no_grad():
         pred = model(torch.from_numpy(data.x)).argmax(dim=1)
     return int((pred == torch.from_numpy(data.y)).sum())
 
 
-def float_accuracy(model: MLP, data: Dataset) -> float:
+def float_accuracy(model: Net, data: Dataset) -> float:
     return correct_count(model, data) / max(len(data), 1)
 
 
@@ -159,18 +135,19 @@ BEHAVIOURS = ("honest", "label_flip", "scaled", "random", "free_ride")
 SCALED_UPDATE_FACTOR = -10.0  # "scaled": the local update, sign-flipped and boosted (then clipped)
 
 
-def flip_labels(data: Dataset) -> Dataset:
-    """Label flipping: class c becomes 9 - c (every label wrong, systematically)."""
-    return Dataset(data.x, (N_CLASSES - 1 - data.y).astype(np.int64))
+def flip_labels(data: Dataset, n_classes: int) -> Dataset:
+    """Label flipping: class c becomes (classes - 1) - c (every label wrong, systematically; for
+    an odd class count the middle class keeps its label)."""
+    return Dataset(data.x, (n_classes - 1 - data.y).astype(np.int64))
 
 
-def train_as(behaviour: str, model: MLP, data: Dataset, epochs: int, seed: int, weight_bound: float) -> MLP:
+def train_as(behaviour: str, model: Net, data: Dataset, epochs: int, seed: int, weight_bound: float) -> Net:
     """Local training as `behaviour` ('' or 'honest': model.train). Weights always stay in bounds,
     as they must for the model to be provable at all."""
     if behaviour in ("", "honest"):
         return train(model, data, epochs, seed, weight_bound)
     if behaviour == "label_flip":
-        return train(model, flip_labels(data), epochs, seed, weight_bound)
+        return train(model, flip_labels(data, model.arch.n_classes), epochs, seed, weight_bound)
     if behaviour == "free_ride":  # no work: the unchanged global model
         clip_(model, weight_bound)
         return model.eval()

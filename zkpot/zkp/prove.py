@@ -96,9 +96,9 @@ class RoundProof:
     shards: tuple[ShardResult, ...] = ()
 
 
-def decode_global(task: Task, global_model: bytes) -> model.MLP:
+def decode_global(task: Task, global_model: bytes) -> model.Net:
     try:
-        return model.decode(global_model, task.hidden)
+        return model.decode(global_model, task.arch)
     except ModelFormatError as exc:
         raise ProveInputError(f"global model: {exc}") from exc
 
@@ -110,19 +110,19 @@ def train_step(task: Task, global_model: bytes, shard: Dataset, epochs: int, see
     net = decode_global(task, global_model)
     net = model.train_as(behaviour, net, shard, epochs or DEFAULT_LOCAL_EPOCHS, seed, task.weight_bound)
     params = model.encode(net)
-    revealed = model.decode(params, task.hidden)  # what validators will see and aggregate
+    revealed = model.decode(params, task.arch)  # what validators will see and aggregate
     return Trained(params, model_codec.model_cid(params), model.correct_count(revealed, task.test_set),
                    time.perf_counter() - t0)
 
 
-def check_range(task: Task, net: model.MLP) -> None:
+def check_range(task: Task, net: model.Net) -> None:
     worst = model.max_abs_weight(net)
     if worst > task.weight_bound:
         raise ProveRangeError(f"model has a weight of magnitude {worst:.4g}, outside the task's calibrated range "
                               f"±{task.weight_bound:g}; clip weights to the task's bound")
 
 
-def check_circuit_shape(task: Task, net: model.MLP) -> None:
+def check_circuit_shape(task: Task, net: model.Net) -> None:
     """A tensor whose every value quantizes to 0 makes ezkl compile another circuit than the task's
     (the constant is folded away); its proof would never finish (ezkl 23 hangs), so refuse it here."""
     from zkpot.zkp import commitment  # its layout is learned once per process (~0.5 s)
@@ -154,7 +154,8 @@ def witness_step(task: Task, workdir: Path, index: int, round_: int, participant
     """Witness of shard `index` (needs compile_step's files); also computes the parameter polycommit."""
     d = shard_dir(workdir, index)
     d.mkdir(parents=True, exist_ok=True)
-    circuit.write_input(task.shard(index), task.binding(round_, participant), task.norm_bound, d / "input.json")
+    circuit.write_input(task.shard(index), task.binding(round_, participant), task.norm_bound, d / "input.json",
+                        task.arch.n_classes)
     t0 = time.perf_counter()
     try:
         wit = circuit.gen_witness(d / "input.json", workdir / "model.compiled", d / "witness.json",

@@ -24,6 +24,7 @@ from zkpot import aggregation, chain
 from zkpot.codec import content_id
 from zkpot.crypto import KeyPair
 from zkpot.v1 import types_pb2
+from zkpot.zkp import arch as arch_spec
 from zkpot.zkp import circuit, data, datafiles, model
 from zkpot.zkp.data import Dataset
 
@@ -54,7 +55,7 @@ class TaskConfig:
 
     name: str = "digits-mlp"
     test_set_size: int = 16
-    hidden: int = 16
+    arch: str = model.DEFAULT_ARCH  # zkpot.zkp.arch spec: "mlp:64-16-10", "seq:1x8x8-conv4k3-relu-...-linear10"
     scale: int = 6                  # ezkl input and param scale (log2); pixels/16 are exact at >= 4
     decomp_base: int = 1024         # range decomposition: base**legs; 1024**3 keeps logrows at 14
     decomp_legs: int = 3
@@ -80,8 +81,10 @@ class TaskConfig:
             raise TaskError("test_set_size must be 1..359 (the digits' held-out split)")
         if self.test_set_file is not None and self.test_set_size < 0:
             raise TaskError("test_set_size must be >= 0 (0: every sample of the test-set file)")
-        if not 1 <= self.hidden <= 256:
-            raise TaskError("hidden must be 1..256")
+        try:
+            arch_spec.parse(self.arch)
+        except arch_spec.ArchError as exc:
+            raise TaskError(str(exc)) from None
         if not 4 <= self.scale <= 12:
             raise TaskError("scale must be 4..12")
         if self.weight_bound <= 0:
@@ -116,8 +119,8 @@ class Task:
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
-    def hidden(self) -> int:
-        return model.hidden_of(self.manifest.architecture)
+    def arch(self) -> arch_spec.Arch:
+        return arch_spec.parse(self.manifest.architecture)  # cached: one Arch per spec
 
     @property
     def weight_bound(self) -> float:
@@ -163,7 +166,7 @@ class Task:
     def instances(self, round_: int, participant: bytes, claimed_correct: int, shard: int = 0) -> list[str]:
         """The public instances of shard `shard`'s proof for (this task, round, participant, claim)."""
         return circuit.public_instances(self.shard(shard), self.binding(round_, participant), claimed_correct,
-                                        self.input_scale, self.norm_bound)
+                                        self.input_scale, self.norm_bound, self.arch.n_classes)
 
 
 def shard_of(test: Dataset, shard_size: int, index: int) -> Dataset:
@@ -175,21 +178,24 @@ def shard_of(test: Dataset, shard_size: int, index: int) -> Dataset:
 
 
 def _heaviest_shard(test: Dataset, shard_size: int) -> int:
-    """The shard holding the sample with the largest pixel sum: the worst case for activations."""
+    """The shard holding the sample with the largest feature sum: the worst case for activations."""
     return int(test.x.sum(axis=1).argmax()) // shard_size
 
 
-def _worst_case_models(hidden: int, bound: float) -> list[model.MLP]:
-    """Largest activations and logit gaps a model inside ±bound can produce on [0,1] inputs."""
+def _worst_case_models(arch: arch_spec.Arch, bound: float) -> list[model.Net]:
+    """Largest activations and logit gaps a model inside ±bound can produce on [0,1] inputs: every
+    weight and bias +bound (ReLU passes everything, so each layer's activations are as large as
+    they can be), the logit layer's rows alternating in sign (the largest gaps between classes)."""
+    last = arch.layers[-1].name
     out = []
     for first in (1.0, -1.0):
-        m = model.MLP(hidden)
-        signs = torch.tensor([first * (-1.0) ** i for i in range(data.N_CLASSES)])
+        m = model.Net(arch)
+        signs = torch.tensor([first * (-1.0) ** i for i in range(arch.n_classes)])
         with torch.no_grad():
-            m.fc1.weight.fill_(bound)
-            m.fc1.bias.fill_(bound)
-            m.fc2.weight.copy_(signs[:, None] * bound * torch.ones(data.N_CLASSES, hidden))
-            m.fc2.bias.copy_(signs * bound)
+            for p in m.parameters():
+                p.fill_(bound)
+            m.get_parameter(f"{last}.weight").mul_(signs[:, None])
+            m.get_parameter(f"{last}.bias").mul_(signs)
         out.append(m.eval())
     return out
 
@@ -199,7 +205,7 @@ def _public_test_set(config: TaskConfig) -> tuple[Dataset, TaskConfig]:
     if config.test_set_file is None:
         return data.public_test_set(config.test_set_size, config.seed), config
     try:
-        test = datafiles.load_dataset(config.test_set_file)
+        test = datafiles.load_for(config.test_set_file, arch_spec.parse(config.arch))
     except datafiles.DataFileError as exc:
         raise TaskError(f"test set: {exc}") from exc
     if config.test_set_size and config.test_set_size != len(test):
@@ -214,15 +220,17 @@ def _calibration_pool(config: TaskConfig) -> Dataset:
     if config.calibration_file is None:
         return data.training_pool(config.seed)
     try:
-        return datafiles.load_dataset(config.calibration_file)
+        return datafiles.load_for(config.calibration_file, arch_spec.parse(config.arch))
     except datafiles.DataFileError as exc:
         raise TaskError(f"calibration data: {exc}") from exc
 
 
 def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConfig(),
-                progress: Callable[[str], None] | None = None) -> Task:
+                progress: Callable[[str], None] | None = None,
+                initial_weights: dict[str, torch.Tensor] | None = None) -> Task:
     """Publish a task: data, calibrated settings, SRS, keys, manifest and the signed PublishTask.
-    `progress` hears each slow step as it starts (the devnet prints them)."""
+    `progress` hears each slow step as it starts (the devnet prints them); `initial_weights`
+    start the task from a user's module (zkpot.zkp.arch.from_module) instead of a seeded init."""
     say = progress or (lambda step: None)
     config.check()
     out = Path(out_dir)
@@ -236,8 +244,11 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     data.save(paths["test_set"], test)
     pool = _calibration_pool(config)
 
-    # initial global model: deterministic from the seed, inside the bound, in fixed point
-    initial = model.init_model(config.hidden, config.seed)
+    # initial global model: deterministic from the seed (or the user's module's weights), inside
+    # the bound, in fixed point
+    arch = arch_spec.parse(config.arch)
+    initial = model.init_model(arch, config.seed) if initial_weights is None else model.from_weights(
+        arch, initial_weights)
     model.clip_(initial, config.weight_bound)
     initial_bytes = model.encode(initial)
     paths["initial_model"].write_bytes(initial_bytes)
@@ -245,19 +256,19 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     # calibrate on a trained reference model (realistic activations), then check the rest fit
     say("training reference models and calibrating the circuit")
     refs = [
-        model.train(model.decode(initial_bytes, config.hidden), pool, epochs=3, seed=config.seed + i,
+        model.train(model.decode(initial_bytes, arch), pool, epochs=3, seed=config.seed + i,
                     weight_bound=config.weight_bound)
         for i in range(max(config.reference_models, 1))
     ]
     limbs_max = [(1 << circuit.LIMB_BITS) - 1] * circuit.N_LIMBS
-    n_params = sum(int(torch.tensor(shape).prod()) for _, shape in model.layout(config.hidden))
+    n_params = arch.n_params
     norm_bound = n_params * config.weight_bound**2
     # one circuit (settings, pk, vk) for the shard shape; every shard is proven with it
     shard_size = config.shard_size or config.test_set_size
     first = shard_of(test, shard_size, 0)
     heavy = shard_of(test, shard_size, _heaviest_shard(test, shard_size))
     circuit.export_onnx(refs[0], first, work / "ref.onnx")
-    circuit.write_input(first, limbs_max, norm_bound, work / "input.json")
+    circuit.write_input(first, limbs_max, norm_bound, work / "input.json", arch.n_classes)
     settings = circuit.make_settings(work / "ref.onnx", work / "input.json", paths["settings"], config.scale,
                                      config.decomp_base, config.decomp_legs)
     logrows = int(settings["run_args"]["logrows"])
@@ -266,7 +277,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     if committed != [n_params]:
         # anything else in the committed column is invisible to a verifier who never sees the model
         raise TaskError(f"the circuit commits {committed} values, not exactly the model's {n_params} parameters")
-    for i, m in enumerate([*refs[1:], *_worst_case_models(config.hidden, config.weight_bound)]):
+    for i, m in enumerate([*refs[1:], *_worst_case_models(arch, config.weight_bound)]):
         try:
             ev = circuit.evaluate(m, heavy, limbs_max, norm_bound, paths["settings"], work / f"check{i}")
             fits = bool(ezkl.mock(str(ev.witness_path), str(work / f"check{i}" / "model.compiled")))
@@ -278,7 +289,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
             raise TaskError(f"a model inside ±{config.weight_bound} does not satisfy the circuit; "
                             "lower weight_bound or raise decomp_legs")
     # and the norm bound is part of the statement: just outside it, the excess is no longer 0
-    outside = _worst_case_models(config.hidden, config.weight_bound * 1.01)[0]
+    outside = _worst_case_models(arch, config.weight_bound * 1.01)[0]
     ev = circuit.evaluate(outside, heavy, limbs_max, norm_bound, paths["settings"], work / "outside")
     if ev.excess <= 0:
         raise TaskError("the circuit does not detect a model outside its norm bound")
@@ -304,7 +315,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     ev = circuit.evaluate(refs[0], first, limbs_max, norm_bound, paths["settings"], work / "self", paths["vk"],
                           paths["srs"])
     if circuit.witness_instances(ev.witness) != circuit.public_instances(first, limbs_max, ev.correct, config.scale,
-                                                                         norm_bound):
+                                                                         norm_bound, arch.n_classes):
         raise TaskError("rebuilt public instances differ from ezkl's layout (circuit changed?)")
     n_commit = circuit.n_commitments(ev.witness)
     if n_commit < 1:
@@ -317,7 +328,8 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     ref_proof = circuit.prove(ev.witness_path, self_dir / "model.compiled", paths["pk"], self_dir / "proof.json",
                               paths["srs"])
     prove_s = time.perf_counter() - t_prove
-    ref_instances = circuit.public_instances(first, limbs_max, ev.correct, config.scale, norm_bound)
+    ref_instances = circuit.public_instances(first, limbs_max, ev.correct, config.scale, norm_bound,
+                                             arch.n_classes)
     if not circuit.verify(ref_proof, ref_instances, paths["settings"], paths["vk"], paths["srs"], work):
         raise TaskError("self-test proof does not verify")
 
@@ -340,7 +352,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
 
     manifest = types_pb2.TaskManifest(
         name=config.name,
-        architecture=model.architecture(config.hidden),
+        architecture=arch.spec,
         test_set_size=config.test_set_size,
         input_scale=int(settings["run_args"]["input_scale"]),
         param_scale=int(settings["run_args"]["param_scale"]),
@@ -436,11 +448,18 @@ def load_task(task_dir: Path) -> Task:
     initial = paths["initial_model"].read_bytes()
     if tx.publish_task.initial_model != initial:
         raise TaskError(f"{d}: initial model differs from the one in the PublishTask")
-    test = data.load(paths["test_set"])
+    try:
+        test = datafiles.load_for(paths["test_set"], arch_spec.parse(manifest.architecture))
+    except (datafiles.DataFileError, arch_spec.ArchError) as exc:
+        raise TaskError(f"{d}: {exc}") from None
     if len(test) != manifest.test_set_size:
         raise TaskError(f"{d}: test set has {len(test)} samples, manifest says {manifest.test_set_size}")
     if manifest.shard_size and manifest.test_set_size % manifest.shard_size:
         raise TaskError(f"{d}: shard size {manifest.shard_size} does not divide the test set ({len(test)})")
     params = json.loads(paths["params"].read_text())
-    model.decode(initial, model.hidden_of(manifest.architecture))  # layout check
+    try:
+        task_arch = arch_spec.parse(manifest.architecture)
+    except arch_spec.ArchError as exc:
+        raise TaskError(f"{d}: {exc}") from None
+    model.decode(initial, task_arch)  # layout check
     return Task(d, manifest, task_id, tx, initial, test, params, paths)

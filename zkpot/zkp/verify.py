@@ -109,7 +109,7 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
         if model_codec.model_cid(sp.model_params) != sp.model_cid:
             return _reject(refusal.MODEL_MISMATCH, "model_cid is not the content id of model_params")
         try:
-            net = model.decode(sp.model_params, task.hidden)
+            net = model.decode(sp.model_params, task.arch)
         except ModelFormatError as exc:
             return _reject(refusal.MALFORMED, f"model_params: {exc}")
     for i, (proof, _) in enumerate(shards):
@@ -157,7 +157,7 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
                                                   "claimed count and the binding of (task, round, sender)", timings)
 
 
-def _shard_count(task: Task, net: model.MLP, index: int, limbs: list[int], work: Path) -> int | None:
+def _shard_count(task: Task, net: model.Net, index: int, limbs: list[int], work: Path) -> int | None:
     try:
         return circuit.evaluate(net, task.shard(index), limbs, task.norm_bound, task.paths["settings"],
                                 work / f"shard-{index}").correct

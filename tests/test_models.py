@@ -1,0 +1,111 @@
+"""Your own model (issue 14): `zkpot task create --arch/--torch-model` refuses what the circuit
+cannot take by the layer and the limit, and a CNN task made from a user's torch module runs on
+the devnet (`zkpot devnet --task DIR`) with real proofs, real services and every ledger agreeing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from zkp_env import REPO, run_devnet
+
+from zkpot.devnet.plan import free_base_port
+
+USER_MODEL = '''
+from torch import nn
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(36, 10))
+
+
+normed = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10))
+not_a_module = 3
+'''
+
+
+def _zkpot(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zkpot.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("models")
+    (d / "user_model.py").write_text(USER_MODEL)
+    assert _zkpot("keys", "gen", d / "publisher.json").returncode == 0
+    return d
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--arch", "seq:1x8x8-conv4k3-linear10"], "layer 1 (linear10) takes a flat input, got shape (4, 6, 6)"),
+    (["--arch", "seq:1x8x8-conv4k3-maxpool2-flatten-linear10"], "layer 1 'maxpool2' is not supported"),
+    (["--arch", "mlp:4096-64-10"], "over the limit of 200,000"),
+    (["--torch-model", "{d}/user_model.py:normed"], "layer 1 (BatchNorm2d) is not supported"),
+    (["--torch-model", "{d}/user_model.py:not_a_module"], "not_a_module is a int, not a torch.nn.Module"),
+    (["--torch-model", "{d}/user_model.py:missing"], "defines no 'missing'"),
+    (["--torch-model", "{d}/user_model.py:cnn", "--arch", "mlp:64-16-10"], "name the model twice"),
+    (["--arch", "mlp:30-8-2"], "features per sample, the task's model takes 30"),
+])
+def test_task_create_refuses_what_the_circuit_cannot_take(user_files: Path, args: list[str], says: str) -> None:
+    """Refused before any key is made, with the layer and the limit; nothing is written."""
+    out = user_files / "refused"
+    args = [a.format(d=user_files) for a in args]
+    extra = ["--calibration-data", str(_digits_npz(user_files))] if args == ["--arch", "mlp:30-8-2"] else []
+    proc = _zkpot("task", "create", "--out", out, "--publisher-key", user_files / "publisher.json", *args, *extra)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (out / "manifest.pb").exists()
+
+
+def _digits_npz(d: Path) -> Path:
+    from zkpot.zkp import data
+
+    path = d / "digits.npz"
+    if not path.exists():
+        data.save(path, data.public_test_set(20, 7))
+    return path
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--arch", "mlp:30-8-2"], "takes 30 features and 2 classes, not the digits' 64 and 10: pass the participants' "
+                               "data with --train-data"),
+    (["--arch", "seq:1x8x8-relu"], "the last layer must be linearN"),
+    (["--task", "/nonexistent", "--arch", "mlp:64-8-10"], "the task fixes --arch; drop them"),
+    (["--task", "/nonexistent"], "--task: /nonexistent: not a task directory"),
+])
+def test_devnet_refuses_a_model_its_data_cannot_feed(tmp_path: Path, args: list[str], says: str) -> None:
+    proc = _zkpot("devnet", "--data-dir", tmp_path / "run", "--base-port", free_base_port(4, 4), *args, timeout=120)
+    assert proc.returncode != 0 and says in proc.stderr + proc.stdout, proc.stdout + proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_cnn_from_a_torch_module_runs_on_the_devnet(user_files: Path) -> None:
+    """A user's nn.Sequential (Conv2d, ReLU, AvgPool2d, Flatten, Linear) becomes the task's
+    architecture; four validators and two participants run a round of it: each participant trains
+    the CNN, proves its accuracy (real ezkl proof of the CNN circuit), the verifiers accept, the
+    validators aggregate CNN models, and every ledger holds the same chain."""
+    task = user_files / "cnn-task"
+    proc = _zkpot("task", "create", "--out", task, "--publisher-key", user_files / "publisher.json", "--torch-model",
+                  f"{user_files}/user_model.py:cnn", "--test-set-size", "4", "--rounds", "1", "--min-correct", "1",
+                  "--round-deadline-blocks", "120")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shown = json.loads(_zkpot("task", "show", task).stdout)
+    assert shown["architecture"] == "seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10"
+    assert shown["params"]["norm_bound"] == 410.0  # n_params * weight_bound**2: the CNN's 410 parameters
+    run = user_files / "run"
+    code, stdout, stderr = run_devnet(["--task", str(task), "--validators", "4", "--participants", "2",
+                                       "--data-dir", str(run), "--base-port", str(free_base_port(4, 2)),
+                                       "--no-attack-checks"], "CNN devnet")
+    assert code == 0, f"devnet exited {code}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    report = json.loads((run / "report.json").read_text())
+    assert report["ok"] and report["ledgers"]["agree"]
+    (r1,) = report["rounds"]
+    assert r1["closed"] and r1["accepted_submissions"] == 2, r1
+    assert all(s["aggregated"] for s in r1["submissions"]), r1["submissions"]
+    # the round's global model is a CNN of the task's layout (the observer decoded and scored it)
+    assert 0 < r1["global_accuracy_holdout"] <= 1
