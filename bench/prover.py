@@ -102,7 +102,7 @@ def direct_compile(task_dir: str, params: bytes, work: str) -> float:
     w = Path(work)
     w.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    circuit.export_onnx(model.decode(params, task.arch), task.shard(0), w / "model.onnx")
+    circuit.export_onnx(model.decode(params, task.arch), task.shard(0), w / "model.onnx", mask=task.shard_mask(0))
     assert ezkl.compile_circuit(str(w / "model.onnx"), str(w / "model.compiled"), str(task.paths["settings"]))
     return time.perf_counter() - t0
 
@@ -117,7 +117,7 @@ def direct_witness(task_dir: str, work: str, index: int, participant: bytes) -> 
     d = w / f"s{index}"
     d.mkdir(exist_ok=True)
     circuit.write_input(task.shard(index), task.binding(ROUND, participant), task.norm_bound, d / "input.json",
-                        task.arch.n_classes)
+                        task.arch.n_classes, mask=task.shard_mask(index))
     t0 = time.perf_counter()
     ezkl.gen_witness(str(d / "input.json"), str(w / "model.compiled"), str(d / "witness.json"),
                      vk_path=str(task.paths["vk"]), srs_path=str(task.paths["srs"]))

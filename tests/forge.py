@@ -38,10 +38,10 @@ def prove_statement(task: Task, net: model.Net, round_: int, participant: bytes,
     used to commit beside the weights) replaced: the win `target`, the `classes` of the one-hot.
     prove=False: the witness only (what the statement counts), no proof."""
     work.mkdir(parents=True, exist_ok=True)
-    circuit.export_onnx(net, task.shard(0), work / "model.onnx")
+    circuit.export_onnx(net, task.shard(0), work / "model.onnx", mask=task.shard_mask(0))
     circuit.compile_model(work / "model.onnx", task.paths["settings"], work / "model.compiled")
     circuit.write_input(task.shard(0), task.binding(round_, participant), task.norm_bound, work / "input.json",
-                        task.arch.n_classes)
+                        task.arch.n_classes, mask=task.shard_mask(0))
     doc = json.loads((work / "input.json").read_text())
     doc["input_data"][4] = [target]
     if classes is not None:

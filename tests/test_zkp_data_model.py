@@ -19,8 +19,8 @@ def test_public_test_set_is_deterministic_balanced_and_held_out() -> None:
     assert sorted(np.bincount(a.y, minlength=10).tolist()) == [2] * 10  # class-balanced prefix
     assert 0.0 <= a.x.min() and a.x.max() <= 1.0
     pool = data.training_pool(7)
-    held = {row.tobytes() for row in data.public_test_set(359, 7).x}
-    assert len(pool) + 359 <= 1797
+    held = {row.tobytes() for row in data.public_test_set(data.HELD_OUT_SIZE, 7).x}
+    assert len(pool) + data.HELD_OUT_SIZE == 1797 and len(data.held_out(3)) == data.HELD_OUT_SIZE
     # no test sample is in the training pool (digits has a few duplicate images; allow them)
     assert sum(row.tobytes() in held for row in pool.x) <= 5
     assert not np.array_equal(data.public_test_set(20, seed=8).x, a.x)

@@ -6,7 +6,10 @@ test set under the binding of (task, round, submitter); the shard counts add up 
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 from zkp_env import SHARD_SIZE, SHARDED_SIZE, sharded_env
 
 from zkpot import chain, refusal
@@ -44,8 +47,9 @@ def test_sharded_task_manifest_and_instances() -> None:
     assert task.params["n_shards"] == 2
     assert len(task.shard(0)) == len(task.shard(1)) == SHARD_SIZE
     assert task.instances(1, env.alice.public, 0, 0) != task.instances(1, env.alice.public, 0, 1)
-    with pytest.raises(TaskError, match="shard_size must divide"):
-        TaskConfig(test_set_size=8, shard_size=3).check()
+    TaskConfig(test_set_size=8, shard_size=3).check()  # a padded, masked last shard (test_a_padded_...)
+    with pytest.raises(TaskError, match="shard_size must be 0..test_set_size"):
+        TaskConfig(test_set_size=8, shard_size=9).check()
 
 
 def test_honest_sharded_proof_is_accepted() -> None:
@@ -125,3 +129,53 @@ def test_every_shard_proof_verifies_only_on_its_own_slice() -> None:
     assert circuit.verify(s1.proof, inst, paths["settings"], paths["vk"], paths["srs"])
     wrong_slice = task.instances(1, env.alice.public, s1.correct, 0)
     assert not circuit.verify(s1.proof, wrong_slice, paths["settings"], paths["vk"], paths["srs"])
+
+
+def test_a_padded_last_shard_counts_only_its_real_samples(tmp_path) -> None:
+    """Issue 14: 5 test samples in shards of 2 — the last shard holds 1 sample and 1 padding. Every
+    shard's count is masked by a public input the verifier rebuilds (1 per sample, 0 per padding):
+    an honest submission is accepted with the exact count, a claim above a shard's real samples is
+    refused before any SNARK, and a real proof made with the padding unmasked (counted as a win)
+    does not verify against the task's own instances."""
+    from zkpot.crypto import KeyPair
+    from zkpot.zkp import circuit, data, model, prove, submission
+    from zkpot.zkp.task import create_task
+
+    task = create_task(tmp_path / "task", KeyPair.from_seed(b"\x01" * 32),
+                       TaskConfig(test_set_size=5, shard_size=2, min_correct=0, reference_models=1))
+    assert task.masked and task.n_shards == 3 and task.params["n_shards"] == 3
+    assert [task.shard_samples(i) for i in range(3)] == [2, 2, 1]
+    assert task.shard_mask(0) == [1, 1] and task.shard_mask(2) == [1, 0]
+    assert len(task.shard(2)) == 2 and task.shard(2).x[1].sum() == 0  # padded with a zero sample
+    alice = KeyPair.from_seed(b"\x02" * 32)
+    shard = data.dirichlet_shards(4, 100.0, seed=7)[0]
+    honest = prove.prove_round(task, task.initial_model, shard, 1, alice.public, tmp_path / "a", seed=1)
+    net = model.decode(honest.model_params, task.arch)
+    assert honest.claimed_correct == model.correct_count(net, task.test_set) <= 5  # the 5 samples, no padding
+    tx = submission.round_tx(alice, task.task_id, 1, honest)
+    assert check_submission(task, tx, tmp_path).valid
+
+    shards = [(s.proof, s.correct) for s in tx.submit_proof.shards]
+    shards[0], shards[2] = (shards[0][0], 0), (shards[2][0], 2)  # the total stays within the test set
+    over = _with(tx, alice, shards, claimed_correct=sum(c for _, c in shards))
+    verdict = check_submission(task, over, tmp_path)
+    assert verdict.reason == refusal.CLAIM_MISMATCH and "shard 2 claims 2 correct of 1" in verdict.detail
+
+    # the padding unmasked and labelled as the model predicts a blank image: it would count
+    blank = int(net(torch.zeros(1, 64)).argmax())
+    work = tmp_path / "forged"
+    prove.compile_step(task, honest.model_params, work)
+    prove.witness_step(task, work, 2, 1, alice.public)
+    doc = json.loads((prove.shard_dir(work, 2) / "input.json").read_text())
+    doc["input_data"][1][1] = blank
+    doc["input_data"][-1] = [1, 1]
+    (prove.shard_dir(work, 2) / "input.json").write_text(json.dumps(doc))
+    wit = circuit.gen_witness(prove.shard_dir(work, 2) / "input.json", work / "model.compiled",
+                              prove.shard_dir(work, 2) / "witness.json", task.paths["vk"], task.paths["srs"])
+    forged_count = circuit.witness_count(wit)
+    assert forged_count == honest.shards[2].correct + 1  # the padding counted
+    forged = circuit.prove(prove.shard_dir(work, 2) / "witness.json", work / "model.compiled", task.paths["pk"],
+                           prove.shard_dir(work, 2) / "proof.json", task.paths["srs"])
+    for claim in (forged_count, honest.shards[2].correct):
+        assert not circuit.verify(forged, task.instances(1, alice.public, claim, 2), task.paths["settings"],
+                                  task.paths["vk"], task.paths["srs"], tmp_path)

@@ -111,6 +111,21 @@ class AccuracyCircuit(nn.Module):
         return logits, torch.relu((flat * flat).sum() - norm_bound)
 
 
+class MaskedAccuracyCircuit(AccuracyCircuit):
+    """The count over the real samples of a padded shard: sum_i mask_i * correct_i, the mask a
+    public input (1: a test sample, 0: padding) the verifier rebuilds from the task, so padding
+    can neither count nor hide a sample. Used by tasks whose shard size does not divide the test
+    set (the last shard is padded to the shard shape: one circuit, one key pair for every shard)."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor, classes: torch.Tensor,  # type: ignore[override]
+                target: torch.Tensor, norm_bound: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, excess = self.model_outputs(x, norm_bound)
+        onehot = y.unsqueeze(1) == classes
+        label_logit = (logits * onehot).sum(dim=1, keepdim=True)
+        wins = torch.sign(label_logit - logits).long().sum(dim=1)
+        return ((wins == target).long() * mask).sum(), binding * 1, excess
+
+
 class ArgmaxAccuracyCircuit(AccuracyCircuit):
     """The naive export: sum_i [argmax(logits_i) == y_i] (ties go to the first index). Benchmarks only."""
 
@@ -125,10 +140,12 @@ class ArgmaxAccuracyCircuit(AccuracyCircuit):
 # ---------------------------------------------------------------------------- files for ezkl
 
 
-def export_onnx(model: Net, test: Dataset, path: Path, naive_argmax: bool = False) -> None:
+def export_onnx(model: Net, test: Dataset, path: Path, naive_argmax: bool = False,
+                mask: Sequence[int] | None = None) -> None:
     """Export Acc(model) for this test set's shape (opset 17, legacy exporter: what ezkl reads).
 
     naive_argmax: the ArgMax + Equal form instead (the benchmark's naive baseline; never a task's).
+    mask: the masked count of a padded shard's task (MaskedAccuracyCircuit; only its shape matters).
     """
     import warnings
 
@@ -141,12 +158,15 @@ def export_onnx(model: Net, test: Dataset, path: Path, naive_argmax: bool = Fals
     norm = torch.tensor([1.0])  # any value: only shapes and types reach the graph
     args: tuple[torch.Tensor, ...] = (x, y, b, classes, target, norm)
     names = ["x", "y", "binding", "classes", "target", "norm_bound"]
+    cls: type[AccuracyCircuit] = AccuracyCircuit
     if naive_argmax:
-        args, names = (x, y, b, norm), ["x", "y", "binding", "norm_bound"]
+        args, names, cls = (x, y, b, norm), ["x", "y", "binding", "norm_bound"], ArgmaxAccuracyCircuit
+    elif mask is not None:
+        args, names, cls = (*args, torch.tensor(list(mask), dtype=torch.int64)), [*names, "mask"], MaskedAccuracyCircuit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
-            (ArgmaxAccuracyCircuit if naive_argmax else AccuracyCircuit)(model).eval(),
+            cls(model).eval(),
             args,
             str(path),
             input_names=names,
@@ -157,11 +177,13 @@ def export_onnx(model: Net, test: Dataset, path: Path, naive_argmax: bool = Fals
 
 
 def write_input(test: Dataset, limbs: Sequence[int], norm_bound: float, path: Path, n_classes: int,
-                naive_argmax: bool = False) -> None:
-    """The circuit's inputs in order (naive_argmax: the benchmark's ArgMax form, without classes and target)."""
+                naive_argmax: bool = False, mask: Sequence[int] | None = None) -> None:
+    """The circuit's inputs in order (naive_argmax: the benchmark's ArgMax form, without classes and
+    target; mask: a padded shard's task, its per-sample mask last)."""
     constants = [] if naive_argmax else [list(range(n_classes)), [n_classes - 1]]
+    masks = [] if mask is None else [[int(v) for v in mask]]
     data = {"input_data": [test.x.flatten().tolist(), test.y.tolist(), [float(v) for v in limbs], *constants,
-                           [float(norm_bound)]]}
+                           [float(norm_bound)], *masks]}
     Path(path).write_text(json.dumps(data))
 
 
@@ -258,9 +280,10 @@ def quantize(values: np.ndarray, scale: int) -> np.ndarray:
 
 
 def public_instances(test: Dataset, limbs: Sequence[int], claimed_correct: int, input_scale: int,
-                     norm_bound: float, n_classes: int) -> list[str]:
+                     norm_bound: float, n_classes: int, mask: Sequence[int] | None = None) -> list[str]:
     """The instance column a valid proof must satisfy, in circuit order: inputs x, y, binding,
-    classes, target, norm_bound; outputs count, binding, excess (always 0: the model is in bounds)."""
+    classes, target, norm_bound (and a padded shard task's mask); outputs count, binding, excess
+    (always 0: the model is in bounds)."""
     if len(limbs) != N_LIMBS:
         raise ValueError(f"binding must have {N_LIMBS} limbs")
     values: list[int] = []
@@ -270,6 +293,10 @@ def public_instances(test: Dataset, limbs: Sequence[int], claimed_correct: int, 
     values += list(range(n_classes))  # integer inputs: scale 0
     values += [n_classes - 1]
     values += quantize(np.array([norm_bound]), input_scale).tolist()
+    if mask is not None:
+        if len(mask) != len(test.y) or any(v not in (0, 1) for v in mask):
+            raise ValueError("the mask must hold one 0 or 1 per sample")
+        values += [int(v) for v in mask]  # integer input: scale 0
     values += [int(claimed_correct)]  # integer output: scale 0
     values += [int(v) << input_scale for v in limbs]
     values += [0]
@@ -333,14 +360,15 @@ class Evaluation:
 
 
 def evaluate(model: Net, test: Dataset, limbs: Sequence[int], norm_bound: float, settings_path: Path, workdir: Path,
-             vk_path: Path | None = None, srs_path: Path | None = None) -> Evaluation:
+             vk_path: Path | None = None, srs_path: Path | None = None,
+             mask: Sequence[int] | None = None) -> Evaluation:
     """Export + compile with the task's settings + witness, in `workdir` (files kept for proving)."""
     workdir.mkdir(parents=True, exist_ok=True)
     names = ("model.onnx", "model.compiled", "input.json", "witness.json")
     onnx_path, compiled, inp, wit = (workdir / n for n in names)
-    export_onnx(model, test, onnx_path)
+    export_onnx(model, test, onnx_path, mask=mask)
     compile_model(onnx_path, settings_path, compiled)
-    write_input(test, limbs, norm_bound, inp, model.arch.n_classes)
+    write_input(test, limbs, norm_bound, inp, model.arch.n_classes, mask=mask)
     witness = gen_witness(inp, compiled, wit, vk_path, srs_path)
     return Evaluation(witness_count(witness), witness, wit)
 

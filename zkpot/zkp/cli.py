@@ -28,7 +28,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="data the reference models train on to calibrate the circuit (default: the digits' "
                         "training split); same formats")
     c.add_argument("--shard-size", type=int, default=d.shard_size,
-                   help="samples per shard proof; must divide --test-set-size (0: one proof over the whole set)")
+                   help="samples per shard proof (0: one proof over the whole set); when it does not divide the "
+                        "test set, the last shard is padded and every shard's count masked")
     c.add_argument("--arch", default=None, metavar="SPEC",
                    help=f"the model: 'mlp:IN-H-...-OUT' or 'seq:SHAPE-LAYER-...' with layers linearN, convCkK[sS][pP], "
                         f"relu, avgpoolK, flatten (default {d.arch}; docs/models.md)")
@@ -38,6 +39,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--input-shape", default=None, metavar="CxHxW|FEATURES",
                    help="with --torch-model: one sample's shape (default: 64, or 1x8x8 when it starts with a Conv2d)")
     c.add_argument("--scale", type=int, default=d.scale, help="ezkl input/param scale (log2)")
+    c.add_argument("--max-logrows", type=int, default=d.max_logrows,
+                   help="refuse a circuit above 2^N rows per shard (keys, SRS and proving time grow with it)")
     c.add_argument("--decomp-base", type=int, default=d.decomp_base)
     c.add_argument("--decomp-legs", type=int, default=d.decomp_legs)
     c.add_argument("--weight-bound", type=float, default=d.weight_bound)
@@ -88,7 +91,8 @@ def _create(args: argparse.Namespace) -> int:
         decomp_base=args.decomp_base, decomp_legs=args.decomp_legs, weight_bound=args.weight_bound,
         rounds=args.rounds, min_correct=args.min_correct, round_deadline_blocks=args.round_deadline_blocks,
         round_deadline_s=args.round_deadline_s,
-        seed=args.seed, srs=args.srs, shard_size=args.shard_size, aggregation_rule=args.aggregation_rule,
+        seed=args.seed, srs=args.srs, shard_size=args.shard_size, max_logrows=args.max_logrows,
+        aggregation_rule=args.aggregation_rule,
         test_set_file=args.test_set, calibration_file=args.calibration_data,
     )
     try:

@@ -138,7 +138,7 @@ def discover_layout(task: Task, workdir: Path) -> Layout:
 
     def commit_of(net: Net, tag: str) -> list[bn254.Point]:
         ev = circuit.evaluate(net, task.shard(0), [0] * circuit.N_LIMBS, task.norm_bound, task.paths["settings"],
-                              workdir / tag, task.paths["vk"], task.paths["srs"])
+                              workdir / tag, task.paths["vk"], task.paths["srs"], mask=task.shard_mask(0))
         points = bn254.points_from_bytes(witness_commitment(ev.witness))
         if len(points) != n_points:
             raise CommitmentError("the circuit's commitment has an unexpected number of points")

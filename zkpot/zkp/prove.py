@@ -145,7 +145,7 @@ def compile_step(task: Task, model_params: bytes, workdir: Path) -> float:
     check_circuit_shape(task, net)
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    circuit.export_onnx(net, task.shard(0), workdir / "model.onnx")
+    circuit.export_onnx(net, task.shard(0), workdir / "model.onnx", mask=task.shard_mask(0))
     circuit.compile_model(workdir / "model.onnx", task.paths["settings"], workdir / "model.compiled")
     return time.perf_counter() - t0
 
@@ -155,7 +155,7 @@ def witness_step(task: Task, workdir: Path, index: int, round_: int, participant
     d = shard_dir(workdir, index)
     d.mkdir(parents=True, exist_ok=True)
     circuit.write_input(task.shard(index), task.binding(round_, participant), task.norm_bound, d / "input.json",
-                        task.arch.n_classes)
+                        task.arch.n_classes, mask=task.shard_mask(index))
     t0 = time.perf_counter()
     try:
         wit = circuit.gen_witness(d / "input.json", workdir / "model.compiled", d / "witness.json",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ezkl
+import numpy as np
 import torch
 
 from zkpot import aggregation, chain
@@ -66,7 +68,8 @@ class TaskConfig:
     round_deadline_s: float = 0.0   # and at least this much chain time (block timestamps); 0: blocks alone
     seed: int = 7
     reference_models: int = 3       # trained to calibrate the settings on realistic models
-    shard_size: int = 0             # samples per shard proof (must divide test_set_size); 0: one shard
+    shard_size: int = 0             # samples per shard proof; 0: one shard. Not dividing test_set_size:
+                                    # the last shard is padded and every shard's count masked (circuit.py)
     aggregation_rule: str = ""      # zkpot.aggregation rule; "": fedavg-threshold (manifest unchanged)
     secure_aggregation: bool = False  # pairwise-masked aggregation: models never leave participants
     secagg_threshold: int = 0       # shares that recover a dropped member's mask key; 0: zkpot.secagg default
@@ -75,10 +78,13 @@ class TaskConfig:
     # None: the bundled digits' class-balanced held-out prefix. test_set_size 0: the file's count
     test_set_file: Path | None = None
     calibration_file: Path | None = None  # reference models' training data; None: the digits pool
+    # the largest circuit a task may have: keys, SRS and each proof grow with 2^logrows (zkpot task plan
+    # prints the cost); 2^20 rows is ~15 min of proving and ~10 GB per shard on a 2-core machine
+    max_logrows: int = 20
 
     def check(self) -> None:
-        if self.test_set_file is None and not 1 <= self.test_set_size <= 359:
-            raise TaskError("test_set_size must be 1..359 (the digits' held-out split)")
+        if self.test_set_file is None and not 1 <= self.test_set_size <= data.HELD_OUT_SIZE:
+            raise TaskError(f"test_set_size must be 1..{data.HELD_OUT_SIZE} (the digits' held-out split)")
         if self.test_set_file is not None and self.test_set_size < 0:
             raise TaskError("test_set_size must be >= 0 (0: every sample of the test-set file)")
         try:
@@ -90,8 +96,8 @@ class TaskConfig:
         if self.weight_bound <= 0:
             raise TaskError("weight_bound must be positive")
         counted = self.test_set_size > 0  # 0: a file's count, checked again once it is read
-        if self.shard_size < 0 or (counted and self.shard_size and self.test_set_size % self.shard_size):
-            raise TaskError(f"shard_size must divide test_set_size ({self.test_set_size}); got {self.shard_size}")
+        if self.shard_size < 0 or (counted and self.shard_size > self.test_set_size):
+            raise TaskError(f"shard_size must be 0..test_set_size ({self.test_set_size}); got {self.shard_size}")
         if counted and self.min_correct > self.test_set_size:
             raise TaskError("min_correct exceeds the test set size")
         if self.aggregation_rule and self.aggregation_rule not in aggregation.RULES:
@@ -154,11 +160,26 @@ class Task:
 
     @property
     def n_shards(self) -> int:
-        return int(self.manifest.test_set_size) // self.shard_size
+        return -(-int(self.manifest.test_set_size) // self.shard_size)
+
+    @property
+    def masked(self) -> bool:
+        """The shard size does not divide the test set: the last shard is padded, counts are masked."""
+        return bool(int(self.manifest.test_set_size) % self.shard_size)
 
     def shard(self, index: int) -> Dataset:
-        """Shard `index` of the public test set: samples [index * shard_size, (index + 1) * shard_size)."""
+        """Shard `index` of the public test set: samples [index * shard_size, (index + 1) * shard_size),
+        the last one padded to shard_size with zero samples when the size does not divide the set."""
         return shard_of(self.test_set, self.shard_size, index)
+
+    def shard_mask(self, index: int) -> list[int] | None:
+        """The circuit's mask input of shard `index` (1 per test sample, 0 per padding), or None for
+        a task whose shards are all full (its circuit has no mask input)."""
+        return shard_mask_of(len(self.test_set), self.shard_size, index) if self.masked else None
+
+    def shard_samples(self, index: int) -> int:
+        """Test samples (not padding) in shard `index`: the most it can prove correct."""
+        return min(self.shard_size, len(self.test_set) - index * self.shard_size)
 
     def binding(self, round_: int, participant: bytes) -> list[int]:
         return circuit.binding_limbs(self.task_id, round_, participant)
@@ -166,15 +187,26 @@ class Task:
     def instances(self, round_: int, participant: bytes, claimed_correct: int, shard: int = 0) -> list[str]:
         """The public instances of shard `shard`'s proof for (this task, round, participant, claim)."""
         return circuit.public_instances(self.shard(shard), self.binding(round_, participant), claimed_correct,
-                                        self.input_scale, self.norm_bound, self.arch.n_classes)
+                                        self.input_scale, self.norm_bound, self.arch.n_classes, self.shard_mask(shard))
 
 
 def shard_of(test: Dataset, shard_size: int, index: int) -> Dataset:
-    n = len(test) // shard_size
+    """Samples [index * shard_size, ...) of `test`, padded with zero samples (label 0) to shard_size."""
+    n = -(-len(test) // shard_size)
     if not 0 <= index < n:
         raise IndexError(f"shard {index} of {n}")
     lo = index * shard_size
-    return Dataset(test.x[lo : lo + shard_size], test.y[lo : lo + shard_size])
+    x, y = test.x[lo : lo + shard_size], test.y[lo : lo + shard_size]
+    pad = shard_size - len(y)
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, x.shape[1]), dtype=x.dtype)])
+        y = np.concatenate([y, np.zeros(pad, dtype=y.dtype)])
+    return Dataset(x, y)
+
+
+def shard_mask_of(n_samples: int, shard_size: int, index: int) -> list[int]:
+    real = min(shard_size, n_samples - index * shard_size)
+    return [1] * real + [0] * (shard_size - real)
 
 
 def _heaviest_shard(test: Dataset, shard_size: int) -> int:
@@ -266,20 +298,31 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     # one circuit (settings, pk, vk) for the shard shape; every shard is proven with it
     shard_size = config.shard_size or config.test_set_size
     first = shard_of(test, shard_size, 0)
-    heavy = shard_of(test, shard_size, _heaviest_shard(test, shard_size))
-    circuit.export_onnx(refs[0], first, work / "ref.onnx")
-    circuit.write_input(first, limbs_max, norm_bound, work / "input.json", arch.n_classes)
+    heavy_index = _heaviest_shard(test, shard_size)
+    heavy = shard_of(test, shard_size, heavy_index)
+    masked = bool(config.test_set_size % shard_size)  # a padded last shard: every shard's count is masked
+    first_mask = shard_mask_of(len(test), shard_size, 0) if masked else None
+    heavy_mask = shard_mask_of(len(test), shard_size, heavy_index) if masked else None
+    circuit.export_onnx(refs[0], first, work / "ref.onnx", mask=first_mask)
+    circuit.write_input(first, limbs_max, norm_bound, work / "input.json", arch.n_classes, mask=first_mask)
     settings = circuit.make_settings(work / "ref.onnx", work / "input.json", paths["settings"], config.scale,
                                      config.decomp_base, config.decomp_legs)
     logrows = int(settings["run_args"]["logrows"])
     log.info("calibrated: %s rows, logrows %d", settings.get("num_rows"), logrows)
+    if logrows > config.max_logrows:
+        widest = max(zip(arch.layers, arch.shapes, strict=True), key=lambda ls: math.prod(ls[1]))
+        raise TaskError(f"the circuit of a {shard_size}-sample shard needs logrows {logrows} "
+                        f"({settings.get('num_rows'):,} rows), over the task's limit of {config.max_logrows}: use a "
+                        f"smaller --shard-size, or a smaller model (its widest layer is {widest[0].token()}, "
+                        f"{math.prod(widest[1]):,} values per sample)")
     committed = (settings.get("module_sizes") or {}).get("polycommit") or []
     if committed != [n_params]:
         # anything else in the committed column is invisible to a verifier who never sees the model
         raise TaskError(f"the circuit commits {committed} values, not exactly the model's {n_params} parameters")
     for i, m in enumerate([*refs[1:], *_worst_case_models(arch, config.weight_bound)]):
         try:
-            ev = circuit.evaluate(m, heavy, limbs_max, norm_bound, paths["settings"], work / f"check{i}")
+            ev = circuit.evaluate(m, heavy, limbs_max, norm_bound, paths["settings"], work / f"check{i}",
+                                  mask=heavy_mask)
             fits = bool(ezkl.mock(str(ev.witness_path), str(work / f"check{i}" / "model.compiled")))
             fits = fits and ev.excess == 0
         except Exception as exc:  # CircuitError, or ezkl's own on an unsatisfied mock
@@ -290,7 +333,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
                             "lower weight_bound or raise decomp_legs")
     # and the norm bound is part of the statement: just outside it, the excess is no longer 0
     outside = _worst_case_models(arch, config.weight_bound * 1.01)[0]
-    ev = circuit.evaluate(outside, heavy, limbs_max, norm_bound, paths["settings"], work / "outside")
+    ev = circuit.evaluate(outside, heavy, limbs_max, norm_bound, paths["settings"], work / "outside", mask=heavy_mask)
     if ev.excess <= 0:
         raise TaskError("the circuit does not detect a model outside its norm bound")
 
@@ -312,10 +355,16 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     setup_s = time.perf_counter() - t_setup
 
     # self-check: the instances we rebuild equal the ones ezkl lays out, and learn the commitment count
-    ev = circuit.evaluate(refs[0], first, limbs_max, norm_bound, paths["settings"], work / "self", paths["vk"],
-                          paths["srs"])
-    if circuit.witness_instances(ev.witness) != circuit.public_instances(first, limbs_max, ev.correct, config.scale,
-                                                                         norm_bound, arch.n_classes):
+    # (on the padded last shard of a masked task: the path only such tasks take)
+    n_shards = -(-config.test_set_size // shard_size)
+    self_index = n_shards - 1 if masked else 0
+    self_shard = shard_of(test, shard_size, self_index)
+    self_mask = shard_mask_of(len(test), shard_size, self_index) if masked else None
+    ev = circuit.evaluate(refs[0], self_shard, limbs_max, norm_bound, paths["settings"], work / "self", paths["vk"],
+                          paths["srs"], mask=self_mask)
+    rebuilt = circuit.public_instances(self_shard, limbs_max, ev.correct, config.scale, norm_bound, arch.n_classes,
+                                       self_mask)
+    if circuit.witness_instances(ev.witness) != rebuilt:
         raise TaskError("rebuilt public instances differ from ezkl's layout (circuit changed?)")
     n_commit = circuit.n_commitments(ev.witness)
     if n_commit < 1:
@@ -328,9 +377,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
     ref_proof = circuit.prove(ev.witness_path, self_dir / "model.compiled", paths["pk"], self_dir / "proof.json",
                               paths["srs"])
     prove_s = time.perf_counter() - t_prove
-    ref_instances = circuit.public_instances(first, limbs_max, ev.correct, config.scale, norm_bound,
-                                             arch.n_classes)
-    if not circuit.verify(ref_proof, ref_instances, paths["settings"], paths["vk"], paths["srs"], work):
+    if not circuit.verify(ref_proof, rebuilt, paths["settings"], paths["vk"], paths["srs"], work):
         raise TaskError("self-test proof does not verify")
 
     params = {
@@ -344,7 +391,7 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
         "decomp_legs": config.decomp_legs,
         "num_rows": settings.get("num_rows"),
         "shard_size": shard_size,
-        "n_shards": config.test_set_size // shard_size,
+        "n_shards": n_shards,
         # where the public test set came from: "digits" (held-out prefix of the seed) or a user's file
         "test_set_source": "digits" if config.test_set_file is None else Path(config.test_set_file).name,
     }
@@ -454,8 +501,8 @@ def load_task(task_dir: Path) -> Task:
         raise TaskError(f"{d}: {exc}") from None
     if len(test) != manifest.test_set_size:
         raise TaskError(f"{d}: test set has {len(test)} samples, manifest says {manifest.test_set_size}")
-    if manifest.shard_size and manifest.test_set_size % manifest.shard_size:
-        raise TaskError(f"{d}: shard size {manifest.shard_size} does not divide the test set ({len(test)})")
+    if manifest.shard_size > manifest.test_set_size:
+        raise TaskError(f"{d}: shard size {manifest.shard_size} exceeds the test set ({len(test)})")
     params = json.loads(paths["params"].read_text())
     try:
         task_arch = arch_spec.parse(manifest.architecture)

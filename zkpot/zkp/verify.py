@@ -94,8 +94,8 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
         return _reject(refusal.CLAIM_MISMATCH,
                        f"claimed {sp.claimed_correct} correct of a {task.manifest.test_set_size}-sample test set")
     for i, (_, count) in enumerate(shards):
-        if count > task.shard_size:
-            return _reject(refusal.CLAIM_MISMATCH, f"shard {i} claims {count} correct of {task.shard_size}")
+        if count > task.shard_samples(i):
+            return _reject(refusal.CLAIM_MISMATCH, f"shard {i} claims {count} correct of {task.shard_samples(i)}")
     if sum(count for _, count in shards) != sp.claimed_correct:
         return _reject(refusal.CLAIM_MISMATCH, f"claimed_correct {sp.claimed_correct} is not the sum of "
                                                        f"the shard counts {[c for _, c in shards]}")
@@ -160,6 +160,6 @@ def check_submission(task: Task, tx: types_pb2.Transaction, workdir: Path) -> Ve
 def _shard_count(task: Task, net: model.Net, index: int, limbs: list[int], work: Path) -> int | None:
     try:
         return circuit.evaluate(net, task.shard(index), limbs, task.norm_bound, task.paths["settings"],
-                                work / f"shard-{index}").correct
+                                work / f"shard-{index}", mask=task.shard_mask(index)).correct
     except circuit.CircuitError:
         return None
