@@ -97,6 +97,10 @@ def test_a_cnn_from_a_torch_module_runs_on_the_devnet(user_files: Path) -> None:
     shown = json.loads(_zkpot("task", "show", task).stdout)
     assert shown["architecture"] == "seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10"
     assert shown["params"]["norm_bound"] == 410.0  # n_params * weight_bound**2: the CNN's 410 parameters
+    # the plan, made before any key, named the circuit the task got
+    planned = json.loads(_zkpot("task", "plan", "--torch-model", f"{user_files}/user_model.py:cnn",
+                                "--test-set-size", "4", "--json").stdout)
+    assert (planned["rows"], planned["logrows"]) == (shown["params"]["num_rows"], shown["logrows"])
     run = user_files / "run"
     code, stdout, stderr = run_devnet(["--task", str(task), "--validators", "4", "--participants", "2",
                                        "--data-dir", str(run), "--base-port", str(free_base_port(4, 2)),
@@ -109,3 +113,42 @@ def test_a_cnn_from_a_torch_module_runs_on_the_devnet(user_files: Path) -> None:
     assert all(s["aggregated"] for s in r1["submissions"]), r1["submissions"]
     # the round's global model is a CNN of the task's layout (the observer decoded and scored it)
     assert 0 < r1["global_accuracy_holdout"] <= 1
+
+
+def test_task_plan_names_the_circuit_before_any_key(tmp_path: Path) -> None:
+    proc = _zkpot("task", "plan", "--arch", "seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10", "--test-set-size",
+                  "8", "--shard-size", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    p = json.loads(proc.stdout)
+    assert p["params"] == p["committed"] == 410 and p["shards"] == 2 and p["shard_size"] == 4
+    assert p["rows"] > 10_000 and 2 ** p["logrows"] >= p["rows"]
+    assert p["prove_s_per_shard"] > 0 and abs(p["prove_s_total"] - 2 * p["prove_s_per_shard"]) <= 0.1
+    assert p["pk_bytes"] > 0 and p["tx_bytes"] > 2 * p["proof_bytes_per_shard"]
+    assert list(tmp_path.iterdir()) == []  # nothing written: no SRS, no keys
+    text = _zkpot("task", "plan", "--test-set-size", "16")
+    assert text.returncode == 0 and "mlp:64-16-10: 1,210 parameters" in text.stdout and "logrows" in text.stdout
+    bad = _zkpot("task", "plan", "--arch", "mlp:30-8-2")
+    assert bad.returncode == 1 and "plan it with --test-set FILE" in bad.stderr
+    padded = json.loads(_zkpot("task", "plan", "--test-set-size", "10", "--shard-size", "4", "--json").stdout)
+    assert padded["shards"] == 3 and padded["committed"] == padded["params"]  # 4 + 4 + 2 and 2 padding, masked
+    bad = _zkpot("task", "plan", "--test-set-size", "10", "--shard-size", "11")
+    assert bad.returncode == 1 and "must be 1..10" in bad.stderr
+
+
+def test_the_examples_files_are_what_their_readmes_say(tmp_path: Path) -> None:
+    """examples/: the CNN file is the spec its README names; the breast-cancer script writes CSVs
+    the tabular task's architecture accepts (30 features in [0, 1], 2 classes, every sample)."""
+    from zkpot.zkp import arch, datafiles
+
+    module = arch.load_module(str(REPO / "examples/digits-cnn/model.py") + ":model")
+    spec, _ = arch.from_module(module, (1, 8, 8))
+    assert spec.spec == "seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10"
+    assert spec.spec in (REPO / "examples/digits-cnn/README.md").read_text()
+    proc = subprocess.run([sys.executable, str(REPO / "examples/breast-cancer/make_data.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    tab = arch.parse("mlp:30-16-2")
+    train = datafiles.load_for(tmp_path / "train.csv", tab)
+    test = datafiles.load_for(tmp_path / "test.csv", tab)
+    assert (len(train), len(test)) == (455, 114) and set(test.y.tolist()) == {0, 1}
+    assert "mlp:30-16-2" in (REPO / "examples/breast-cancer/README.md").read_text()

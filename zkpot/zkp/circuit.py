@@ -91,14 +91,20 @@ class AccuracyCircuit(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor, classes: torch.Tensor,
                 target: torch.Tensor, norm_bound: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        correct, excess = self.correct_per_sample(x, y, classes, target, norm_bound)
+        # binding * 1 makes the binding an output, i.e. part of the relation the proof is about
+        # (a scalar multiplier is not committed: measured, the vector holds the parameters only)
+        return correct.sum(), binding * 1, excess
+
+    def correct_per_sample(self, x: torch.Tensor, y: torch.Tensor, classes: torch.Tensor, target: torch.Tensor,
+                           norm_bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """1 where the label's logit strictly beats every other one, else 0; and the norm excess."""
         logits, excess = self.model_outputs(x, norm_bound)
         onehot = y.unsqueeze(1) == classes
         label_logit = (logits * onehot).sum(dim=1, keepdim=True)
         # integer (scale 0) signs and sums; the target (classes - 1) is an input, not a constant
         wins = torch.sign(label_logit - logits).long().sum(dim=1)
-        # binding * 1 makes the binding an output, i.e. part of the relation the proof is about
-        # (a scalar multiplier is not committed: measured, the vector holds the parameters only)
-        return (wins == target).long().sum(), binding * 1, excess
+        return (wins == target).long(), excess
 
     def model_outputs(self, x: torch.Tensor, norm_bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and the norm excess. Each parameter is read exactly once (p + 0, the 0 made
@@ -119,11 +125,8 @@ class MaskedAccuracyCircuit(AccuracyCircuit):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, binding: torch.Tensor, classes: torch.Tensor,  # type: ignore[override]
                 target: torch.Tensor, norm_bound: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, excess = self.model_outputs(x, norm_bound)
-        onehot = y.unsqueeze(1) == classes
-        label_logit = (logits * onehot).sum(dim=1, keepdim=True)
-        wins = torch.sign(label_logit - logits).long().sum(dim=1)
-        return ((wins == target).long() * mask).sum(), binding * 1, excess
+        correct, excess = self.correct_per_sample(x, y, classes, target, norm_bound)
+        return (correct * mask).sum(), binding * 1, excess
 
 
 class ArgmaxAccuracyCircuit(AccuracyCircuit):
