@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -116,9 +117,14 @@ def test_experiment_quick_end_to_end(tmp_path):
     """`zkpot experiment --quick`, shrunk to one ZKPoT scenario of one round: real task, real devnet,
     a label flipper whose real proof shows a count below the threshold; table, JSON and plots."""
     out = tmp_path / "exp"
+    # The round closes once all four proofs are in: 26-36 s after the chain starts, 97 s with two
+    # experiments at once (measured). The deadline is only a ceiling for a lost submission: at the
+    # experiment's default (600 blocks and 600 s) the test passed after waiting it out (a 675 s CI
+    # run is ~75 s of work plus those 600 s); now a lost proof costs at most 4 min and is reported.
+    deadline_blocks = 240
     cmd = [sys.executable, "-m", "zkpot.cli", "experiment", "--quick", "--out", str(out), "--rounds", "1",
            "--fractions", "0.25", "--test-set-size", "8", "--min-correct", "4",
-           "--base-port", str(free_base_port(4, 4))]
+           "--round-deadline-blocks", str(deadline_blocks), "--base-port", str(free_base_port(4, 4))]
     t0 = time.monotonic()
     proc = run_tree(cmd, timeout=1500, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # kills the tree on timeout
     print(proc.stdout[-4000:], proc.stderr[-3000:], f"took {time.monotonic() - t0:.0f}s", sep="\n")
@@ -131,6 +137,7 @@ def test_experiment_quick_end_to_end(tmp_path):
     (zk,) = [sc for sc in results["scenarios"] if sc["kind"] == "zkpot"]
     assert zk["ok"] and zk["ledgers_agree"] and zk["attackers"] == {"p0": "label_flip"}
     (r1,) = zk["rounds"]
+    _assert_closed_with_everyone_in(json.loads(Path(zk["report"]).read_text()), deadline_blocks)
     assert r1["correct"]["p0"] < 4 and r1["excluded"]["p0"] == f"proven {r1['correct']['p0']}/8 < threshold 4"
     assert "p0" not in r1["included"] and len(r1["included"]) >= 2
     assert r1["aggregation_rule"] == "fedavg-threshold(min_correct=4)"
@@ -140,6 +147,28 @@ def test_experiment_quick_end_to_end(tmp_path):
         assert r1["view_shares"].get("v0", 0) == 0  # the flipper's validator leads no view
     assert 0 < r1["accuracy"] <= 1 and "leadership" in results["targets"]
     assert "| zkpot-25% |" in (out / "results.md").read_text()
+
+
+def _assert_closed_with_everyone_in(report: dict, deadline_blocks: int) -> None:
+    """Every participant's proof, the flipper's too, was committed in the round, so the round closed
+    when the last one came in and not at its deadline. The assertions after this one can hold either
+    way (they read each participant's own report), so without it a lost submission only showed as a
+    run that waited out the deadline.
+
+    One CI run took 675 s, which fits a round that waited out its 600 s deadline; no local run of
+    this test (idle or loaded) has lost a proof since. The likely cause, found since: gRPC cut any
+    call that streamed nothing for ~90 s under our clients' keepalive pings ('Too many pings'), so
+    a ProveRound slowed by a loaded machine was proven again from the start and came in late
+    (fixed: grpcutil.server_keepalive_options, tests/test_grpc_keepalive.py). Until CI runs show
+    it gone, a lost proof is reported as a warning naming each participant's stage (CI's summary
+    shows it) rather than an assertion that would turn the whole CI red."""
+    (rr,) = report["rounds"]
+    stages = {s["participant"]: (s["stage"], s["height"], s["admission_reason"] or s["ledger_reason"])
+              for s in rr["submissions"]}
+    committed = [p for p, (_, height, _) in stages.items() if 0 < height <= rr["close_height"]]
+    if sorted(committed) != ["p0", "p1", "p2", "p3"] or rr["close_height"] >= rr["open_height"] + deadline_blocks:
+        warnings.warn(f"LOST PROOF? not every proof was committed before the round's deadline: {stages}, "
+                      f"round {rr.get('open_height')}..{rr.get('close_height')}", stacklevel=2)
 
 
 def test_summary_reports_the_attackers_share_of_leadership() -> None:
