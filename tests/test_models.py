@@ -152,3 +152,44 @@ def test_the_examples_files_are_what_their_readmes_say(tmp_path: Path) -> None:
     test = datafiles.load_for(tmp_path / "test.csv", tab)
     assert (len(train), len(test)) == (455, 114) and set(test.y.tolist()) == {0, 1}
     assert "mlp:30-16-2" in (REPO / "examples/breast-cancer/README.md").read_text()
+
+
+def test_an_experiment_runs_on_a_users_csv_files(tmp_path: Path) -> None:
+    """`zkpot experiment` on the tabular example's CSV files (in-process scenarios: centralized,
+    plain FedAvg, the ZKPoT rules; the real-services runs use the devnet's --test-set/--train-data)."""
+    proc = subprocess.run([sys.executable, str(REPO / "examples/breast-cancer/make_data.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "exp"
+    run = _zkpot("experiment", "--quick", "--no-zkpot", "--arch", "mlp:30-8-2", "--test-set", tmp_path / "test.csv",
+                 "--train-data", tmp_path / "train.csv", "--min-correct", "80", "--out", out, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["test_set_size"] == 114 and results["config"]["arch"] == "mlp:30-8-2"
+    (central,) = [sc for sc in results["scenarios"] if sc["kind"] == "centralized"]
+    assert central["rounds"][-1]["accuracy"] > 0.9  # on the file's 114 test samples
+    refused = _zkpot("experiment", "--quick", "--no-zkpot", "--arch", "mlp:30-8-2", "--out", out)
+    assert refused.returncode != 0 and "pass --test-set and --train-data" in refused.stderr
+
+
+@pytest.mark.slow
+def test_an_experiment_on_a_users_csv_runs_a_real_devnet(tmp_path: Path) -> None:
+    """The same with the real-services scenario: a devnet on the CSV files and the tabular model,
+    real proofs of a 12-sample test set, a label flipper among 4 participants, every ledger equal."""
+    proc = subprocess.run([sys.executable, str(REPO / "examples/breast-cancer/make_data.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "test.csv").read_text().splitlines()
+    (tmp_path / "small.csv").write_text("\n".join(lines[:13]) + "\n")  # the header and 12 samples
+    out = tmp_path / "exp"
+    run = _zkpot("experiment", "--quick", "--rounds", "1", "--fractions", "0.25", "--arch", "mlp:30-8-2",
+                 "--test-set", tmp_path / "small.csv", "--train-data", tmp_path / "train.csv", "--min-correct", "8",
+                 "--round-deadline-blocks", "240", "--base-port", free_base_port(4, 4), "--out", out, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    (zk,) = [sc for sc in results["scenarios"] if sc["kind"] == "zkpot"]
+    assert zk["ok"] and zk["ledgers_agree"] and zk["attackers"] == {"p0": "label_flip"}
+    (r1,) = zk["rounds"]
+    assert set(r1["correct"]) == {"p0", "p1", "p2", "p3"} and all(0 <= c <= 12 for c in r1["correct"].values())
+    assert {p for p, c in r1["correct"].items() if c >= 8} == set(r1["included"])  # the threshold, proven
+    assert 0 < r1["accuracy"] <= 1

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from zkpot.experiment.config import ATTACKS
+from zkpot.experiment.config import ATTACKS, ExperimentConfig
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -26,6 +26,20 @@ def _attacks(text: str) -> tuple[str, ...]:
     if not values or bad:
         raise argparse.ArgumentTypeError(f"attacks must be among {', '.join(ATTACKS)}; got {text!r}")
     return values
+
+
+def _with_data_files(config: ExperimentConfig) -> ExperimentConfig:
+    """A user's test set is used whole: the config's test-set size becomes its count (the task's)."""
+    if config.test_set_file is None or config.train_data is None:
+        return config
+    import dataclasses
+
+    from zkpot.zkp import data, model
+
+    arch = model.parse(config.arch)
+    test = data.load(config.test_set_file, arch)
+    data.load(config.train_data, arch)  # checked before anything runs
+    return dataclasses.replace(config, test_set_size=len(test))
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +61,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-epochs", type=int, default=0, help="0: the prover's default")
     parser.add_argument("--test-set-size", type=int, default=16, help="the task's public test set")
     parser.add_argument("--arch", default="mlp:64-16-10", metavar="SPEC",
-                        help="the task's model on the digits (zkpot task create --help), e.g. "
-                             "seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10")
+                        help="the task's model (zkpot task create --help), e.g. "
+                             "seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10; another input shape than the "
+                             "digits' needs --test-set and --train-data")
+    parser.add_argument("--test-set", type=Path, default=None, metavar="FILE|DIR",
+                        help="your public test set (.npz, CSV or image folders; all of it) instead of the digits'")
+    parser.add_argument("--train-data", type=Path, default=None, metavar="FILE|DIR",
+                        help="with --test-set: the participants' shards are cut (non-IID, --alpha) from this file")
     parser.add_argument("--min-correct", type=int, default=0, help="aggregation threshold (0: the task default)")
     parser.add_argument("--base-port", type=int, default=27300, help="first port of each devnet's port plan")
     parser.add_argument("--round-deadline-blocks", type=int, default=600,
@@ -69,7 +88,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from zkpot import log
-    from zkpot.experiment.config import ExperimentConfig
     from zkpot.experiment.run import run
 
     log.setup("experiment", "experiment", "WARNING")
@@ -86,10 +104,13 @@ def _run(args: argparse.Namespace) -> int:
         zkpot=args.zkpot, round_deadline_blocks=args.round_deadline_blocks,
         secure_aggregation=args.secure_aggregation, secagg_threshold=args.secagg_threshold,
         resume=args.resume, arch=args.arch,
+        test_set_file=args.test_set.resolve() if args.test_set else None,
+        train_data=args.train_data.resolve() if args.train_data else None,
     )
     try:
         config.check()
-    except ValueError as exc:
+        config = _with_data_files(config)
+    except ValueError as exc:  # a bad spec or data file (DataFileError names the file and row)
         raise SystemExit(str(exc)) from exc
     try:
         results = run(config)

@@ -32,6 +32,8 @@ class ExperimentConfig:
     secagg_threshold: int = 0                      # 0: zkpot.secagg.default_threshold
     resume: bool = False                           # reuse the real-services reports an earlier run wrote
     devnet_dir: Path | None = None                 # default OUT/devnet-<participants>p-<rounds>r-...
+    test_set_file: Path | None = None              # the public test set from a user's file (all of it)
+    train_data: Path | None = None                 # participants' shards cut from a user's file
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
@@ -48,8 +50,11 @@ class ExperimentConfig:
             model_arch = arch.parse(self.arch)
         except arch.ArchError as exc:
             raise ValueError(f"--arch: {exc}") from None
-        if (model_arch.n_features, model_arch.n_classes) != (64, 10):
-            raise ValueError(f"--arch {model_arch.spec}: experiments run on the digits (64 features, 10 classes)")
+        if (self.test_set_file is None) != (self.train_data is None):
+            raise ValueError("--test-set and --train-data go together (a user's data, or the digits)")
+        if self.test_set_file is None and (model_arch.n_features, model_arch.n_classes) != (64, 10):
+            raise ValueError(f"--arch {model_arch.spec} takes {model_arch.n_features} features and "
+                             f"{model_arch.n_classes} classes, not the digits': pass --test-set and --train-data")
         if not self.secure_aggregation and any(a in SECURE_ONLY for a in self.attacks):
             raise ValueError(f"{', '.join(SECURE_ONLY)} attack secure aggregation: add --secure-aggregation")
 
@@ -60,12 +65,15 @@ class ExperimentConfig:
         return self.out_dir / (f"devnet-{self.participants}p-{self.validators}v-{self.rounds}r-"
                                f"t{self.test_set_size}-k{self.min_correct}-d{self.round_deadline_blocks}-a{self.alpha:g}-s{self.seed}"
                                + (f"-secure{self.secagg_threshold or ''}" if self.secure_aggregation else "")
-                               + ("" if self.arch == "mlp:64-16-10" else "-" + self.arch.replace(":", "_")))
+                               + ("" if self.arch == "mlp:64-16-10" else "-" + self.arch.replace(":", "_"))
+                               + ("" if self.test_set_file is None else f"-{self.test_set_file.stem}"))
 
     def as_json(self) -> dict:
         out = asdict(self)
         out["out_dir"] = str(self.out_dir)
         out["devnet_dir"] = str(self.devnet_path())
+        for key in ("test_set_file", "train_data"):
+            out[key] = None if out[key] is None else str(out[key])
         return out
 
 

@@ -48,12 +48,24 @@ class Setting:
 
 def setting(config: ExperimentConfig) -> Setting:
     torch.set_num_threads(1)  # as the prover's workers: deterministic and the same floats
-    initial = model.init_model(model.parse(config.arch), config.seed)
+    arch = model.parse(config.arch)
+    initial = model.init_model(arch, config.seed)
     model.clip_(initial, config.weight_bound)
+    if config.test_set_file is not None and config.train_data is not None:
+        # a user's data, as the devnet takes it: the whole test file, shards cut from the training file
+        # (a user's test set has no held-out split behind it: its own samples stand in)
+        test = data.load(config.test_set_file, arch)
+        shards = data.dirichlet_shards(config.participants, config.alpha, config.seed,
+                                       pool=data.load(config.train_data, arch))
+        holdout = test
+    else:
+        test = data.public_test_set(config.test_set_size, config.seed)
+        shards = data.dirichlet_shards(config.participants, config.alpha, config.seed)
+        holdout = data.held_out(config.seed)
     return Setting(
-        shards=data.dirichlet_shards(config.participants, config.alpha, config.seed),
-        test_set=data.public_test_set(config.test_set_size, config.seed),
-        holdout=data.held_out(config.seed),
+        shards=shards,
+        test_set=test,
+        holdout=holdout,
         initial=model.encode(initial),
         min_correct=config.min_correct or min(TASK_MIN_CORRECT, config.test_set_size),
         epochs=config.local_epochs or DEFAULT_LOCAL_EPOCHS,

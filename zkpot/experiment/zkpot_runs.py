@@ -28,6 +28,7 @@ def devnet_config(config: ExperimentConfig, behaviours: dict[str, str], report: 
         min_correct=config.min_correct, report_path=report.resolve(),
         attack_checks=False, behaviours=dict(behaviours), secure_aggregation=config.secure_aggregation,
         secagg_threshold=config.secagg_threshold, arch=config.arch,
+        test_set_file=config.test_set_file, train_data=config.train_data,
     )
 
 
