@@ -3,6 +3,7 @@
   python bench/models.py            # the growth curve: MLP hidden 16/32/64, CNN 4/8/16 channels, 16 samples
   python bench/models.py --quick    # two small specs at 4 samples (a smoke run, < 5 min)
   python bench/models.py --specs mlp:30-16-2 --test-set-size 8
+  python bench/models.py --examples # examples/: digits MLP, digits CNN (shards of 4), breast-cancer CSV (6 x 19)
 
 For each spec: a real task (zkpot.zkp.task.create_task: calibrated circuit, keys, self-test proof),
 a model trained on a digits shard, one shard proof in a fresh spawned process (prove seconds, the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,17 +84,21 @@ def _quantized_count(task: Task, net: Net, held: Dataset, work: Path) -> tuple[i
     return correct, n
 
 
-def measure(spec: str, root: Path, test_set_size: int, shard_size: int, epochs: int) -> dict:
+def measure(spec: str, root: Path, test_set_size: int, shard_size: int, epochs: int,
+            test_file: Path | None = None, train_file: Path | None = None) -> dict:
+    """One spec on the digits, or on a user's files (the whole test file; shards from the training file)."""
     from zkpot.crypto import KeyPair
     from zkpot.zkp import circuit, data, model, prove, submission
     from zkpot.zkp.task import TaskConfig, create_task
 
     t0 = time.perf_counter()
     task = create_task(root / "task", KeyPair.from_seed(b"\x01" * 32),
-                       TaskConfig(arch=spec, test_set_size=test_set_size, shard_size=shard_size, min_correct=0,
-                                  reference_models=1, rounds=1))
+                       TaskConfig(arch=spec, test_set_size=0 if test_file else test_set_size, shard_size=shard_size,
+                                  min_correct=0, reference_models=1, rounds=1, test_set_file=test_file,
+                                  calibration_file=train_file))
     create_s = time.perf_counter() - t0
-    shard = data.dirichlet_shards(4, 100.0, seed=7)[0]  # near IID: a fair model of each architecture
+    pool = None if train_file is None else data.load(train_file, task.arch)
+    shard = data.dirichlet_shards(4, 100.0, seed=7, pool=pool)[0]  # near IID: a fair model of each architecture
     trained = prove.train_step(task, task.initial_model, shard, epochs, SEED)
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # fresh: its VmHWM is this proof's
         child = pool.submit(_prove_in_child, str(task.dir), trained.model_params, str(root / "prove")).result()
@@ -101,7 +107,7 @@ def measure(spec: str, root: Path, test_set_size: int, shard_size: int, epochs: 
     ok = circuit.verify(child["proof"], instances, task.paths["settings"], task.paths["vk"], task.paths["srs"], root)
     verify_s = time.perf_counter() - t0
     assert ok, f"{spec}: the shard proof does not verify"
-    held = data.held_out(7)
+    held = data.held_out(7) if test_file is None else task.test_set  # a user's test set: its own samples
     net = model.decode(trained.model_params, task.arch)
     q_correct, q_n = _quantized_count(task, net, held, root / "quantized")
     tx = submission.submit_proof_tx(KeyPair.from_seed(b"\x02" * 32), task.task_id, ROUND, child["proof"],
@@ -151,14 +157,23 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write-cost-model", type=Path, default=None, help="save the fitted coefficients here")
+    ap.add_argument("--examples", action="store_true", help="the three tasks of examples/, as their READMEs make them")
     a = ap.parse_args()
     specs = [s for s in a.specs.split(",") if s] or list(QUICK if a.quick else GROWTH)
     size = 4 if a.quick and a.test_set_size == 16 else a.test_set_size
     root = Path(tempfile.mkdtemp(prefix="zkpot-bench-models-"))
+    # (spec, test-set size, shard size, test file, training file) per run
+    runs: list[tuple[str, int, int, Path | None, Path | None]] = [(s, size, a.shard_size, None, None) for s in specs]
+    if a.examples:
+        subprocess.run([sys.executable, str(REPO / "examples/breast-cancer/make_data.py"), "--out", str(root / "bc")],
+                       check=True, capture_output=True)
+        runs = [("mlp:64-16-10", 16, 0, None, None),
+                ("seq:1x8x8-conv4k3-relu-avgpool2-flatten-linear10", 16, 4, None, None),
+                ("mlp:30-16-2", 0, 19, root / "bc" / "test.csv", root / "bc" / "train.csv")]
     results = []
     try:
-        for i, spec in enumerate(specs):
-            r = measure(spec, root / f"s{i}", size, a.shard_size, a.epochs)
+        for i, (spec, n, k, test_file, train_file) in enumerate(runs):
+            r = measure(spec, root / f"s{i}", n, k, a.epochs, test_file, train_file)
             results.append(r)
             print(f"{spec:52s} {r['params']:6d} params  {r['rows']:7d} rows  logrows {r['logrows']:2d}  "
                   f"prove {r['prove_s']:6.2f} s  peak {r['peak_rss_mb']:6.0f} MB  verify {r['verify_s']:.3f} s  "
