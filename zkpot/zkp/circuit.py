@@ -53,6 +53,7 @@ LIMB_BITS = 16
 # BN254 scalar field (the field of ezkl's Halo2 circuits)
 FIELD_MODULUS = 21888242871839275222246405745257275088548364400416034343698204186575808495617
 G1_UNCOMPRESSED_BYTES = 64  # a commitment inside the proof bytes: x || y, 32 bytes each
+BINDING_MAX = [(1 << LIMB_BITS) - 1] * N_LIMBS  # the largest binding: what calibration must cover
 
 
 class CircuitError(RuntimeError):
@@ -61,6 +62,11 @@ class CircuitError(RuntimeError):
 
 class CircuitRangeError(CircuitError):
     """A model's values leave the task's calibrated range: no witness can be generated."""
+
+
+def norm_bound_of(n_params: int, weight_bound: float) -> float:
+    """The proven bound on a model's squared L2 norm: every weight at ±weight_bound (module docstring)."""
+    return n_params * weight_bound**2
 
 
 def binding_limbs(task_id: bytes, round_: int, participant: bytes) -> list[int]:

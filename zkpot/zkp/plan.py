@@ -25,6 +25,7 @@ from pathlib import Path
 from zkpot.zkp import arch as arch_spec
 from zkpot.zkp import circuit, data, model
 from zkpot.zkp.data import Dataset
+from zkpot.zkp.task import shard_count, shard_mask_of
 
 COST_MODEL = Path(__file__).with_name("cost_model.json")
 TX_OVERHEAD_BYTES = 400  # signature, keys, ids and framing of a SubmitProof, beside proofs and the model
@@ -58,17 +59,15 @@ def load_cost_model(path: Path | None = None) -> dict:
 
 
 def circuit_size(arch: arch_spec.Arch, shard: Dataset, scale: int, decomp_base: int, decomp_legs: int,
-                 weight_bound: float, masked: bool = False) -> tuple[int, int, int]:
+                 weight_bound: float, mask: list[int] | None = None) -> tuple[int, int, int]:
     """(rows, logrows, committed values) of the task's circuit for one shard, by ezkl's own calibration."""
     work = Path(tempfile.mkdtemp(prefix="zkpot-plan-"))
     try:
         net = model.init_model(arch, seed=7)
         model.clip_(net, weight_bound)
-        mask = [1] * len(shard) if masked else None  # a padded shard's task: the masked count
         circuit.export_onnx(net, shard, work / "m.onnx", mask=mask)
-        limbs_max = [(1 << circuit.LIMB_BITS) - 1] * circuit.N_LIMBS
-        circuit.write_input(shard, limbs_max, arch.n_params * weight_bound**2, work / "in.json", arch.n_classes,
-                            mask=mask)
+        circuit.write_input(shard, circuit.BINDING_MAX, circuit.norm_bound_of(arch.n_params, weight_bound),
+                            work / "in.json", arch.n_classes, mask=mask)
         settings = circuit.make_settings(work / "m.onnx", work / "in.json", work / "settings.json", scale,
                                          decomp_base, decomp_legs)
     finally:
@@ -91,11 +90,11 @@ def plan(spec: str, test_set_size: int, shard_size: int = 0, scale: int = 6,
         test = data.public_test_set(shard_size, 7)
     shard = Dataset(test.x[:shard_size], test.y[:shard_size])
     rows, logrows, committed = circuit_size(a, shard, scale, decomp_base, decomp_legs, weight_bound,
-                                            masked=bool(test_set_size % shard_size))
+                                            shard_mask_of(test_set_size, shard_size, 0))
     cm = load_cost_model(cost_model)
     padded = 2.0**logrows
     per_shard = cm["prove_s_per_padded_row"] * padded + cm["prove_s_per_row"] * rows
-    shards = -(-test_set_size // shard_size)
+    shards = shard_count(test_set_size, shard_size)
     proof = int(cm["proof_bytes"])
     return Plan(
         spec=a.spec, params=a.n_params, test_set_size=test_set_size, shard_size=shard_size, shards=shards,

@@ -160,7 +160,7 @@ class Task:
 
     @property
     def n_shards(self) -> int:
-        return -(-int(self.manifest.test_set_size) // self.shard_size)
+        return shard_count(int(self.manifest.test_set_size), self.shard_size)
 
     @property
     def masked(self) -> bool:
@@ -175,7 +175,7 @@ class Task:
     def shard_mask(self, index: int) -> list[int] | None:
         """The circuit's mask input of shard `index` (1 per test sample, 0 per padding), or None for
         a task whose shards are all full (its circuit has no mask input)."""
-        return shard_mask_of(len(self.test_set), self.shard_size, index) if self.masked else None
+        return shard_mask_of(len(self.test_set), self.shard_size, index)
 
     def shard_samples(self, index: int) -> int:
         """Test samples (not padding) in shard `index`: the most it can prove correct."""
@@ -192,7 +192,7 @@ class Task:
 
 def shard_of(test: Dataset, shard_size: int, index: int) -> Dataset:
     """Samples [index * shard_size, ...) of `test`, padded with zero samples (label 0) to shard_size."""
-    n = -(-len(test) // shard_size)
+    n = shard_count(len(test), shard_size)
     if not 0 <= index < n:
         raise IndexError(f"shard {index} of {n}")
     lo = index * shard_size
@@ -204,7 +204,15 @@ def shard_of(test: Dataset, shard_size: int, index: int) -> Dataset:
     return Dataset(x, y)
 
 
-def shard_mask_of(n_samples: int, shard_size: int, index: int) -> list[int]:
+def shard_count(n_samples: int, shard_size: int) -> int:
+    return -(-n_samples // shard_size)
+
+
+def shard_mask_of(n_samples: int, shard_size: int, index: int) -> list[int] | None:
+    """The circuit's mask input of shard `index` (1 per sample, 0 per padding), or None when the shard
+    size divides the set: every shard is full and the circuit has no mask input."""
+    if n_samples % shard_size == 0:
+        return None
     real = min(shard_size, n_samples - index * shard_size)
     return [1] * real + [0] * (shard_size - real)
 
@@ -292,17 +300,16 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
                     weight_bound=config.weight_bound)
         for i in range(max(config.reference_models, 1))
     ]
-    limbs_max = [(1 << circuit.LIMB_BITS) - 1] * circuit.N_LIMBS
+    limbs_max = circuit.BINDING_MAX
     n_params = arch.n_params
-    norm_bound = n_params * config.weight_bound**2
+    norm_bound = circuit.norm_bound_of(n_params, config.weight_bound)
     # one circuit (settings, pk, vk) for the shard shape; every shard is proven with it
     shard_size = config.shard_size or config.test_set_size
     first = shard_of(test, shard_size, 0)
     heavy_index = _heaviest_shard(test, shard_size)
     heavy = shard_of(test, shard_size, heavy_index)
-    masked = bool(config.test_set_size % shard_size)  # a padded last shard: every shard's count is masked
-    first_mask = shard_mask_of(len(test), shard_size, 0) if masked else None
-    heavy_mask = shard_mask_of(len(test), shard_size, heavy_index) if masked else None
+    first_mask = shard_mask_of(len(test), shard_size, 0)  # None unless a padded last shard masks every count
+    heavy_mask = shard_mask_of(len(test), shard_size, heavy_index)
     circuit.export_onnx(refs[0], first, work / "ref.onnx", mask=first_mask)
     circuit.write_input(first, limbs_max, norm_bound, work / "input.json", arch.n_classes, mask=first_mask)
     settings = circuit.make_settings(work / "ref.onnx", work / "input.json", paths["settings"], config.scale,
@@ -356,10 +363,10 @@ def create_task(out_dir: Path, publisher: KeyPair, config: TaskConfig = TaskConf
 
     # self-check: the instances we rebuild equal the ones ezkl lays out, and learn the commitment count
     # (on the padded last shard of a masked task: the path only such tasks take)
-    n_shards = -(-config.test_set_size // shard_size)
-    self_index = n_shards - 1 if masked else 0
+    n_shards = shard_count(len(test), shard_size)
+    self_index = n_shards - 1 if first_mask is not None else 0
     self_shard = shard_of(test, shard_size, self_index)
-    self_mask = shard_mask_of(len(test), shard_size, self_index) if masked else None
+    self_mask = shard_mask_of(len(test), shard_size, self_index)
     ev = circuit.evaluate(refs[0], self_shard, limbs_max, norm_bound, paths["settings"], work / "self", paths["vk"],
                           paths["srs"], mask=self_mask)
     rebuilt = circuit.public_instances(self_shard, limbs_max, ev.correct, config.scale, norm_bound, arch.n_classes,
