@@ -25,16 +25,19 @@ if TYPE_CHECKING:
 def task_arch(config: DevnetConfig) -> Any:  # zkpot.zkp.arch.Arch
     """The architecture the run's task has (--task's, --arch's or the default); SystemExit if unusable."""
     from zkpot.zkp import arch
-    from zkpot.zkp.task import TaskConfig, TaskError, load_task
+    from zkpot.zkp.task import MANIFEST_FILE, TaskConfig
 
     try:
         if config.task_dir is not None:
-            return load_task(config.task_dir).arch
+            # the manifest's spec alone: the whole task (every artefact's content id, the pk's too) was
+            # checked once when --task was read (devnet/cli.py) and is again where the devnet copies it
+            manifest = types_pb2.TaskManifest.FromString((config.task_dir / MANIFEST_FILE).read_bytes())
+            return arch.parse(manifest.architecture)
         return arch.parse(config.arch or TaskConfig.arch)
     except arch.ArchError as exc:
         raise SystemExit(f"--arch: {exc}") from None
-    except TaskError as exc:
-        raise SystemExit(f"--task: {exc}") from None
+    except (OSError, ValueError) as exc:  # no manifest, or not one (DecodeError)
+        raise SystemExit(f"--task: {config.task_dir}: not a task directory ({exc})") from None
 
 
 def publish_task(plan: DevnetPlan, config: DevnetConfig, progress: Progress) -> dict[str, float]:

@@ -62,6 +62,7 @@ __all__ = ["BEHAVIOURS", "DevnetConfig", "main", "run_devnet"]
 
 def preflight(config: DevnetConfig) -> None:
     """Refuse a run that cannot start, leaving the previous devnet's data dir as it was."""
+    from zkpot.zkp.data import takes_digits
     from zkpot.zkp.datafiles import DataFileError, load_for
 
     arch = adapters.task_arch(config)  # SystemExit naming the spec or the task when it is unusable
@@ -71,7 +72,7 @@ def preflight(config: DevnetConfig) -> None:
                 load_for(path, arch)
             except DataFileError as exc:
                 raise SystemExit(f"{what}: {exc}") from None
-    if config.train_data is None and (arch.n_features, arch.n_classes) != (64, 10):
+    if config.train_data is None and not takes_digits(arch):
         raise SystemExit(f"the task's model {arch.spec} takes {arch.n_features} features and {arch.n_classes} classes, "
                          f"not the digits' 64 and 10: pass the participants' data with --train-data FILE")
     if config.attack_leader_delay_s and config.attack_leader_delay_s < 2:

@@ -44,7 +44,7 @@ class ExperimentConfig:
         bad = [a for a in self.attacks if a not in ATTACKS]
         if bad or not self.attacks:
             raise ValueError(f"attacks must be among {', '.join(ATTACKS)}; got {bad or 'none'}")
-        from zkpot.zkp import arch
+        from zkpot.zkp import arch, data
 
         try:
             model_arch = arch.parse(self.arch)
@@ -52,7 +52,7 @@ class ExperimentConfig:
             raise ValueError(f"--arch: {exc}") from None
         if (self.test_set_file is None) != (self.train_data is None):
             raise ValueError("--test-set and --train-data go together (a user's data, or the digits)")
-        if self.test_set_file is None and (model_arch.n_features, model_arch.n_classes) != (64, 10):
+        if self.test_set_file is None and not data.takes_digits(model_arch):
             raise ValueError(f"--arch {model_arch.spec} takes {model_arch.n_features} features and "
                              f"{model_arch.n_classes} classes, not the digits': pass --test-set and --train-data")
         if not self.secure_aggregation and any(a in SECURE_ONLY for a in self.attacks):

@@ -118,6 +118,11 @@ def save(path: Path, data: Dataset) -> None:
         np.savez(fh, x=data.x.astype(np.float32), y=data.y.astype(np.int64))
 
 
+def takes_digits(arch: Arch) -> bool:
+    """Whether a model can run on the bundled digits (64 features, 10 classes) without a user's data."""
+    return (arch.n_features, arch.n_classes) == (N_FEATURES, N_CLASSES)
+
+
 def load(path: Path, arch: Arch | None = None) -> Dataset:
     """A data set from a file a user has: .npz (x, y), CSV or a folder of per-class images, checked
     against the task's architecture (None: the digits' 64 features and 10 classes;

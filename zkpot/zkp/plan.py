@@ -84,7 +84,7 @@ def plan(spec: str, test_set_size: int, shard_size: int = 0, scale: int = 6,
     if test_set_size < 1 or not 1 <= shard_size <= test_set_size:
         raise ValueError(f"shard size {shard_size} must be 1..{test_set_size} (the test set size)")
     if test is None:  # the digits' samples stand in for a shard's shape (only shapes reach the circuit)
-        if (a.n_features, a.n_classes) != (data.N_FEATURES, data.N_CLASSES):
+        if not data.takes_digits(a):
             raise ValueError(f"{a.spec} takes {a.n_features} features and {a.n_classes} classes: plan it with "
                              f"--test-set FILE (your data's shape)")
         test = data.public_test_set(shard_size, 7)
