@@ -107,9 +107,6 @@ class Arch:
                 return math.prod(shape[1:])
         raise KeyError(layer.name)
 
-    def build(self) -> Net:
-        return Net(self)
-
 
 def mlp(n_features: int, hidden: tuple[int, ...] | int, n_classes: int) -> Arch:
     widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
