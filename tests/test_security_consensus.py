@@ -99,7 +99,12 @@ def test_forged_proposals_are_refused_and_a_replay_gets_no_second_vote(net: Net)
     refused(stub.Propose, wrong_leader, "wrong_leader", net)
     # the right leader, a well-formed block, but one transaction's signature does not cover it: no
     # vote. The ledgers rely on this (they do not re-verify signatures of a certified block).
-    altered = chain.sign_tx(net.fx.participant_keys[0], types_pb2.Transaction(payload=b"signed", nonce=1))
+    # The signed original sits in this replica's mempool first: a block's tx whose signature matches
+    # an admitted one reuses that one's id only if the whole message is equal (Mempool.known_id).
+    original = chain.sign_tx(net.fx.participant_keys[0], types_pb2.Transaction(payload=b"signed", nonce=1))
+    assert stub.SubmitTx(consensus_pb2.SubmitTxRequest(txs=[original]), timeout=10).results[0].admitted
+    altered = types_pb2.Transaction()
+    altered.CopyFrom(original)
     altered.payload = b"altered after signing"
     refused(stub.Propose, _proposal(net, txs=[altered]), "invalid_tx", net)
     assert net.status().last_voted_view == 0
@@ -166,6 +171,7 @@ def test_flood_from_one_peer_is_throttled_without_hurting_others(net: Net) -> No
     flooder, other = net.stub(fresh=True), net.stub(fresh=True)
     alice, bob = net.fx.validator_keys[1], net.fx.validator_keys[2]  # payloads need genesis members
     before = net.rejected("rate_limited")
+    pooled = net.status().mempool_size  # what earlier tests of this network left there
 
     # alice floods from one connection: her quota fills first, then the peer's token bucket runs dry
     admitted, quota_refusals, throttled = 0, 0, 0
@@ -191,7 +197,7 @@ def test_flood_from_one_peer_is_throttled_without_hurting_others(net: Net) -> No
     # another peer cannot launder alice's transactions past her quota
     resp = other.SubmitTx(consensus_pb2.SubmitTxRequest(txs=_payloads(alice, 5, b"more")), timeout=10)
     assert not any(r.admitted for r in resp.results)
-    assert net.status().mempool_size == QUOTA + 10
+    assert net.status().mempool_size == pooled + QUOTA + 10
 
     # the flooder's bucket refills at RATE/s
     time.sleep(10 / RATE + 0.2)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.consensus import checks
 from services.consensus.mempool import Mempool
 from zkpot import chain, refusal, tls
 from zkpot.crypto import KeyPair
@@ -64,6 +65,28 @@ def test_mempool_quota_per_sender() -> None:
     assert pool.add(*a[4]).reason == refusal.BUSY
     assert len(pool) == 4
     assert Mempool(max_txs=3, max_bytes=1 << 20).max_per_sender == 3  # default: no quota below the pool cap
+
+
+def test_mempool_known_id_needs_the_whole_message_equal() -> None:
+    """Issue 22: a block's tx takes an admitted tx's id (no re-encoding) only when the messages are
+    equal; the same signature on altered content, or a committed tx, gets None (its id is computed)."""
+    key = KeyPair.from_seed(b"\x03" * 32)
+    pool = Mempool(max_txs=100, max_bytes=1 << 20)
+    tx = chain.sign_tx(key, types_pb2.Transaction(payload=b"signed", nonce=1))
+    tx_id = chain.tx_id(tx)
+    assert pool.known_id(tx) is None
+    assert pool.add(tx_id, tx) is None
+    copy = types_pb2.Transaction.FromString(tx.SerializeToString())  # as a proposal's copy arrives
+    assert pool.known_id(copy) == tx_id
+    for field, value in (("payload", b"altered"), ("nonce", 2), ("sender", bytes(32))):
+        altered = types_pb2.Transaction.FromString(tx.SerializeToString())
+        setattr(altered, field, value)
+        assert pool.known_id(altered) is None, field
+        assert checks.tx_ids([altered], pool.known_id) == [chain.tx_id(altered)] != [tx_id]
+    empty_payload = types_pb2.Transaction(sender=tx.sender, nonce=1, signature=tx.signature)
+    assert pool.known_id(empty_payload) is None  # an absent body is not the same message
+    pool.mark_committed([tx_id])
+    assert pool.known_id(copy) is None
 
 
 def test_mempool_is_fair_by_bytes_and_evicts_the_heaviest() -> None:

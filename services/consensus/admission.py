@@ -45,12 +45,13 @@ class Admission:
 
     async def _admit(self, txs: list[types_pb2.Transaction], gossip: bool) -> list[consensus_pb2.TxAdmission]:
         c = self.core
-        ids = await c.rt.offload_bulk(checks.tx_ids, txs)
+        ids = await c.rt.offload_bulk(checks.tx_ids, txs, c.mempool.known_id)  # re-gossiped copies: known
         results = [consensus_pb2.TxAdmission(tx_id=i) for i in ids]
         todo: list[int] = []
         seen: set[bytes] = set()
+        sizes = [tx.ByteSize() for tx in txs]
         for k, (tx_id, tx) in enumerate(zip(ids, txs, strict=True)):
-            size = tx.ByteSize()
+            size = sizes[k]
             reason = c.mempool.refusal(tx_id, size, tx.sender)
             if reason is None and tx_id in seen:
                 reason = Refusal(refusal.DUPLICATE, "twice in this request")
@@ -78,7 +79,7 @@ class Admission:
         refusals = await c.checker.refusals([txs[k] for k in todo], [ids[k] for k in todo], bulk=True)
         admitted: list[types_pb2.Transaction] = []
         for k, found in zip(todo, refusals, strict=True):
-            reason = found or c.mempool.add(ids[k], txs[k])
+            reason = found or c.mempool.add(ids[k], txs[k], sizes[k])
             if reason is None:
                 results[k].admitted, results[k].reason = True, refusal.ACCEPTED
                 admitted.append(txs[k])

@@ -215,7 +215,7 @@ class Core:
         block = proposal.block
         h, ids = await self.rt.offload(
             checks.check_proposal, proposal, self.chain_id, self.validators, self.quorum, self.genesis_hash,
-            self.coin_check,
+            self.coin_check, self.mempool.known_id,
         )
         hdr = block.header
         if hdr.fallback_height == 0 and hdr.proposer != self.leaders.leader(hdr.view):

@@ -35,6 +35,9 @@ class Mempool:
         self._sender_bytes: Counter[bytes] = Counter()
         self._by_sender: dict[bytes, OrderedDict[bytes, None]] = {}
         self._txs: OrderedDict[bytes, tuple[types_pb2.Transaction, int]] = OrderedDict()
+        # signature -> (tx, id) of every admitted tx: a block's copy of a tx admitted here gets its
+        # id by one lookup and a message comparison instead of re-encoding and hashing (known_id)
+        self._by_signature: dict[bytes, tuple[types_pb2.Transaction, bytes]] = {}
         self._bytes = 0
         self._committed: OrderedDict[bytes, None] = OrderedDict()
         self.changed = asyncio.Event()  # set whenever a transaction is admitted
@@ -68,9 +71,10 @@ class Mempool:
     def _full_refusal(self) -> Refusal:
         return Refusal(refusal.BUSY, f"mempool full ({len(self._txs)} txs, {self._bytes} bytes)")
 
-    def add(self, tx_id: bytes, tx: types_pb2.Transaction) -> Refusal | None:
-        """Admit a checked transaction, evicting a heavier sender's newest if full; the refusal or None."""
-        size = tx.ByteSize()
+    def add(self, tx_id: bytes, tx: types_pb2.Transaction, size: int | None = None) -> Refusal | None:
+        """Admit a checked transaction, evicting a heavier sender's newest if full; the refusal or None.
+        `size`: its ByteSize if the caller has it."""
+        size = tx.ByteSize() if size is None else size
         reason = self.refusal(tx_id, size, tx.sender)
         if reason is not None:
             return reason
@@ -87,6 +91,7 @@ class Mempool:
         if reason is not None:
             return reason
         self._txs[tx_id] = (tx, size)
+        self._by_signature[tx.signature] = (tx, tx_id)
         self._bytes += size
         self._per_sender[tx.sender] += 1
         self._sender_bytes[tx.sender] += size
@@ -108,6 +113,7 @@ class Mempool:
         for tx_id in tx_ids:
             entry = self._txs.pop(tx_id, None)
             if entry is not None:
+                self._by_signature.pop(entry[0].signature, None)
                 self._bytes -= entry[1]
                 sender = entry[0].sender
                 self._per_sender[sender] -= 1
@@ -124,6 +130,13 @@ class Mempool:
             self._committed[tx_id] = None
         while len(self._committed) > COMMITTED_MEMORY:
             self._committed.popitem(last=False)
+
+    def known_id(self, tx: types_pb2.Transaction) -> bytes | None:
+        """The id of `tx` if an equal message was admitted here (None: compute it). Sound because
+        equal messages have equal canonical bytes, hence equal ids; the signature only finds the
+        candidate. Safe from worker threads: one dict lookup, and admitted txs are never mutated."""
+        entry = self._by_signature.get(tx.signature)
+        return entry[1] if entry is not None and entry[0] == tx else None
 
     def items(self) -> Iterable[tuple[bytes, types_pb2.Transaction]]:
         """Admitted transactions, oldest first."""
