@@ -76,7 +76,9 @@ class Admission:
                 todo.append(k)
             else:
                 results[k].reason, results[k].detail = reason.reason, reason.detail
-        refusals = await c.checker.refusals([txs[k] for k in todo], [ids[k] for k in todo], bulk=True)
+        # the only request in admission: its signature checks may take both workers (latency at light load)
+        alone = self.admitting == len(txs)
+        refusals = await c.checker.refusals([txs[k] for k in todo], [ids[k] for k in todo], bulk=True, split=alone)
         admitted: list[types_pb2.Transaction] = []
         for k, found in zip(todo, refusals, strict=True):
             reason = found or c.mempool.add(ids[k], txs[k], sizes[k])
