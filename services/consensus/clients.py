@@ -18,7 +18,7 @@ LEDGER_DEADLINE_S = 30.0
 VERIFY_DEADLINE_S = 600.0  # a batch of real proofs takes a while
 CACHE_ENTRIES = 200_000
 SIGNATURE_PARTS = 2  # a batch's signature checks run in this many parts at once (the bulk pool has 2 workers)
-SPLIT_FROM = 32  # smaller batches in one part: a thread hand-off costs more than half of 16 checks
+SPLIT_FROM = 32  # smaller batches stay in one part: two thread hand-offs would save them little
 BAD_SIGNATURE = Refusal(refusal.BAD_SIGNATURE, "transaction signature does not verify")
 NO_VERDICT = Refusal(refusal.VERIFIER_UNAVAILABLE, "no verdict for this transaction")
 
