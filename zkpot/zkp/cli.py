@@ -38,6 +38,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         "returning one, of supported layers only; the task starts from its weights")
     c.add_argument("--input-shape", default=None, metavar="CxHxW|FEATURES",
                    help="with --torch-model: one sample's shape (default: 64, or 1x8x8 when it starts with a Conv2d)")
+    c.add_argument("--onnx-model", type=Path, default=None, metavar="FILE.onnx",
+                   help="the model from an ONNX file instead: a chain of Gemm/MatMul+Add, Conv, Relu, AveragePool, "
+                        "Flatten; the input shape is the graph's; the task starts from its weights")
     c.add_argument("--scale", type=int, default=d.scale, help="ezkl input/param scale (log2)")
     c.add_argument("--max-logrows", type=int, default=d.max_logrows,
                    help="refuse a circuit above 2^N rows per shard (keys, SRS and proving time grow with it)")
@@ -62,6 +65,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     pl.add_argument("--arch", default=None, metavar="SPEC", help=f"as for create (default {d.arch})")
     pl.add_argument("--torch-model", default=None, metavar="FILE.py:NAME", help="as for create")
     pl.add_argument("--input-shape", default=None, metavar="CxHxW|FEATURES", help="as for create")
+    pl.add_argument("--onnx-model", type=Path, default=None, metavar="FILE.onnx", help="as for create")
     pl.add_argument("--test-set-size", type=int, default=None, help=f"default {d.test_set_size} (or the file's count)")
     pl.add_argument("--test-set", type=Path, default=None, metavar="FILE|DIR", help="your test set (its shape, count)")
     pl.add_argument("--shard-size", type=int, default=0, help="samples per shard proof (0: one proof)")
@@ -149,12 +153,20 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _architecture(args: argparse.Namespace) -> tuple[str, dict | None]:
-    """The spec (and the starting weights) from --arch or --torch-model."""
-    from zkpot.zkp import arch
+    """The spec (and the starting weights) from --arch, --torch-model or --onnx-model."""
+    from zkpot.zkp import arch, onnx_import
     from zkpot.zkp.task import TaskConfig
 
-    if args.torch_model and args.arch:
-        raise ValueError("--arch and --torch-model name the model twice: give one")
+    given = [flag for flag, value in (("--arch", args.arch), ("--torch-model", args.torch_model),
+                                      ("--onnx-model", args.onnx_model)) if value]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} name the model {'twice' if len(given) == 2 else 'three times'}: "
+                         f"give one")
+    if args.onnx_model:
+        if args.input_shape:
+            raise ValueError("--input-shape is read from the ONNX graph's input: drop it")
+        spec, weights = onnx_import.load(args.onnx_model)
+        return spec.spec, weights
     if not args.torch_model:
         return arch.parse(args.arch or TaskConfig.arch).spec, None
     module = arch.load_module(args.torch_model)
