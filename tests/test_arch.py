@@ -125,3 +125,10 @@ def test_data_files_are_checked_against_the_architecture(tmp_path) -> None:
     (tmp_path / "imgs").mkdir()
     with pytest.raises(datafiles.DataFileError, match="is not one-channel images"):
         datafiles.load_for(tmp_path / "imgs", tab)
+
+
+def test_a_module_whose_sizes_do_not_chain_is_refused_naming_the_tensor() -> None:
+    """arch.from_layers (shared by --torch-model and --onnx-model) checks each tensor against its layer."""
+    broken = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(40, 10))  # 4x6x6 = 144 features, not 40
+    with pytest.raises(arch.ArchError, match=r"l2.weight has shape \(10, 40\), the layer needs \(10, 144\)"):
+        arch.from_module(broken, (1, 8, 8))

@@ -303,13 +303,14 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Arch, 
     first layer that is not supported and why."""
     leaves = [m for m in module.modules() if not list(m.children())]
     tokens: list[str] = []
-    sources: list[nn.Module | None] = []
+    params: list[tuple[torch.Tensor, torch.Tensor]] = []
     for i, m in enumerate(leaves):
         where = f"layer {i} ({type(m).__name__})"
         if isinstance(m, nn.Linear):
             if m.bias is None:
                 raise ArchError(f"{where}: bias=False is not supported (every parametrised layer has a bias)")
             tokens.append(f"linear{m.out_features}")
+            params.append((m.weight, m.bias))
         elif isinstance(m, nn.Conv2d):
             k, s, p = m.kernel_size, m.stride, m.padding
             if (m.groups != 1 or m.dilation != (1, 1) or k[0] != k[1] or s[0] != s[1] or isinstance(p, str)
@@ -317,6 +318,7 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Arch, 
                 raise ArchError(f"{where}: only square kernels, equal stride and zero padding, groups=1, "
                                 f"dilation=1 and a bias are supported")
             tokens.append(Layer("conv", out=m.out_channels, kernel=k[0], stride=s[0], padding=p[0]).token())
+            params.append((m.weight, m.bias))
         elif isinstance(m, nn.ReLU):
             tokens.append("relu")
         elif isinstance(m, nn.AvgPool2d):
@@ -332,11 +334,22 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Arch, 
         else:
             raise ArchError(f"{where} is not supported (supported: Linear, Conv2d, ReLU, AvgPool2d, Flatten, "
                             f"Dropout; see docs/models.md for what else ezkl lays out and its cost)")
-        sources.append(m)
+    return from_layers(input_shape, tokens, params)
+
+
+def from_layers(input_shape: tuple[int, ...], tokens: list[str], params: list[tuple[object, object]],
+                ) -> tuple[Arch, dict[str, torch.Tensor]]:
+    """The `seq:` Arch of an input shape and layer tokens read from a user's model (a torch module,
+    an ONNX file), and its weights under the Arch's names: `params` holds (weight, bias), tensors
+    or arrays, for each parametrised layer in order. ArchError if a tensor's shape is not the
+    layer's (a module whose sizes do not chain)."""
     arch = parse("seq:" + "x".join(map(str, input_shape)) + "".join("-" + t for t in tokens))
+    named = [layer.name for layer in arch.layers if layer.name]
     weights: dict[str, torch.Tensor] = {}
-    for layer, src in zip(arch.layers, sources, strict=True):
-        if layer.name:
-            weights[f"{layer.name}.weight"] = src.weight.detach().clone().float()  # type: ignore[union-attr]
-            weights[f"{layer.name}.bias"] = src.bias.detach().clone().float()  # type: ignore[union-attr]
+    for name, (w, b) in zip(named, params, strict=True):
+        weights[f"{name}.weight"] = torch.as_tensor(w).detach().clone().float()
+        weights[f"{name}.bias"] = torch.as_tensor(b).detach().clone().float()
+    for name, shape in arch.layout:
+        if tuple(weights[name].shape) != shape:
+            raise ArchError(f"{name} has shape {tuple(weights[name].shape)}, the layer needs {shape}")
     return arch, weights

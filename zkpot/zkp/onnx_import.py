@@ -108,17 +108,10 @@ def load(path: Path) -> tuple[arch_spec.Arch, dict[str, torch.Tensor]]:
         k += 1
     if current != graph.output[0].name:
         raise arch_spec.ArchError(f"{where}: the graph's output is not its last layer's")
-    arch = arch_spec.parse("seq:" + "x".join(map(str, shape)) + "".join("-" + t for t in tokens))
-    weights: dict[str, torch.Tensor] = {}
-    with_params = [layer for layer in arch.layers if layer.name]
-    for layer, (w, b) in zip(with_params, params, strict=True):
-        weights[f"{layer.name}.weight"] = torch.tensor(np.asarray(w, dtype=np.float32))
-        weights[f"{layer.name}.bias"] = torch.tensor(np.asarray(b, dtype=np.float32))
-    for name, shape_ in arch.layout:
-        if tuple(weights[name].shape) != shape_:
-            raise arch_spec.ArchError(f"{where}: {name} has shape {tuple(weights[name].shape)}, "
-                                      f"the layer needs {shape_}")
-    return arch, weights
+    try:
+        return arch_spec.from_layers(shape, tokens, params)
+    except arch_spec.ArchError as exc:
+        raise arch_spec.ArchError(f"{where}: {exc}") from None
 
 
 def _gemm(node, attrs: dict, consts: dict, params: list, where: str) -> str:  # noqa: ANN001 - onnx NodeProto
@@ -151,6 +144,5 @@ def _conv(node, attrs: dict, consts: dict, params: list, where: str) -> str:  # 
         raise arch_spec.ArchError(f"{where}: a bias of {w.shape[0]} is required (every parametrised layer has "
                                   f"a bias)")
     params.append((w, b))
-    token = arch_spec.Layer("conv", out=int(w.shape[0]), kernel=int(kernel[0]), stride=int(strides[0]),
-                            padding=int(pads[0])).token()
-    return token
+    return arch_spec.Layer("conv", out=int(w.shape[0]), kernel=int(kernel[0]), stride=int(strides[0]),
+                           padding=int(pads[0])).token()
