@@ -295,6 +295,59 @@ def test_core_commits_in_height_order_with_certifying_qcs(tmp_path: Path, fx: Fi
     assert core.store.committed_height == 2
 
 
+def test_schedule_is_asked_for_only_when_an_append_names_another_epoch(tmp_path: Path, fx: Fixture) -> None:
+    """Each append's response names the schedule's epoch after its block: the replica calls
+    LeaderSchedule when that differs from its own (a round closed) or the response cannot tell (an
+    older ledger, a replayed block), not after every block (issue 22: ~1 ms of CPU per view)."""
+    gh = genesis_hash(fx)
+    blocks, parent, qc = [], gh, None
+    for v in range(1, 7):  # consecutive views: block k commits when block k+2 arrives
+        b = make_block(fx, v, v, parent, qc)
+        blocks.append(b)
+        parent, qc = chain.block_hash(b.header), qc_for(fx, b)
+    validators = [v.public_key for v in fx.genesis.validators]
+
+    class ScriptedLedger(LedgerDouble):
+        def __init__(self, fx: Fixture) -> None:
+            super().__init__(fx)
+            self.asked = 0
+            self.epoch = 0
+            # per appended height: the response's schedule_epoch (None: a ledger without the field)
+            self.script: dict[int, int | None] = {1: 0, 2: 1, 3: 1, 4: None}
+
+        async def leader_schedule(self) -> ledger_pb2.LeaderScheduleResponse:
+            self.asked += 1
+            return ledger_pb2.LeaderScheduleResponse(epoch=self.epoch, activation_view=1000, leaders=validators,
+                                                     previous_leaders=validators)
+
+        async def append(self, block: types_pb2.Block, qc: types_pb2.QuorumCert) -> ledger_pb2.AppendResponse:
+            resp = await super().append(block, qc)
+            epoch = self.script[block.header.height]
+            if epoch is not None:
+                self.epoch = epoch
+                resp.schedule_epoch = epoch
+            return resp
+
+    async def run() -> list[int]:
+        ledger, net = ScriptedLedger(fx), NetworkDouble()
+        config = Config(data_dir=tmp_path, idle_block_s=30, base_timeout_s=30)
+        core = Core(config, fx.genesis, fx.validator_keys[3], ledger, net, TxChecker(None))  # type: ignore[arg-type]
+        await core.start()
+        asked = [ledger.asked]  # once at start
+        for b in blocks:
+            await core.on_proposal(consensus_pb2.Proposal(block=b))
+            await asyncio.sleep(0.05)  # the committer appends
+            asked.append(ledger.asked)
+        assert core.leaders.schedule.epoch == 1
+        await core.stop()
+        return asked
+
+    asked = asyncio.run(run())
+    # appends: height 1 after block 3 (epoch 0: ours), 2 after 4 (epoch 1: ask), 3 after 5 (epoch 1:
+    # ours now), 4 after 6 (no epoch in the reply: ask)
+    assert asked == [1, 1, 1, 1, 2, 2, 3]
+
+
 def test_proposal_from_wrong_leader_is_rejected(tmp_path: Path, fx: Fixture) -> None:
     b1 = make_block(fx, 1, 1, genesis_hash(fx))
     b1.header.view = 2  # now leader(2) should have signed it; re-sign with the view-1 leader

@@ -69,7 +69,12 @@ def test_round_closes_when_all_submitted_with_threshold(fx, ledger):
 
 def test_schedule_ranks_and_activates_after_lag(fx, ledger):
     b = ChainBuilder(fx)
-    _append(ledger, b, [fx.submit(0, 1, 11), fx.submit(1, 1, 30), fx.submit(2, 1, 3)])
+    before = _append(ledger, b, [])
+    # an append names the schedule's epoch after its block: consensus asks for the schedule only
+    # when it moved (set even for epoch 0, so a replica can tell it from an older ledger's reply)
+    assert before.HasField("schedule_epoch") and before.schedule_epoch == 0
+    closing = _append(ledger, b, [fx.submit(0, 1, 11), fx.submit(1, 1, 30), fx.submit(2, 1, 3)])
+    assert closing.schedule_epoch == 1
     closing_view = b.view
     sched = ledger.schedule()
     v = [k.public for k in fx.validator_keys]

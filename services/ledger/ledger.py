@@ -263,7 +263,8 @@ class Ledger:
             head=Head(hdr.height, bh, hdr.view, ex.state_root, hdr.timestamp_ms, records.read_current_round(after)),
             qc=qc.SerializeToString(deterministic=True),
             response=ledger_pb2.AppendResponse(
-                height=hdr.height, block_hash=bh, state_root=ex.state_root, results=ex.results
+                height=hdr.height, block_hash=bh, state_root=ex.state_root, results=ex.results,
+                schedule_epoch=schedule.epoch if (schedule := records.read_schedule(after)) is not None else 0,
             ),
             tx_locations={
                 tid: (hdr.height, pos) for pos, tid in enumerate(tx_ids) if pos not in ex.duplicate_positions
