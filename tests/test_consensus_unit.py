@@ -15,7 +15,7 @@ import pytest
 from chain_factory import Fixture, make_genesis, make_qc
 from ledger_process import free_port
 
-from services.consensus import checks
+from services.consensus import blockstore, checks
 from services.consensus.aggregator import TimeoutAggregator, VoteAggregator, tc_high_qc_view
 from services.consensus.blockstore import BlockStore
 from services.consensus.clients import TxChecker
@@ -260,6 +260,37 @@ def test_commit_rule_needs_consecutive_views(fx: Fixture) -> None:
     assert store.commit_target(q3) == h2  # consecutive views 3, 4: commits b2 (and b1 below it)
     assert [h for h, _ in store.chain_to_committed(h2)] == [h1, h2]
     assert store.certs[h1] == q1 and store.certs[h2] == q2
+
+
+def test_prune_keeps_the_committed_window_and_drops_forks_at_or_below_the_committed_height(fx: Fixture) -> None:
+    """Pruning (every commit) drops committed blocks older than KEEP_COMMITTED and every fork block
+    at or below the committed height, and nothing else: the blocks above, forks among them, and
+    the committed window that peers fetch from."""
+    keep = blockstore.KEEP_COMMITTED
+    store = BlockStore(fx.genesis.block(), genesis_hash(fx), None)
+    main: list[bytes] = [genesis_hash(fx)]
+    forks: dict[int, bytes] = {}
+    parent_qc = None
+    for height in range(1, keep + 12):
+        block = make_block(fx, height, height, main[-1], parent_qc)
+        main.append(store.add(block))
+        parent_qc = qc_for(fx, block)
+        if height % 50 == 0 or height > keep + 5:  # a competing block at this height (another view)
+            forks[height] = store.add(make_block(fx, height + 10_000, height, main[-2], None))
+    committed = keep + 8
+    for h in main[1 : committed + 1]:
+        store.mark_committed(h)
+    store.prune()
+    kept = set(main[committed - keep :])  # the committed window (heights >= committed - keep) and above
+    assert all(h in store for h in kept)
+    assert not any(h in store for h in main[: committed - keep])
+    assert all((h in store) == (height > committed) for height, h in forks.items())
+    assert len(store) == len(kept) + sum(1 for height in forks if height > committed)
+    # the next commit prunes one more committed block, and the fork at its height
+    store.mark_committed(main[committed + 1])
+    store.prune()
+    assert main[committed - keep] not in store and main[committed + 1 - keep] in store
+    assert forks[committed + 1] not in store and forks[committed + 2] in store
 
 
 def test_core_commits_in_height_order_with_certifying_qcs(tmp_path: Path, fx: Fixture) -> None:

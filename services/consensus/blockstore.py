@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,10 @@ class BlockStore:
         """`root`: the committed tip (the ledger's head; genesis on a fresh chain)."""
         self._clock = clock
         self._entries: dict[bytes, Entry] = {root_hash: Entry(root, clock(), [])}
+        # the entries split in two, so pruning touches only what it drops (it runs at every commit;
+        # a scan of all entries and a walk of the kept committed chain cost ~5 % of a replica's CPU)
+        self._committed_chain: deque[bytes] = deque([root_hash])  # committed entries, oldest first
+        self._uncommitted: set[bytes] = set()  # every other entry: the chain above, and forks
         self.certs: dict[bytes, types_pb2.QuorumCert] = {}
         if root_qc is not None:
             self.certs[root_hash] = root_qc
@@ -57,6 +62,7 @@ class BlockStore:
         if h not in self._entries:
             ids = tx_ids if tx_ids is not None else [chain.tx_id(tx) for tx in block.txs]
             self._entries[h] = Entry(block, self._clock(), ids)
+            self._uncommitted.add(h)
         if block.header.HasField("parent_qc"):
             self.add_cert(block.header.parent_qc)
         return h
@@ -112,23 +118,23 @@ class BlockStore:
         self.committed_hash = block_hash
         self.committed_height = block.header.height
         self.committed_view = block.header.view
+        self._uncommitted.discard(block_hash)
+        self._committed_chain.append(block_hash)
 
     def prune(self) -> None:
         """Drop blocks that can no longer matter: old committed ones and forks below the tip."""
         floor = self.committed_height - KEEP_COMMITTED
-        committed: set[bytes] = set()
-        h = self.committed_hash
-        while h in self._entries:
-            committed.add(h)
-            h = self._entries[h].block.header.parent_hash
-        stale = [
-            h
-            for h, e in self._entries.items()
-            if e.block.header.height < floor or (e.block.header.height <= self.committed_height and h not in committed)
-        ]
-        for h in stale:
-            del self._entries[h]
-            self.certs.pop(h, None)
+        chain_ = self._committed_chain
+        while len(chain_) > 1 and self._entries[chain_[0]].block.header.height < floor:
+            self._drop(chain_.popleft())
+        forks = [h for h in self._uncommitted if self._entries[h].block.header.height <= self.committed_height]
+        for h in forks:
+            self._uncommitted.discard(h)
+            self._drop(h)
+
+    def _drop(self, block_hash: bytes) -> None:
+        del self._entries[block_hash]
+        self.certs.pop(block_hash, None)
 
     def uncommitted_tx_ids(self, tip: bytes) -> set[bytes]:
         ids: set[bytes] = set()
