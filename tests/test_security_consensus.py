@@ -1,9 +1,9 @@
 """Authentication of consensus messages and per-peer throttling, against a real replica process over gRPC.
 
 One replica (validator-0 of four, with its own ledger, long timers so it only moves when told)
-receives forged, unsigned, unknown-signer and replayed Propose / SendVote / SendTimeout messages:
-each forgery is refused with INVALID_ARGUMENT and counted in
-zkpot_consensus_rejected_messages_total{reason}; replays are never counted twice. Then a flood of
+receives forged, unsigned, unknown-signer and replayed Propose / SendVote / StreamVotes /
+SendTimeout messages: each forgery is refused with INVALID_ARGUMENT (on a stream: skipped) and
+counted in zkpot_consensus_rejected_messages_total{reason}; replays are never counted twice. Then a flood of
 submissions from one peer is throttled (RESOURCE_EXHAUSTED) and one sender's mempool quota fills,
 while another peer and another sender still get in.
 """
@@ -138,6 +138,36 @@ def test_forged_and_replayed_votes_are_refused(net: Net) -> None:
     refused(stub.SendVote, vote, "duplicate_vote", net)  # replayed
     equivocation = chain.make_vote(net.fx.validator_keys[1], b"\x01" * 32, 1, 1)
     refused(stub.SendVote, equivocation, "duplicate_vote", net)  # a second vote in the view
+    assert net.status().high_qc_view == 0
+
+
+def test_votes_on_a_stream_are_checked_one_by_one_and_the_stream_goes_on(net: Net) -> None:
+    """StreamVotes (how replicas send votes): every message is checked as SendVote checks it; a
+    forged, unsigned, replayed or equivocating vote is counted and skipped, the valid ones around
+    it still count (once each); an oversized message ends the stream; nothing certifies."""
+    stub = net.stub()
+    k = net.fx.validator_keys
+    bh = b"\x07" * 32  # view 7: no other test's votes are there
+    forged = chain.make_vote(STRANGER, bh, 7, 7)
+    unsigned = chain.make_vote(k[2], bh, 7, 7)
+    unsigned.signature.signature = b""
+    good2, good3 = chain.make_vote(k[2], bh, 7, 7), chain.make_vote(k[3], bh, 7, 7)
+    equivocation = chain.make_vote(k[2], b"\x08" * 32, 7, 7)
+    reasons = ("unknown_signer", "bad_signature", "duplicate_vote")
+    before = {r: net.rejected(r) for r in reasons}
+    received = metric(net.replica.metrics_port, "zkpot_consensus_votes_received_total")
+    stub.StreamVotes(iter([forged, unsigned, good2, good2, equivocation, good3]), timeout=10)
+    assert {r: net.rejected(r) - before[r] for r in reasons} == {
+        "unknown_signer": 1, "bad_signature": 1, "duplicate_vote": 2}
+    assert metric(net.replica.metrics_port, "zkpot_consensus_votes_received_total") == received + 2
+    assert net.status().high_qc_view == 0  # two validators' votes (the replica did not vote in view 7)
+
+    oversized = chain.make_vote(k[1], bh, 7, 7)
+    oversized.block_hash = b"\x07" * 5000  # over the 4 KiB a vote may take
+    with pytest.raises(grpc.RpcError) as err:
+        stub.StreamVotes(iter([oversized, chain.make_vote(k[1], bh, 7, 7)]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+    assert metric(net.replica.metrics_port, "zkpot_consensus_votes_received_total") == received + 2
     assert net.status().high_qc_view == 0
 
 

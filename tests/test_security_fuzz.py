@@ -290,6 +290,7 @@ def _consensus_seeds(net: ChainNet) -> dict[str, list[Message]]:
         "GossipTxs": [txs],
         "Propose": [consensus_pb2.Proposal(block=block), proposal_tc],
         "SendVote": [chain.make_vote(STRANGER, bh, 1, 1)],
+        "StreamVotes": [chain.make_vote(STRANGER, bh, 1, 1)],
         "SendTimeout": [timeout, chain.make_timeout(STRANGER, 1, None)],
         "FetchBlocks": [consensus_pb2.FetchBlocksRequest(block_hash=net.genesis_hash, max_blocks=2),
                         consensus_pb2.FetchBlocksRequest(block_hash=bh, max_blocks=1)],

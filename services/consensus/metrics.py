@@ -44,7 +44,7 @@ rejected_txs = metrics.counter("zkpot_consensus_rejected_txs_total", "Transactio
                                 known=("bad_signature", "invalid_proof", "duplicate", "malformed"))
 admitted_txs = metrics.counter("zkpot_consensus_admitted_txs_total", "Transactions admitted to the mempool")
 send_failures = metrics.counter("zkpot_consensus_send_failures_total", "Failed sends to peers", ["rpc"],
-                                known=("Propose", "SendVote", "SendTimeout", "SendCoinShare"))
+                                known=("Propose", "SendVote", "StreamVotes", "SendTimeout", "SendCoinShare"))
 append_failures = metrics.counter("zkpot_consensus_ledger_append_failures_total", "Failed ledger appends")
 stale_timers = metrics.counter("zkpot_consensus_stale_timers_total",
                                "View timers that ran out for a view the replica had already left")

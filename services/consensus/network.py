@@ -3,6 +3,13 @@
 A send never blocks the caller (the core loop): it is a task whose failure is logged and
 counted. Channels reconnect quickly so a restarted peer is back within a second or two.
 
+Votes, the most frequent message (every replica to every replica, every view), travel on one
+long-lived StreamVotes stream per peer: a unary call costs ~3x the CPU of a stream message
+(bench/peer_transport.py), about half of an idle view's CPU went to such calls. A peer's queue holds
+at most VOTE_QUEUE votes; past that the oldest is dropped (a vote for a past view is worthless, and
+a peer that is paused or gone must not grow it). A broken stream is reopened; a peer that does not
+serve StreamVotes (an older version) gets unary SendVote calls instead.
+
 Transaction gossip travels on its own connection per peer, and at most GOSSIP_INFLIGHT_BYTES of
 it is in flight to a peer at a time (more is dropped: gossip is best-effort, the mempool's
 re-gossip and the leaders' proposals carry transactions anyway). So bulk transactions never
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -27,6 +35,8 @@ from . import metrics as m
 log = logging.getLogger("zkpot.consensus.network")
 
 SEND_DEADLINE_S = 5.0
+VOTE_QUEUE = 256  # votes waiting for a peer's stream (a few views' worth even under the fallback)
+VOTE_STREAM_RETRY_S = 0.1  # pause before reopening a broken vote stream
 GOSSIP_INFLIGHT_BYTES = 16 * 1024 * 1024
 FETCH_DEADLINE_S = 10.0
 CHANNEL_OPTIONS = grpcutil.FAST_RECONNECT_OPTIONS
@@ -42,6 +52,8 @@ class Peer:
     gossip_channel: grpc.aio.Channel
     gossip_stub: consensus_pb2_grpc.ConsensusStub
     gossip_inflight: int = 0
+    votes: asyncio.Queue[consensus_pb2.Vote | None] | None = None  # its StreamVotes queue (opened by the first vote)
+    unary_votes: bool = False  # the peer does not serve StreamVotes: one SendVote per vote
 
 
 def parse_peer(spec: str) -> tuple[str, str]:
@@ -81,7 +93,65 @@ class Network:
 
     def broadcast_vote(self, vote: consensus_pb2.Vote) -> None:
         for peer in self.peers.values():
-            self._fire("SendVote", peer, lambda p=peer: p.stub.SendVote(vote, timeout=SEND_DEADLINE_S))
+            if peer.unary_votes:
+                self._send_vote_unary(peer, vote)
+                continue
+            if peer.votes is None:
+                peer.votes = asyncio.Queue(maxsize=VOTE_QUEUE)
+                task = asyncio.get_running_loop().create_task(self._stream_votes(peer, peer.votes))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if peer.votes.full():
+                peer.votes.get_nowait()
+                m.send_failures.labels(rpc="StreamVotes").inc()
+            peer.votes.put_nowait(vote)
+
+    def _send_vote_unary(self, peer: Peer, vote: consensus_pb2.Vote) -> None:
+        self._fire("SendVote", peer, lambda: peer.stub.SendVote(vote, timeout=SEND_DEADLINE_S))
+
+    async def _stream_votes(self, peer: Peer, queue: asyncio.Queue[consensus_pb2.Vote | None]) -> None:
+        """Keep one StreamVotes call open to `peer` while there are votes for it. Written with the
+        call's own write(), not a request iterator: once a call has failed nothing of it is left
+        waiting on the queue (an iterator's reader could take a vote from the next call's share)."""
+        while True:
+            vote = await queue.get()  # a stream is opened when there is a vote to send
+            if vote is None:
+                continue  # an earlier call's end, seen after it
+            # what this call took from the queue: resent as SendVote calls if the peer turns out not
+            # to serve StreamVotes (it refuses at once, but writes may have gone out before)
+            taken: deque[consensus_pb2.Vote] = deque(maxlen=VOTE_QUEUE)
+            call = peer.stub.StreamVotes()
+            ended = asyncio.ensure_future(call)
+            # the peer may end the call while the queue is empty: a None in the queue says so
+            ended.add_done_callback(lambda _: queue.full() or queue.put_nowait(None))
+            try:
+                while vote is not None:
+                    taken.append(vote)
+                    await call.write(vote)
+                    vote = await queue.get()
+                await ended  # its error, if any; a call the peer closed cleanly is reopened
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                m.send_failures.labels(rpc="StreamVotes").inc()
+                # a write that finds the call over fails with INTERNAL ("execute_batch"): the
+                # call's own status says why it ended
+                await asyncio.wait((ended,), timeout=1.0)
+                final = ended.exception() if ended.done() and not ended.cancelled() else exc
+                code = final.code() if isinstance(final, grpc.aio.AioRpcError) else grpc.StatusCode.UNKNOWN
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    log.info("%s does not serve StreamVotes: its votes go as SendVote calls", peer.name)
+                    peer.unary_votes = True
+                    for v in [*taken, *(queue.get_nowait() for _ in range(queue.qsize()))]:
+                        if v is not None:
+                            self._send_vote_unary(peer, v)
+                    return
+                log.debug("StreamVotes to %s ended: %s", peer.name, code.name)
+            except Exception:  # never let a send kill the loop; the stream is reopened
+                m.send_failures.labels(rpc="StreamVotes").inc()
+                log.exception("StreamVotes to %s failed", peer.name)
+            finally:
+                call.cancel()
+                ended.cancel()
+            await asyncio.sleep(VOTE_STREAM_RETRY_S)
 
     def broadcast_proposal(self, proposal: consensus_pb2.Proposal) -> None:
         for peer in self.peers.values():

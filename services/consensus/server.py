@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,7 @@ BYTES_PER_TOKEN = 64 * 1024
 # (Timeout carries a QC: ~100 bytes per validator signature).
 REQUEST_LIMITS = {
     _SERVICE + "SendVote": 4 * 1024,
+    _SERVICE + "StreamVotes": 4 * 1024,  # per message of the stream
     _SERVICE + "SendTimeout": 128 * 1024,
     _SERVICE + "SendCoinShare": 1024,
     _SERVICE + "Status": 1024,
@@ -178,6 +180,21 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             await self.core.on_vote(request)
         except Rejected as exc:
             await self._reject(context, exc)
+        return consensus_pb2.Ack()
+
+    async def StreamVotes(
+        self, request_iterator: AsyncIterator[consensus_pb2.Vote], context: grpc.aio.ServicerContext
+    ) -> consensus_pb2.Ack:
+        """A peer's votes, in order: each handled as SendVote handles it. A refused vote is counted
+        and skipped (as a refused SendVote leaves the peer's channel usable): the stream goes on."""
+        async for vote in request_iterator:
+            try:
+                await self.core.on_vote(vote)
+            except Rejected as exc:
+                m.rejected.labels(reason=exc.reason).inc()
+                log.info("rejected a vote on StreamVotes: %s", exc)
+            except Exception:  # a bug must not cost the peer's later votes (a unary call loses one)
+                log.exception("a vote on StreamVotes failed")
         return consensus_pb2.Ack()
 
     async def SendTimeout(
