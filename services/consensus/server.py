@@ -79,9 +79,13 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
         self.forgeries = TokenBuckets(forged_signatures_per_s, forged_signatures_per_s, max_keys=1)
         self.trusted: OrderedDict[str, None] = OrderedDict()
 
-    async def _reject(self, context: grpc.aio.ServicerContext, exc: Rejected) -> None:
+    @staticmethod
+    def _count_refusal(exc: Rejected, where: str) -> None:
         m.rejected.labels(reason=exc.reason).inc()
-        log.info("rejected %s: %s", type(self).__name__, exc)
+        log.info("rejected %s: %s", where, exc)
+
+    async def _reject(self, context: grpc.aio.ServicerContext, exc: Rejected) -> None:
+        self._count_refusal(exc, type(self).__name__)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     async def _txs(
@@ -191,8 +195,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServicer):
             try:
                 await self.core.on_vote(vote)
             except Rejected as exc:
-                m.rejected.labels(reason=exc.reason).inc()
-                log.info("rejected a vote on StreamVotes: %s", exc)
+                self._count_refusal(exc, "a vote on StreamVotes")
             except Exception:  # a bug must not cost the peer's later votes (a unary call loses one)
                 log.exception("a vote on StreamVotes failed")
         return consensus_pb2.Ack()
