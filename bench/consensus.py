@@ -602,7 +602,7 @@ def main() -> int:
             off += sat.used
             asyncio.run(wait_drained(watch))
             # light load: an open loop offering LIGHT_SHARE of the saturated rate. (One batch of 250
-            # in flight, the figure called "light" before stop 32, commits at about half the
+            # in flight, the figure called "light" before stop 34, commits at about half the
             # saturated rate: its p50 is a moderate load's, queueing in the replicas' CPU included.)
             rate = LIGHT_SHARE * sat.tx_s
             nl = int(rate * seconds) + LIGHT_BATCH
